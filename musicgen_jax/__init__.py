@@ -1,0 +1,33 @@
+"""musicgen-jax: MusicGen text-to-music in JAX/Flax.
+
+The public API::
+
+    from musicgen_jax import MusicGen
+    model = MusicGen.from_pretrained("facebook/musicgen-small")
+"""
+
+from musicgen_jax.conditioning import Attributes, InvalidAttributeError
+from musicgen_jax.models.config import (
+    AudioConfig,
+    ConditioningConfig,
+    DecoderConfig,
+    MusicGenConfig,
+    TextEncoderConfig,
+)
+from musicgen_jax.models.musicgen import MusicGenModel
+from musicgen_jax.pipeline import MusicGen, PromptError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attributes",
+    "AudioConfig",
+    "ConditioningConfig",
+    "DecoderConfig",
+    "InvalidAttributeError",
+    "MusicGen",
+    "MusicGenConfig",
+    "MusicGenModel",
+    "PromptError",
+    "TextEncoderConfig",
+]

@@ -1,0 +1,111 @@
+"""Apply a name table (:mod:`musicgen_jax.conversion.key_maps`) in either direction, checked.
+
+Loading fills each Flax leaf in the target dtype straight from the tensors as they are read, and
+asserts that every key of the source was consumed (or is on the ignore list) and that every shape
+fits the config. Exporting is the exact inverse, so a round trip is bit-exact.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from musicgen_jax.conversion.key_maps import Rule, to_flax, to_torch
+from musicgen_jax.conversion.tensors import CheckpointError, numpy_dtype
+
+
+def _set(tree: dict, path: tuple[str, ...], value) -> None:
+    for part in path[:-1]:
+        tree = tree.setdefault(part, {})
+    tree[path[-1]] = value
+
+
+def _get(tree: dict, path: tuple[str, ...]):
+    for part in path:
+        if not isinstance(tree, dict) or part not in tree:
+            raise CheckpointError(f"parameter {'/'.join(path)} is missing")
+        tree = tree[part]
+    return tree
+
+
+def load_params(
+    get: Callable[[str], np.ndarray],
+    keys: Iterable[str],
+    rules: list[Rule],
+    expected_shapes: dict[tuple[str, ...], tuple[int, ...]],
+    dtype: str | np.dtype = "float32",
+    ignored: Iterable[str] = (),
+) -> dict:
+    """Build the Flax parameter tree from PyTorch-named tensors.
+
+    ``get(name)`` reads one tensor; ``keys`` are every name the source holds; ``expected_shapes``
+    maps each Flax path to the shape the model config implies (from ``jax.eval_shape``).
+    """
+    target = numpy_dtype(dtype)
+    available = set(keys)
+    consumed: set[str] = set()
+    params: dict = {}
+    missing = [k for rule in rules for k in rule.torch_keys() if k not in available]
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" (and {len(missing) - 8} more)" if len(missing) > 8 else "")
+        raise CheckpointError(f"the checkpoint lacks {len(missing)} tensor(s) the model needs: {shown}")
+    for rule in rules:
+        want = expected_shapes.get(rule.path)
+        if want is None:
+            raise CheckpointError(f"rule for {'/'.join(rule.path)} names no parameter of this model config")
+        if rule.stack:
+            leaf = np.empty(want, dtype=target)
+            for i, key in enumerate(rule.torch_keys()):
+                array = to_flax(get(key), rule)
+                if array.shape != want[1:]:
+                    raise CheckpointError(
+                        f"{key}: shape {array.shape} after layout {rule.layout!r}, but the config implies {want[1:]}"
+                    )
+                leaf[i] = array
+                consumed.add(key)
+        else:
+            array = to_flax(get(rule.key), rule)
+            if array.shape != want:
+                raise CheckpointError(
+                    f"{rule.key}: shape {array.shape} after layout {rule.layout!r}, but the config implies {want}"
+                )
+            leaf = np.array(array, dtype=target)
+            consumed.add(rule.key)
+        _set(params, rule.path, leaf)
+    patterns = [re.compile(p) for p in ignored]
+    left = sorted(k for k in available - consumed if not any(p.fullmatch(k) for p in patterns))
+    if left:
+        shown = ", ".join(left[:8]) + (f" (and {len(left) - 8} more)" if len(left) > 8 else "")
+        raise CheckpointError(f"{len(left)} tensor(s) of the checkpoint fit no parameter: {shown}")
+    unfilled = sorted("/".join(p) for p in expected_shapes if p not in {r.path for r in rules})
+    if unfilled:
+        raise CheckpointError(f"the checkpoint format has no tensors for: {', '.join(unfilled)}")
+    return params
+
+
+def export_params(params: dict, rules: list[Rule], dtype: str | np.dtype | None = None) -> dict[str, np.ndarray]:
+    """The PyTorch-named tensors of ``params`` (the inverse of :func:`load_params`)."""
+    target = numpy_dtype(dtype) if dtype is not None else None
+    tensors: dict[str, np.ndarray] = {}
+    for rule in rules:
+        leaf = np.asarray(_get(params, rule.path))
+        if target is not None:
+            leaf = leaf.astype(target)
+        if rule.stack:
+            for i, key in enumerate(rule.torch_keys()):
+                tensors[key] = np.ascontiguousarray(to_torch(leaf[i], rule))
+        else:
+            tensors[rule.key] = np.ascontiguousarray(to_torch(leaf, rule))
+    return tensors
+
+
+def flatten_paths(tree: dict, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], object]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten_paths(value, prefix + (key,)))
+        else:
+            flat[prefix + (key,)] = value
+    return flat

@@ -1,0 +1,253 @@
+"""Reading and writing named tensors, lazily and one at a time.
+
+A :class:`TensorSource` opens whatever a checkpoint directory holds — ``model.safetensors`` (or its
+sharded index), ``pytorch_model.bin`` (or its index), audiocraft's ``state_dict.bin``, or a Flax
+``flax_model.msgpack`` — and hands out tensors by their PyTorch name as NumPy arrays in the dtype
+asked for. Nothing loads the whole checkpoint at once, so converting a large model never holds
+two full float32 copies in host memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+DTYPES = {
+    "float32": np.float32,
+    "fp32": np.float32,
+    "bfloat16": ml_dtypes.bfloat16,
+    "bf16": ml_dtypes.bfloat16,
+    "float16": np.float16,
+    "fp16": np.float16,
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, or does not fit the model."""
+
+
+def numpy_dtype(dtype: str | np.dtype | type) -> np.dtype:
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise CheckpointError(f"unknown dtype {dtype!r}; choose one of float32, bfloat16, float16")
+        return np.dtype(DTYPES[dtype])
+    return np.dtype(dtype)
+
+
+def torch_to_numpy(tensor) -> np.ndarray:
+    """A CPU torch tensor as NumPy, bfloat16 included (NumPy has no native bfloat16)."""
+    import torch
+
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        return tensor.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return tensor.numpy()
+
+
+class TensorSource:
+    """Named tensors of one checkpoint, read on demand."""
+
+    def __init__(self, readers: dict[str, "_Reader"]):
+        self._readers = readers  # tensor name -> reader holding it
+
+    @classmethod
+    def open(cls, path: str | Path, prefix: str = "") -> "TensorSource":
+        """Open a file or a directory; ``prefix`` keeps only names starting with it (stripped)."""
+        path = Path(path)
+        files = _weight_files(path)
+        readers: dict[str, _Reader] = {}
+        for file in files:
+            reader = _open_reader(file)
+            for name in reader.keys():
+                if name.startswith(prefix):
+                    readers[name[len(prefix) :]] = _Alias(reader, name) if prefix else reader
+        if not readers:
+            raise CheckpointError(f"{path}: no tensors{f' under {prefix!r}' if prefix else ''}")
+        return cls(readers)
+
+    def keys(self) -> list[str]:
+        return sorted(self._readers)
+
+    def use_tied_copy(self, name: str, copy: str) -> None:
+        """Serve ``name`` from ``copy`` when only the tied copy was saved (T5's shared embedding)."""
+        if name not in self._readers and copy in self._readers:
+            self._readers[name] = _Alias(self._readers.pop(copy), copy)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._readers
+
+    def get(self, name: str, dtype: str | np.dtype | None = None) -> np.ndarray:
+        if name not in self._readers:
+            raise CheckpointError(f"tensor {name!r} is missing from the checkpoint")
+        array = self._readers[name].get(name)
+        return array if dtype is None else array.astype(numpy_dtype(dtype), copy=False)
+
+    def items(self, dtype=None) -> Iterator[tuple[str, np.ndarray]]:
+        for name in self.keys():
+            yield name, self.get(name, dtype)
+
+
+def _weight_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint at {path}")
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json", "params.safetensors.index.json"):
+        index = path / index_name
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            return [path / shard for shard in shards]
+    for name in ("model.safetensors", "pytorch_model.bin", "flax_model.msgpack", "state_dict.bin", "params.safetensors"):
+        if (path / name).is_file():
+            return [path / name]
+    raise CheckpointError(
+        f"{path} holds no weights: expected model.safetensors, pytorch_model.bin, flax_model.msgpack "
+        "or state_dict.bin (or a sharded index of one)"
+    )
+
+
+class _Reader:
+    def keys(self) -> list[str]:
+        raise NotImplementedError
+
+    def get(self, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _Alias(_Reader):
+    def __init__(self, reader: _Reader, name: str):
+        self._reader, self._name = reader, name
+
+    def keys(self) -> list[str]:
+        return [self._name]
+
+    def get(self, name: str) -> np.ndarray:
+        return self._reader.get(self._name)
+
+
+class _SafetensorsReader(_Reader):
+    def __init__(self, file: Path):
+        from safetensors import safe_open
+
+        try:
+            self._handle = safe_open(str(file), framework="numpy")
+        except Exception as error:  # safetensors raises its own error types
+            raise CheckpointError(f"{file}: not a readable safetensors file ({error})") from None
+
+    def keys(self) -> list[str]:
+        return list(self._handle.keys())
+
+    def get(self, name: str) -> np.ndarray:
+        return self._handle.get_tensor(name)
+
+
+class _TorchReader(_Reader):
+    """``pytorch_model.bin`` or audiocraft's ``state_dict.bin`` (memory-mapped where possible)."""
+
+    def __init__(self, file: Path):
+        import torch
+
+        try:
+            data = torch.load(str(file), map_location="cpu", mmap=True, weights_only=True)
+        except Exception:
+            try:  # audiocraft packages carry an OmegaConf config beside the weights
+                data = torch.load(str(file), map_location="cpu", weights_only=False)
+            except Exception as error:
+                raise CheckpointError(f"{file}: not a readable PyTorch checkpoint ({error})") from None
+        if isinstance(data, dict) and "best_state" in data:
+            data = data["best_state"]
+            if isinstance(data, dict) and "model" in data and isinstance(data["model"], dict):
+                data = data["model"]
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{file}: expected a state dict, got {type(data).__name__}")
+        self._tensors = {k: v for k, v in data.items() if hasattr(v, "detach")}
+
+    def keys(self) -> list[str]:
+        return list(self._tensors)
+
+    def get(self, name: str) -> np.ndarray:
+        return torch_to_numpy(self._tensors[name])
+
+
+class _FlaxMsgpackReader(_Reader):
+    """transformers' Flax layout, presented under PyTorch names (kernels transposed back)."""
+
+    def __init__(self, file: Path):
+        from flax import serialization
+
+        try:
+            tree = serialization.msgpack_restore(file.read_bytes())
+        except Exception as error:
+            raise CheckpointError(f"{file}: not a readable Flax msgpack file ({error})") from None
+        self._tensors: dict[str, np.ndarray] = {}
+        for path, value in _flatten(tree):
+            leaf = path[-1]
+            stem = ".".join(path[:-1])
+            if leaf == "kernel":
+                self._tensors[f"{stem}.weight"] = np.asarray(value).T
+            elif leaf in ("embedding", "scale"):
+                self._tensors[f"{stem}.weight"] = np.asarray(value)
+            else:
+                self._tensors[".".join(path)] = np.asarray(value)
+
+    def keys(self) -> list[str]:
+        return list(self._tensors)
+
+    def get(self, name: str) -> np.ndarray:
+        return self._tensors[name]
+
+
+def _flatten(tree: dict, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], object]]:
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, prefix + (str(key),))
+        else:
+            yield prefix + (str(key),), value
+
+
+def _open_reader(file: Path) -> _Reader:
+    if file.suffix == ".safetensors":
+        return _SafetensorsReader(file)
+    if file.suffix in (".bin", ".pt", ".pth", ".th"):
+        return _TorchReader(file)
+    if file.suffix == ".msgpack":
+        return _FlaxMsgpackReader(file)
+    raise CheckpointError(f"{file}: unknown weight file type")
+
+
+def save_safetensors(
+    tensors: dict[str, np.ndarray], directory: str | Path, stem: str = "model", max_shard_bytes: int = 5 << 30
+) -> list[Path]:
+    """Write ``tensors`` as ``<stem>.safetensors`` or, past ``max_shard_bytes``, as shards with the
+    index file transformers reads (``<stem>.safetensors.index.json``)."""
+    from safetensors.numpy import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        if shards[-1] and size + array.nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = array
+        size += array.nbytes
+    if len(shards) == 1:
+        path = directory / f"{stem}.safetensors"
+        save_file(shards[0], str(path), metadata={"format": "pt"})
+        return [path]
+    paths, weight_map = [], {}
+    for number, shard in enumerate(shards, start=1):
+        path = directory / f"{stem}-{number:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(path), metadata={"format": "pt"})
+        paths.append(path)
+        weight_map.update({name: path.name for name in shard})
+    total = sum(a.nbytes for a in tensors.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / f"{stem}.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    return paths

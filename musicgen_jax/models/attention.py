@@ -1,0 +1,39 @@
+"""Scaled dot-product attention with boolean masks, softmax in float32.
+
+Masked positions get the most negative float32 added, as transformers' additive masks do, so a row
+whose every key is masked (the null condition of classifier-free guidance) averages its values
+uniformly instead of producing NaN; with the null condition those values are zero.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+NEG_INF = jnp.finfo(jnp.float32).min
+
+
+def dot_product_attention(
+    query: jax.Array,  # [batch, q_len, heads, head_dim]
+    key: jax.Array,  # [batch, k_len, heads, head_dim]
+    value: jax.Array,  # [batch, k_len, heads, head_dim]
+    mask: jax.Array | None,  # broadcastable to [batch, heads, q_len, k_len], True = attend
+    scale: float,
+    dropout_rate: float = 0.0,
+    dropout_rng: jax.Array | None = None,
+) -> jax.Array:
+    """Attention output ``[batch, q_len, heads, head_dim]`` in the query's dtype."""
+    scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32) * scale
+    if mask is not None:
+        scores = jnp.where(mask, scores, NEG_INF)
+    weights = jax.nn.softmax(scores, axis=-1)
+    if dropout_rate > 0.0 and dropout_rng is not None:
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+        weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
+
+
+def causal_mask(query_positions: jax.Array, key_length: int) -> jax.Array:
+    """``[1, 1, q_len, key_length]``: key position <= query position."""
+    keys = jnp.arange(key_length, dtype=jnp.int32)
+    return (keys[None, :] <= query_positions[:, None])[None, None]

@@ -1,0 +1,267 @@
+"""Model configuration: typed, frozen dataclasses, the YAML presets, and the transformers mapping.
+
+The published shapes live in ``configs/model/*.yaml`` (one file per checkpoint family); this module
+owns the conversion to and from transformers' ``MusicgenConfig`` so that nothing else needs to know
+transformers' field names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from musicgen_jax import config_io
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
+
+
+@dataclasses.dataclass(frozen=True)
+class TextEncoderConfig:
+    """A T5 encoder (v1.0 ReLU feed-forward, or v1.1/flan gated GELU)."""
+
+    vocab_size: int = 32128
+    d_model: int = 768
+    d_kv: int = 64
+    d_ff: int = 3072
+    num_layers: int = 12
+    num_heads: int = 12
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    # transformers' spelling: "relu" (t5-base), "gated-gelu" (v1.1 / flan, tanh GELU), "gated-relu".
+    feed_forward_proj: str = "relu"
+    layer_norm_epsilon: float = 1e-6
+    dropout_rate: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.activation not in ("relu", "gelu_new", "gelu", "silu"):
+            raise ValueError(f"unsupported T5 feed_forward_proj {self.feed_forward_proj!r}")
+
+    @property
+    def is_gated(self) -> bool:
+        return self.feed_forward_proj.startswith("gated-")
+
+    @property
+    def activation(self) -> str:
+        act = self.feed_forward_proj.split("-")[-1]
+        # transformers maps "gated-gelu" to the tanh approximation ("gelu_new").
+        return "gelu_new" if self.feed_forward_proj == "gated-gelu" else act
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+    """The MusicGen transformer decoder over codebook tokens."""
+
+    vocab_size: int = 2048  # entries per codebook; the embedding tables hold one more (pad/BOS)
+    hidden_size: int = 1024
+    num_layers: int = 24
+    num_heads: int = 16
+    ffn_dim: int = 4096
+    num_codebooks: int = 4
+    audio_channels: int = 1  # 2 for stereo checkpoints (codebooks interleaved left/right)
+    max_position_embeddings: int = 2048
+    activation: str = "gelu"
+    scale_embedding: bool = False
+    layer_norm_epsilon: float = 1e-5
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+            )
+        if self.audio_channels not in (1, 2):
+            raise ValueError(f"audio_channels must be 1 or 2, got {self.audio_channels}")
+        if self.num_codebooks % self.audio_channels:
+            raise ValueError("stereo checkpoints need an even number of codebooks")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def pad_token_id(self) -> int:
+        """The special token: BOS at the start, pad in the delay pattern. Always ``vocab_size``."""
+        return self.vocab_size
+
+    @property
+    def codebooks_per_channel(self) -> int:
+        return self.num_codebooks // self.audio_channels
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioConfig:
+    """Facts of the codec the tokens belong to (the codec itself runs in PyTorch)."""
+
+    sample_rate: int = 32000
+    frame_rate: float = 50.0  # codec frames (decoder steps) per second
+    channels: int = 1
+    codec: str = "facebook/encodec_32khz"  # where to find the codec when a checkpoint has none
+
+
+@dataclasses.dataclass(frozen=True)
+class ConditioningConfig:
+    """How attributes reach the model.
+
+    ``text``: attributes are rendered into the description (Meta's checkpoints). ``learned``: they
+    are embedded by :class:`~musicgen_jax.models.attribute_embedder.AttributeEmbedder` and joined to
+    the cross-attention memory as extra tokens. ``text+learned``: both.
+    """
+
+    attributes: Literal["text", "learned", "text+learned"] = "text"
+    max_text_tokens: int = 256  # prompts longer than this are rejected, not truncated silently
+
+
+@dataclasses.dataclass(frozen=True)
+class MusicGenConfig:
+    """The whole model: text encoder, projection, decoder, and the codec facts."""
+
+    name: str = "musicgen"
+    text_encoder: TextEncoderConfig = TextEncoderConfig()
+    decoder: DecoderConfig = DecoderConfig()
+    audio: AudioConfig = AudioConfig()
+    conditioning: ConditioningConfig = ConditioningConfig()
+    # Seconds of audio the model was trained on; longer generation slides a window.
+    max_duration: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.audio.channels != self.decoder.audio_channels:
+            raise ValueError(
+                f"audio.channels ({self.audio.channels}) and decoder.audio_channels "
+                f"({self.decoder.audio_channels}) disagree"
+            )
+
+    @property
+    def has_text_projection(self) -> bool:
+        """transformers adds ``enc_to_dec_proj`` only when the widths differ."""
+        return self.text_encoder.d_model != self.decoder.hidden_size
+
+    @property
+    def uses_learned_attributes(self) -> bool:
+        return "learned" in self.conditioning.attributes
+
+    @property
+    def uses_text_attributes(self) -> bool:
+        return "text" in self.conditioning.attributes
+
+    # ----------------------------------------------------------------------------------- presets
+
+    @classmethod
+    def preset(cls, name: str, overrides: list[str] | tuple[str, ...] = ()) -> "MusicGenConfig":
+        """A shipped preset (``configs/model/<name>.yaml``) or a YAML path, with dotted overrides."""
+        path = Path(name)
+        if not path.suffix:
+            path = PRESET_DIR / f"{name}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+            raise config_io.ConfigError(f"no model preset {name!r}; known presets: {known}")
+        return config_io.load(cls, path, overrides)
+
+    @staticmethod
+    def preset_names() -> list[str]:
+        return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+    def to_dict(self) -> dict:
+        return config_io.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MusicGenConfig":
+        return config_io.from_dict(cls, data)
+
+    # ------------------------------------------------------------------------- transformers
+
+    @classmethod
+    def from_transformers(cls, hf_config: Any, name: str = "musicgen") -> "MusicGenConfig":
+        """From a transformers ``MusicgenConfig`` (object or its ``to_dict()``)."""
+        data = hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
+        text, audio, dec = data["text_encoder"], data["audio_encoder"], data["decoder"]
+        if text.get("model_type", "t5") not in ("t5", "mt5", "umt5"):
+            raise ValueError(f"only T5 text encoders are supported, got {text.get('model_type')!r}")
+        if dec.get("cross_attention_hidden_size") not in (None, dec["hidden_size"]):
+            raise ValueError("decoders with cross_attention_hidden_size != hidden_size are not supported")
+        if dec.get("pad_token_id", dec["vocab_size"]) != dec["vocab_size"]:
+            raise ValueError(
+                f"expected pad_token_id == vocab_size ({dec['vocab_size']}), got {dec.get('pad_token_id')}"
+            )
+        text_config = TextEncoderConfig(
+            vocab_size=text["vocab_size"],
+            d_model=text["d_model"],
+            d_kv=text["d_kv"],
+            d_ff=text["d_ff"],
+            num_layers=text["num_layers"],
+            num_heads=text["num_heads"],
+            relative_attention_num_buckets=text["relative_attention_num_buckets"],
+            relative_attention_max_distance=text.get("relative_attention_max_distance", 128),
+            feed_forward_proj=text.get("feed_forward_proj", "relu"),
+            layer_norm_epsilon=text.get("layer_norm_epsilon", 1e-6),
+            dropout_rate=text.get("dropout_rate", 0.1),
+        )
+        decoder_config = DecoderConfig(
+            vocab_size=dec["vocab_size"],
+            hidden_size=dec["hidden_size"],
+            num_layers=dec["num_hidden_layers"],
+            num_heads=dec["num_attention_heads"],
+            ffn_dim=dec["ffn_dim"],
+            num_codebooks=dec["num_codebooks"],
+            audio_channels=dec.get("audio_channels", 1),
+            max_position_embeddings=dec["max_position_embeddings"],
+            activation=dec.get("activation_function", "gelu"),
+            scale_embedding=dec.get("scale_embedding", False),
+            dropout=dec.get("dropout", 0.1),
+            attention_dropout=dec.get("attention_dropout", 0.0),
+            activation_dropout=dec.get("activation_dropout", 0.0),
+        )
+        hop = math.prod(audio.get("upsampling_ratios", [8, 5, 4, 4]))
+        sample_rate = audio.get("sampling_rate", 32000)
+        audio_config = AudioConfig(
+            sample_rate=sample_rate,
+            frame_rate=sample_rate / hop,
+            channels=decoder_config.audio_channels,
+        )
+        return cls(name=name, text_encoder=text_config, decoder=decoder_config, audio=audio_config)
+
+    def to_transformers(self, audio_encoder: dict | None = None) -> Any:
+        """A transformers ``MusicgenConfig``; ``audio_encoder`` is the codec's config dict."""
+        from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
+
+        text = self.text_encoder
+        t5 = T5Config(
+            vocab_size=text.vocab_size,
+            d_model=text.d_model,
+            d_kv=text.d_kv,
+            d_ff=text.d_ff,
+            num_layers=text.num_layers,
+            num_heads=text.num_heads,
+            relative_attention_num_buckets=text.relative_attention_num_buckets,
+            relative_attention_max_distance=text.relative_attention_max_distance,
+            feed_forward_proj=text.feed_forward_proj,
+            layer_norm_epsilon=text.layer_norm_epsilon,
+            dropout_rate=text.dropout_rate,
+        )
+        dec = self.decoder
+        decoder = MusicgenDecoderConfig(
+            vocab_size=dec.vocab_size,
+            hidden_size=dec.hidden_size,
+            num_hidden_layers=dec.num_layers,
+            num_attention_heads=dec.num_heads,
+            ffn_dim=dec.ffn_dim,
+            num_codebooks=dec.num_codebooks,
+            audio_channels=dec.audio_channels,
+            max_position_embeddings=dec.max_position_embeddings,
+            activation_function=dec.activation,
+            scale_embedding=dec.scale_embedding,
+            dropout=dec.dropout,
+            attention_dropout=dec.attention_dropout,
+            activation_dropout=dec.activation_dropout,
+            pad_token_id=dec.pad_token_id,
+            bos_token_id=dec.pad_token_id,
+            tie_word_embeddings=False,
+        )
+        if audio_encoder is None:
+            codec = EncodecConfig(sampling_rate=self.audio.sample_rate, audio_channels=1)
+        else:
+            codec = EncodecConfig(**{k: v for k, v in audio_encoder.items() if k not in ("model_type", "transformers_version", "architectures")})
+        return MusicgenConfig(text_encoder=t5, audio_encoder=codec, decoder=decoder)

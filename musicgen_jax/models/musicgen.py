@@ -1,0 +1,118 @@
+"""The whole MusicGen network as one Flax module: T5 encoder, projection, attribute embedder,
+decoder. Methods are the entry points used by generation and training (``model.apply(params,
+..., method=...)``); none of them does I/O or knows about devices.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from musicgen_jax.models.attribute_embedder import AttributeEmbedder
+from musicgen_jax.models.cache import DecoderCache
+from musicgen_jax.models.config import MusicGenConfig
+from musicgen_jax.models.decoder import MusicGenDecoder
+from musicgen_jax.models.t5 import T5Encoder
+from musicgen_jax.sharding import axes
+
+
+class MusicGenModel(nn.Module):
+    config: MusicGenConfig
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    remat_policy: str = "none"
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.text_encoder = T5Encoder(cfg.text_encoder, self.dtype, self.param_dtype)
+        if cfg.has_text_projection:
+            self.text_projection = nn.Dense(
+                cfg.decoder.hidden_size,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), (axes.TEXT_EMBED, axes.EMBED)),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes.EMBED,)),
+            )
+        if cfg.uses_learned_attributes:
+            self.attribute_embedder = AttributeEmbedder(cfg.decoder.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype)
+        self.decoder = MusicGenDecoder(cfg.decoder, self.dtype, self.param_dtype, self.remat_policy)
+
+    # ----------------------------------------------------------------------------- conditioning
+
+    def encode_text(self, text_ids: jax.Array, text_mask: jax.Array, deterministic: bool = True) -> jax.Array:
+        """T5 hidden states ``[batch, text_len, d_model]`` (what a frozen-T5 run may precompute)."""
+        return self.text_encoder(text_ids, text_mask, deterministic)
+
+    def condition(
+        self,
+        text_states: jax.Array,  # [batch, text_len, d_model] T5 output
+        text_mask: jax.Array,  # [batch, text_len]
+        attributes: dict[str, jax.Array] | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Cross-attention memory ``[batch, cond_len, hidden]`` and its mask from T5 states.
+
+        As transformers does: project to decoder width, then zero padded positions.
+        """
+        memory = self.text_projection(text_states) if self.config.has_text_projection else text_states
+        memory = memory * text_mask[..., None].astype(memory.dtype)
+        mask = text_mask.astype(bool)
+        if self.config.uses_learned_attributes:
+            if attributes is None:
+                raise ValueError("this model learned attribute embeddings: pass attributes (or null ones)")
+            tokens, token_mask = self.attribute_embedder(attributes)
+            memory = jnp.concatenate([memory, tokens.astype(memory.dtype)], axis=1)
+            mask = jnp.concatenate([mask, token_mask], axis=1)
+        memory = nn.with_logical_constraint(memory, (axes.BATCH, axes.COND_LEN, axes.ACT_EMBED))
+        return memory, mask
+
+    def encode(
+        self,
+        text_ids: jax.Array,
+        text_mask: jax.Array,
+        attributes: dict[str, jax.Array] | None = None,
+        deterministic: bool = True,
+    ) -> tuple[jax.Array, jax.Array]:
+        return self.condition(self.encode_text(text_ids, text_mask, deterministic), text_mask, attributes)
+
+    # ---------------------------------------------------------------------------------- decoding
+
+    def decode(
+        self, tokens: jax.Array, memory: jax.Array, memory_mask: jax.Array, deterministic: bool = True
+    ) -> jax.Array:
+        """Full causal pass: logits ``[batch, codebooks, length, vocab]`` (float32)."""
+        return self.decoder(tokens, memory, memory_mask, deterministic)
+
+    def init_cache(
+        self, memory: jax.Array, memory_mask: jax.Array, max_length: int, cache_dtype: jnp.dtype | None = None
+    ) -> DecoderCache:
+        return self.decoder.init_cache(memory, memory_mask, max_length, cache_dtype)
+
+    def decode_step(self, tokens: jax.Array, cache: DecoderCache) -> tuple[jax.Array, DecoderCache]:
+        return self.decoder.decode_step(tokens, cache)
+
+    def __call__(
+        self,
+        text_ids: jax.Array,
+        text_mask: jax.Array,
+        tokens: jax.Array,
+        attributes: dict[str, jax.Array] | None = None,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        memory, memory_mask = self.encode(text_ids, text_mask, attributes, deterministic)
+        return self.decode(tokens, memory, memory_mask, deterministic)
+
+
+def null_condition(memory: jax.Array, memory_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The null condition for classifier-free guidance: zero memory, nothing attended.
+
+    Equal to transformers' (zero T5 states, mask 0: the projection's bias is masked away) and to
+    audiocraft's empty-string condition with mask 0.
+    """
+    return jnp.zeros_like(memory), jnp.zeros_like(memory_mask)
+
+
+def with_null_condition(memory: jax.Array, memory_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Conditional rows then null rows, ``[2 * batch, ...]``, for one guided decoder batch."""
+    null_memory, null_mask = null_condition(memory, memory_mask)
+    return jnp.concatenate([memory, null_memory], axis=0), jnp.concatenate([memory_mask, null_mask], axis=0)

@@ -1,0 +1,270 @@
+"""``MusicGen``: the user-facing model object: load from anywhere, condition, score, generate.
+
+``MusicGen.from_pretrained`` accepts a musicgen-jax checkpoint directory, a transformers MusicGen
+directory (converted on the fly), an audiocraft LM checkpoint (with a T5 directory), or a hub id
+of any of those. The object holds the parameters on the device, the tokenizer and (lazily) the
+PyTorch codec bridge; compiled programs are cached per shape bucket.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from musicgen_jax import hub
+from musicgen_jax.conditioning import Attributes, encode_attributes, null_attributes, render_description
+from musicgen_jax.conversion import checkpoint as ckpt
+from musicgen_jax.conversion.tensors import CheckpointError
+from musicgen_jax.models.config import MusicGenConfig
+from musicgen_jax.models.musicgen import MusicGenModel
+
+logger = logging.getLogger(__name__)
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+TEXT_LENGTH_BUCKET = 16  # prompts are padded to a multiple of this, so lengths share compiled programs
+
+
+class PromptError(ValueError):
+    """A prompt the model cannot take (too long, wrong type)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TextBatch:
+    """Tokenised prompts: ``ids``/``mask`` ``[batch, text_len]`` (padded to a bucket) and the text."""
+
+    ids: np.ndarray
+    mask: np.ndarray
+    texts: tuple[str, ...]
+    attributes: dict[str, np.ndarray] | None = None
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return max(multiple, -(-value // multiple) * multiple)
+
+
+class MusicGen:
+    """A loaded MusicGen model."""
+
+    def __init__(
+        self,
+        config: MusicGenConfig,
+        params: dict,
+        tokenizer: Any,
+        *,
+        dtype: str = "float32",
+        codec_source: str | Path | None = None,
+        generation_defaults: dict | None = None,
+        source: str | None = None,
+    ):
+        if dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {dtype!r}")
+        self.config = config
+        self.dtype = dtype
+        self.model = MusicGenModel(config, dtype=COMPUTE_DTYPES[dtype], param_dtype=COMPUTE_DTYPES[dtype])
+        self.params = jax.tree.map(lambda x: jnp.asarray(x, COMPUTE_DTYPES[dtype]), params)
+        self.tokenizer = tokenizer
+        self.codec_source = codec_source
+        self.generation_defaults = dict(generation_defaults or {})
+        self.source = source
+        self._codec = None
+        self._compiled: dict = {}
+
+    # ------------------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        dtype: str = "float32",
+        text_encoder: str | Path | None = None,
+        preset: str | None = None,
+        codec: str | Path | None = None,
+    ) -> "MusicGen":
+        """Load a model.
+
+        ``dtype`` is the parameter and compute dtype (``float32``, ``bfloat16``, ``float16``).
+        ``text_encoder`` (a T5 directory or hub id, default ``t5-base``), ``preset`` (the model
+        shape) and ``codec`` (an EnCodec directory or hub id) are needed only for audiocraft's own
+        checkpoints, which hold just the language model.
+        """
+        directory = hub.resolve(name_or_path)
+        storage_dtype = "float32" if dtype == "float32" else dtype
+        from musicgen_jax.conversion import audiocraft_format, transformers_format
+
+        if ckpt.is_checkpoint(directory):
+            config, params = ckpt.load_checkpoint(directory, storage_dtype)
+            tokenizer = _load_tokenizer(directory / ckpt.TOKENIZER)
+            codec_source = directory / ckpt.CODEC if (directory / ckpt.CODEC).is_dir() else config.audio.codec
+            generation = ckpt.load_generation_config(directory)
+        elif transformers_format.is_transformers_checkpoint(directory):
+            config, params = transformers_format.load_transformers_params(directory, storage_dtype)
+            tokenizer = _load_tokenizer(directory)
+            codec_source = directory
+            path = directory / "generation_config.json"
+            generation = json.loads(path.read_text()) if path.is_file() else {}
+        elif audiocraft_format.is_audiocraft_checkpoint(directory):
+            if preset is None:
+                raise CheckpointError(
+                    f"{directory} is an audiocraft LM checkpoint, which does not record its shape: pass preset= "
+                    f"(one of {', '.join(MusicGenConfig.preset_names())})"
+                )
+            config = MusicGenConfig.preset(preset)
+            t5_dir = hub.resolve(text_encoder or "t5-base")
+            params = audiocraft_format.load_audiocraft_params(directory, t5_dir, config, storage_dtype)
+            tokenizer = _load_tokenizer(t5_dir)
+            codec_source = codec or config.audio.codec
+            generation = {}
+        else:
+            raise CheckpointError(
+                f"{directory} is neither a musicgen-jax checkpoint (musicgen_jax.json), a transformers MusicGen "
+                "directory (config.json with model_type 'musicgen'), nor an audiocraft LM (state_dict.bin)"
+            )
+        return cls(
+            config,
+            params,
+            tokenizer,
+            dtype=dtype,
+            codec_source=codec or codec_source,
+            generation_defaults=generation,
+            source=str(name_or_path),
+        )
+
+    def save_pretrained(self, directory: str | Path, dtype: str | None = None) -> Path:
+        """Write a musicgen-jax checkpoint (parameters in ``dtype``, default as loaded)."""
+        directory = Path(directory)
+        params = jax.tree.map(np.asarray, self.params)
+        ckpt.save_checkpoint(
+            directory,
+            self.config,
+            params,
+            tokenizer=self.tokenizer,
+            generation_config=self.generation_defaults or None,
+            dtype=dtype,
+        )
+        codec_source = Path(self.codec_source) if self.codec_source is not None else None
+        if codec_source is not None and codec_source.is_dir() and codec_source != directory / ckpt.CODEC:
+            from musicgen_jax.conversion.transformers_format import is_transformers_checkpoint, write_codec_directory
+
+            if is_transformers_checkpoint(codec_source):
+                write_codec_directory(codec_source, directory / ckpt.CODEC)
+            else:
+                import shutil
+
+                shutil.copytree(codec_source, directory / ckpt.CODEC, dirs_exist_ok=True)
+        return directory
+
+    # ------------------------------------------------------------------------------ facts
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.audio.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self.config.audio.frame_rate
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.config.decoder.num_codebooks
+
+    @property
+    def audio_channels(self) -> int:
+        return self.config.decoder.audio_channels
+
+    # ------------------------------------------------------------------------------ conditioning
+
+    def prepare_text(
+        self,
+        texts: Sequence[str | None],
+        attributes: Sequence[Attributes | None] | None = None,
+        length_bucket: int = TEXT_LENGTH_BUCKET,
+    ) -> TextBatch:
+        """Render attributes into the descriptions (for text-attribute models), tokenise, pad."""
+        if isinstance(texts, str):
+            raise PromptError("pass a list of prompts, not a single string")
+        attributes = list(attributes) if attributes is not None else [None] * len(texts)
+        if len(attributes) != len(texts):
+            raise PromptError(f"{len(texts)} prompts but {len(attributes)} attribute sets")
+        rendered = []
+        for text, attrs in zip(texts, attributes):
+            if text is not None and not isinstance(text, str):
+                raise PromptError(f"a prompt must be a string, got {type(text).__name__}")
+            rendered.append(render_description(text, attrs) if self.config.uses_text_attributes else (text or ""))
+        encoded = self.tokenizer(rendered, padding=True, return_tensors="np")
+        ids, mask = encoded["input_ids"].astype(np.int32), encoded["attention_mask"].astype(np.int32)
+        limit = self.config.conditioning.max_text_tokens
+        longest = int(mask.sum(axis=1).max()) if len(rendered) else 0
+        if longest > limit:
+            raise PromptError(f"a prompt is {longest} tokens long; this model takes at most {limit}")
+        padded = _round_up(ids.shape[1], length_bucket)
+        pad_id = self.tokenizer.pad_token_id or 0
+        ids = np.pad(ids, ((0, 0), (0, padded - ids.shape[1])), constant_values=pad_id)
+        mask = np.pad(mask, ((0, 0), (0, padded - mask.shape[1])))
+        # An empty description means "no condition": mask it all, like the null condition.
+        for row, text in enumerate(rendered):
+            if not text.strip():
+                mask[row] = 0
+        encoded_attributes = None
+        if self.config.uses_learned_attributes:
+            encoded_attributes = encode_attributes(attributes).as_dict()
+        return TextBatch(ids, mask, tuple(rendered), encoded_attributes)
+
+    def encode(self, batch: TextBatch) -> tuple[jax.Array, jax.Array]:
+        """Cross-attention memory and mask for a :class:`TextBatch` (compiled per shape)."""
+        fn = self._compiled.get("encode")
+        if fn is None:
+            model = self.model
+
+            def encode(params, ids, mask, attributes):
+                return model.apply({"params": params}, ids, mask, attributes, method=MusicGenModel.encode)
+
+            fn = self._compiled["encode"] = jax.jit(encode)
+        attributes = batch.attributes
+        if self.config.uses_learned_attributes and attributes is None:
+            attributes = null_attributes(len(batch.ids)).as_dict()
+        return fn(self.params, batch.ids, batch.mask, attributes)
+
+    def logits(self, texts: Sequence[str], decoder_input_ids: np.ndarray, attributes=None) -> np.ndarray:
+        """Teacher-forced logits ``[batch, codebooks, length, vocab]`` (float32) for delayed tokens."""
+        batch = self.prepare_text(texts, attributes)
+        memory, memory_mask = self.encode(batch)
+        fn = self._compiled.get("decode")
+        if fn is None:
+            model = self.model
+            fn = self._compiled["decode"] = jax.jit(
+                lambda params, tokens, memory, mask: model.apply(
+                    {"params": params}, tokens, memory, mask, method=MusicGenModel.decode
+                )
+            )
+        return np.asarray(fn(self.params, jnp.asarray(decoder_input_ids, jnp.int32), memory, memory_mask))
+
+    # ------------------------------------------------------------------------------ codec
+
+    @property
+    def codec(self):
+        """The PyTorch EnCodec bridge, loaded on first use."""
+        if self._codec is None:
+            from musicgen_jax.codec import EncodecBridge
+
+            if self.codec_source is None:
+                raise CheckpointError("this model has no codec; pass codec= to from_pretrained")
+            self._codec = EncodecBridge.from_pretrained(self.codec_source, audio_channels=self.audio_channels)
+        return self._codec
+
+
+def _load_tokenizer(directory: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(directory))
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{directory}: could not load the tokenizer ({error})") from None

@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny random transformers MusicGen checkpoints, built once per test session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from musicgen_jax.tiny_models import save_tiny_transformers_musicgen  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dirs(tmp_path_factory):
+    """A function variant -> directory of a saved random transformers MusicGen (cached)."""
+    cache = {}
+
+    def get(variant: str = "base"):
+        if variant not in cache:
+            cache[variant] = save_tiny_transformers_musicgen(tmp_path_factory.mktemp(f"hf-{variant}"), variant)
+        return cache[variant]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tiny_hf_dirs):
+    return tiny_hf_dirs("base")
+
+
+@pytest.fixture(scope="session")
+def tiny_jax_dir(tiny_hf_dir, tmp_path_factory):
+    from musicgen_jax.conversion import convert_from_transformers
+
+    return convert_from_transformers(tiny_hf_dir, tmp_path_factory.mktemp("jax-base") / "ckpt")
