@@ -75,6 +75,7 @@ class MusicGen:
         self.generation_defaults = dict(generation_defaults or {})
         self.source = source
         self._codec = None
+        self._generator = None
         self._compiled: dict = {}
 
     # ------------------------------------------------------------------------------ loading
@@ -247,6 +248,104 @@ class MusicGen:
             )
         return np.asarray(fn(self.params, jnp.asarray(decoder_input_ids, jnp.int32), memory, memory_mask))
 
+    # ------------------------------------------------------------------------------ generation
+
+    @property
+    def generator(self):
+        """The request scheduler holding this model's compiled generation programs."""
+        if self._generator is None:
+            from musicgen_jax.generation.generator import Generator
+
+            self._generator = Generator(self)
+        return self._generator
+
+    def make_requests(
+        self,
+        texts: str | Sequence[str | None] | None,
+        *,
+        attributes: Attributes | Sequence[Attributes | None] | None = None,
+        genre: str | None = None,
+        mood: str | Sequence[str] | None = None,
+        tempo: float | None = None,
+        instruments: str | Sequence[str] | None = None,
+        key: str | None = None,
+        audio_prompt: np.ndarray | None = None,
+        audio_prompt_sample_rate: int | None = None,
+        **params,
+    ) -> list:
+        """Validated :class:`~musicgen_jax.generation.params.GenerationRequest` objects.
+
+        ``params`` are :class:`~musicgen_jax.generation.params.GenerationParams` fields
+        (``duration``, ``temperature``, ``top_k``, ``top_p``, ``guidance_scale``, ``greedy``,
+        ``num_beams``, ``seed``, ...). A seed given for a batch seeds row ``i`` with ``seed + i``.
+        """
+        from musicgen_jax.generation.params import GenerationParams, GenerationRequest
+
+        if texts is None or isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if not texts:
+            raise PromptError("no prompts given")
+        if attributes is None or isinstance(attributes, Attributes):
+            shared = attributes
+            if shared is None and any(v is not None for v in (genre, mood, tempo, instruments, key)):
+                shared = Attributes.create(genre=genre, mood=mood, tempo=tempo, instruments=instruments, key=key)
+            attributes = [shared] * len(texts)
+        elif len(attributes) != len(texts):
+            raise PromptError(f"{len(texts)} prompts but {len(attributes)} attribute sets")
+        if shared_duration := params.get("duration"):
+            attributes = [
+                dataclasses.replace(a, duration=float(shared_duration)) if a is not None and self.config.uses_learned_attributes else a
+                for a in attributes
+            ]
+        prompt_codes = None
+        if audio_prompt is not None:
+            if audio_prompt_sample_rate is None:
+                raise PromptError("audio_prompt needs audio_prompt_sample_rate")
+            audio = np.asarray(audio_prompt, np.float32)
+            audio = audio[None, None] if audio.ndim == 1 else audio[None] if audio.ndim == 2 else audio
+            codes = self.codec.encode(audio, audio_prompt_sample_rate)  # [1 or batch, K, frames]
+            prompt_codes = [codes[min(i, codes.shape[0] - 1)] for i in range(len(texts))]
+        seed = params.pop("seed", None)
+        requests = []
+        for i, (text, attrs) in enumerate(zip(texts, attributes)):
+            row_params = GenerationParams(**params, seed=None if seed is None else (seed + i) % 2**32)
+            requests.append(
+                GenerationRequest(
+                    prompt=text, params=row_params, attributes=attrs,
+                    prompt_codes=None if prompt_codes is None else prompt_codes[i],
+                )
+            )
+        return requests
+
+    def generate_tokens(self, texts=None, *, progress=None, **kwargs) -> np.ndarray:
+        """Codec codes ``[batch, codebooks, frames]`` (the delay pattern reverted)."""
+        output = self.generator.generate(self.make_requests(texts, **kwargs), progress=progress)
+        return _stack_frames(output.frames)
+
+    def generate(self, texts=None, *, progress=None, **kwargs) -> "GeneratedAudio":
+        """Audio ``[batch, channels, samples]`` at :attr:`sample_rate` (see :meth:`make_requests`)."""
+        import time
+
+        output = self.generator.generate(self.make_requests(texts, **kwargs), progress=progress)
+        codes = _stack_frames(output.frames)
+        began = time.perf_counter()
+        audio = self.decode(codes)
+        return GeneratedAudio(
+            audio=audio,
+            sample_rate=self.sample_rate,
+            codes=codes,
+            seeds=output.seeds,
+            generate_seconds=output.generate_seconds,
+            compile_seconds=output.compile_seconds,
+            decode_seconds=time.perf_counter() - began,
+            steps=output.steps,
+        )
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Codec codes ``[batch, codebooks, frames]`` to audio ``[batch, channels, samples]``."""
+        return self.codec.decode(codes)
+
     # ------------------------------------------------------------------------------ codec
 
     @property
@@ -259,6 +358,35 @@ class MusicGen:
                 raise CheckpointError("this model has no codec; pass codec= to from_pretrained")
             self._codec = EncodecBridge.from_pretrained(self.codec_source, audio_channels=self.audio_channels)
         return self._codec
+
+
+@dataclasses.dataclass
+class GeneratedAudio:
+    audio: np.ndarray  # [batch, channels, samples] float32
+    sample_rate: int
+    codes: np.ndarray  # [batch, codebooks, frames] int32
+    seeds: list[int]
+    generate_seconds: float
+    compile_seconds: float
+    decode_seconds: float
+    steps: int
+
+    @property
+    def duration(self) -> float:
+        return self.audio.shape[-1] / self.sample_rate
+
+    @property
+    def real_time_factor(self) -> float:
+        """Seconds of audio (all rows) per second of generation and decoding (compilation excluded)."""
+        spent = self.generate_seconds + self.decode_seconds
+        return self.duration * self.audio.shape[0] / spent if spent > 0 else float("inf")
+
+
+def _stack_frames(frames: list[np.ndarray]) -> np.ndarray:
+    lengths = {f.shape[1] for f in frames}
+    if len(lengths) != 1:
+        raise ValueError("rows have different lengths; use generator.generate for per-row durations")
+    return np.stack(frames).astype(np.int32)
 
 
 def _load_tokenizer(directory: Path):

@@ -1,0 +1,135 @@
+"""The decode loop: sampling positions of the delayed token sequence on the device.
+
+State is an explicit pytree; :func:`start` encodes nothing (the memory comes in already encoded),
+builds the cache and runs the BOS column; :func:`advance` runs up to ``steps`` positions inside one
+``lax.while_loop``. The host calls ``advance`` in chunks (for progress and streaming) or once.
+
+Per position ``j`` and codebook ``k`` (frame ``f = j - delay_k - 1``): outside ``[0, num_frames)``
+the special token is forced, inside the audio prompt the prompt's token is forced, otherwise the
+sampled token stands. The loop ends at ``max(num_frames) + C``, a traced value, so requests of
+different durations inside one length bucket share the compiled program.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from musicgen_jax.generation import delay_pattern
+from musicgen_jax.generation.sampling import SamplingControls, apply_guidance, sample_tokens
+from musicgen_jax.models.cache import DecoderCache
+from musicgen_jax.models.musicgen import MusicGenModel, with_null_condition
+
+
+@flax.struct.dataclass
+class SequencePlan:
+    """What each row must produce."""
+
+    num_frames: jax.Array  # [batch] int32 frames wanted (<= the bucket's frames)
+    prompt: jax.Array  # [batch, K, bucket_frames] int32 audio-prompt frames (codec codes)
+    prompt_frames: jax.Array  # [batch] int32 how many prompt frames are real (0 = none)
+
+
+@flax.struct.dataclass
+class GenerationState:
+    tokens: jax.Array  # [batch, K, positions] int32, the delayed sequence (position 0 = BOS)
+    position: jax.Array  # [] int32, the next position to fill
+    end: jax.Array  # [] int32, one past the last position any row needs
+    logits: jax.Array  # [rows, K, vocab] float32 predicting ``position`` (rows = 2 * batch when guided)
+    cache: DecoderCache
+    seen: jax.Array | None  # [batch, K, vocab] bool, tokens already in each stream (repetition penalty)
+
+
+def forced_tokens(
+    position: jax.Array, plan: SequencePlan, special: int, num_codebooks: int, audio_channels: int
+) -> tuple[jax.Array, jax.Array]:
+    """At ``position``: ``[batch, K]`` tokens that must stand there, and where they apply."""
+    frame = position - jnp.asarray(delay_pattern.delays(num_codebooks, audio_channels)) - 1  # [K]
+    frame = frame[None, :]
+    outside = (frame < 0) | (frame >= plan.num_frames[:, None])
+    in_prompt = ~outside & (frame < plan.prompt_frames[:, None])
+    index = jnp.clip(frame, 0, plan.prompt.shape[-1] - 1)
+    prompt_token = jnp.take_along_axis(plan.prompt, jnp.broadcast_to(index, plan.num_frames.shape + (num_codebooks,))[..., None], axis=-1)[..., 0]
+    token = jnp.where(outside, special, prompt_token)
+    return token.astype(jnp.int32), outside | in_prompt
+
+
+def _decode(model: MusicGenModel, params, tokens: jax.Array, cache: DecoderCache, guided: bool):
+    if guided:
+        tokens = jnp.concatenate([tokens, tokens], axis=0)
+    logits, cache = model.apply({"params": params}, tokens, cache, method=MusicGenModel.decode_step)
+    return logits[:, :, -1], cache  # [rows, K, vocab]
+
+
+@functools.partial(jax.jit, static_argnames=("model", "num_positions", "guided", "track_seen", "cache_dtype"))
+def start(
+    model: MusicGenModel,
+    params,
+    memory: jax.Array,  # [batch, cond_len, hidden]
+    memory_mask: jax.Array,  # [batch, cond_len]
+    plan: SequencePlan,
+    *,
+    num_positions: int,
+    guided: bool,
+    track_seen: bool,
+    cache_dtype=None,
+) -> GenerationState:
+    """Build the cache (null-condition rows appended when guided) and run the BOS column."""
+    dec = model.config.decoder
+    if guided:
+        memory, memory_mask = with_null_condition(memory, memory_mask)
+    cache = model.apply(
+        {"params": params}, memory, memory_mask, num_positions, cache_dtype, method=MusicGenModel.init_cache
+    )
+    batch = plan.num_frames.shape[0]
+    tokens = jnp.full((batch, dec.num_codebooks, num_positions), dec.pad_token_id, jnp.int32)
+    logits, cache = _decode(model, params, tokens[:, :, :1], cache, guided)
+    end = jnp.max(plan.num_frames) + delay_pattern.num_delays(dec.num_codebooks, dec.audio_channels)
+    seen = jnp.zeros((batch, dec.num_codebooks, dec.vocab_size), bool) if track_seen else None
+    return GenerationState(tokens, jnp.ones((), jnp.int32), jnp.minimum(end, num_positions), logits, cache, seen)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "guided", "num_candidates"), donate_argnames=("state",))
+def advance(
+    model: MusicGenModel,
+    params,
+    state: GenerationState,
+    controls: SamplingControls,
+    plan: SequencePlan,
+    steps: jax.Array,
+    *,
+    guided: bool,
+    num_candidates: int,
+) -> GenerationState:
+    """Fill up to ``steps`` more positions (stopping at ``state.end``)."""
+    dec = model.config.decoder
+    stop = jnp.minimum(state.position + steps, state.end)
+
+    def body(state: GenerationState) -> GenerationState:
+        logits = apply_guidance(state.logits, controls.guidance_scale) if guided else state.logits
+        sampled = sample_tokens(logits, controls, state.position, num_candidates, state.seen)
+        forced, is_forced = forced_tokens(state.position, plan, dec.pad_token_id, dec.num_codebooks, dec.audio_channels)
+        token = jnp.where(is_forced, forced, sampled)  # [batch, K]
+        tokens = jax.lax.dynamic_update_slice(state.tokens, token[:, :, None], (0, 0, state.position))
+        seen = state.seen
+        if seen is not None:
+            real = token < dec.vocab_size
+            seen = seen | (jax.nn.one_hot(token, dec.vocab_size, dtype=bool) & real[..., None])
+        logits, cache = _decode(model, params, token[:, :, None], state.cache, guided)
+        return state.replace(tokens=tokens, position=state.position + 1, logits=logits, cache=cache, seen=seen)
+
+    return jax.lax.while_loop(lambda s: s.position < stop, body, state)
+
+
+def completed_frames(position: int, num_codebooks: int, audio_channels: int) -> int:
+    """Frames whose every codebook is written once ``position`` positions are filled."""
+    return max(0, position - delay_pattern.num_delays(num_codebooks, audio_channels))
+
+
+@functools.partial(jax.jit, static_argnames=("audio_channels",))
+def frames_of(tokens: jax.Array, audio_channels: int) -> jax.Array:
+    """The delayed buffer ``[batch, K, N + C]`` as frames ``[batch, K, N]``."""
+    return delay_pattern.revert_delay(tokens, audio_channels)

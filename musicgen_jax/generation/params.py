@@ -1,0 +1,85 @@
+"""The generation knobs a user sets, validated once at the boundary with messages a user can act on.
+
+Defaults are audiocraft's (``set_generation_params``): sampling with top-k 250, top-p off,
+temperature 1, classifier-free guidance 3, extend stride 18 s for audio past the model's window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from musicgen_jax.conditioning import Attributes
+
+MIN_DURATION, MAX_DURATION = 1.0, 120.0
+MAX_BEAMS = 8
+
+
+class GenerationParamsError(ValueError):
+    """A generation setting out of its range."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationParams:
+    duration: float = 15.0  # seconds of audio, the audio prompt included
+    temperature: float = 1.0
+    top_k: int = 250  # 0 = off
+    top_p: float = 0.0  # 0 = off; otherwise in (0, 1]
+    guidance_scale: float = 3.0  # 1 = no guidance
+    repetition_penalty: float = 1.0  # 1 = off
+    greedy: bool = False
+    num_beams: int = 1  # > 1: beam search (deterministic, slower)
+    length_penalty: float = 1.0
+    seed: int | None = None  # None: a fresh random seed (reported back)
+    extend_stride: float = 18.0  # seconds the window advances past the model's context
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise GenerationParamsError(message)
+
+        for name in ("duration", "temperature", "top_p", "guidance_scale", "repetition_penalty", "length_penalty", "extend_stride"):
+            value = getattr(self, name)
+            check(
+                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                f"{name} must be a finite number, got {value!r}",
+            )
+        check(
+            MIN_DURATION <= self.duration <= MAX_DURATION,
+            f"duration must be between {MIN_DURATION:g} and {MAX_DURATION:g} seconds, got {self.duration:g}",
+        )
+        check(self.temperature > 0, f"temperature must be greater than 0, got {self.temperature:g} (use greedy for argmax)")
+        check(isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and self.top_k >= 0, f"top_k must be a whole number >= 0 (0 = off), got {self.top_k!r}")
+        check(0.0 <= self.top_p <= 1.0, f"top_p must be in (0, 1] (or 0 = off), got {self.top_p:g}")
+        check(self.guidance_scale >= 0, f"guidance_scale must be >= 0, got {self.guidance_scale:g}")
+        check(self.repetition_penalty > 0, f"repetition_penalty must be greater than 0, got {self.repetition_penalty:g}")
+        check(
+            isinstance(self.num_beams, int) and 1 <= self.num_beams <= MAX_BEAMS,
+            f"num_beams must be between 1 and {MAX_BEAMS}, got {self.num_beams!r}",
+        )
+        check(self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed < 2**32), f"seed must be an integer in [0, 2^32), got {self.seed!r}")
+        check(self.extend_stride > 0, f"extend_stride must be greater than 0 seconds, got {self.extend_stride:g}")
+
+    def with_seed(self) -> "GenerationParams":
+        """A copy with a concrete seed (drawn now when none was given), so results can be repeated."""
+        if self.seed is not None:
+            return self
+        return dataclasses.replace(self, seed=int(np.random.SeedSequence().generate_state(1)[0]))
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationRequest:
+    """One piece of music to make."""
+
+    prompt: str | None = None  # None or "" = unconditional
+    params: GenerationParams = GenerationParams()
+    attributes: Attributes | None = None
+    prompt_codes: np.ndarray | None = None  # [K, frames] codec frames to continue from
+
+    def __post_init__(self) -> None:
+        if self.prompt is not None and not isinstance(self.prompt, str):
+            raise GenerationParamsError(f"prompt must be a string, got {type(self.prompt).__name__}")
+        if self.prompt_codes is not None and np.asarray(self.prompt_codes).ndim != 2:
+            raise GenerationParamsError("prompt_codes must be [codebooks, frames]")
