@@ -1,0 +1,1 @@
+"""Training data: synthetic sets, tokenisation, grain pipelines and waveform augmentation."""
