@@ -1,0 +1,396 @@
+"""The EnCodec bridge: MusicGen's codes to audio and back, through transformers' PyTorch ``EncodecModel``.
+
+The codec stays in PyTorch (it is small, runs once per request, and transformers' implementation
+is the parity target); this module loads it from whatever holds it and converts at the edges:
+NumPy/JAX ``[batch, codebooks, frames]`` int codes in, float32 ``[batch, channels, samples]`` out.
+
+Stereo MusicGen uses the mono codec twice: the left and right channels are encoded separately and
+their codebooks interleaved ``L0, R0, L1, R1, ...``; decoding splits them the same way. This is what
+transformers' ``MusicgenForConditionalGeneration`` does in ``_prepare_audio_encoder_kwargs_for_generation``
+and ``generate``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from musicgen_jax import hub
+from musicgen_jax.audio.io import resample
+from musicgen_jax.conversion.tensors import CheckpointError, TensorSource
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import EncodecModel
+
+# Codes longer than this many seconds are decoded chunk by chunk (with exact context, see
+# streaming.py) so host memory stays bounded; shorter ones in one call, exactly as transformers does.
+DEFAULT_CHUNK_SECONDS = 30.0
+
+# Old torch ``weight_norm`` names and the ``parametrizations`` names newer torch saves; both occur
+# in published checkpoints (Meta's hub files use the old ones).
+_WEIGHT_NORM_ALIASES = (
+    (".weight_g", ".parametrizations.weight.original0"),
+    (".weight_v", ".parametrizations.weight.original1"),
+)
+# Codebook training statistics: unused at inference, absent from some exports.
+_OPTIONAL_SUFFIXES = (".inited", ".cluster_size", ".embed_avg")
+
+
+class EncodecBridge:
+    """A loaded EnCodec model that encodes audio to MusicGen codes and decodes codes to audio.
+
+    ``audio_channels`` is MusicGen's channel count (1 mono, 2 stereo); the codec itself is mono.
+    ``bandwidth`` (kbps, one of the codec's ``target_bandwidths``; default the smallest, as
+    transformers does) fixes how many codebooks each channel uses.
+    """
+
+    def __init__(
+        self,
+        model: EncodecModel,
+        audio_channels: int = 1,
+        bandwidth: float | None = None,
+        device: str = "cpu",
+    ):
+        config = model.config
+        _check_supported(config, where="EncodecModel")
+        if audio_channels not in (1, 2):
+            raise ValueError(f"audio_channels must be 1 (mono) or 2 (stereo), got {audio_channels}")
+        bandwidths = [float(b) for b in config.target_bandwidths]
+        if bandwidth is None:
+            bandwidth = bandwidths[0]
+        if float(bandwidth) not in bandwidths:
+            raise ValueError(f"bandwidth {bandwidth} kbps is not one of this codec's {bandwidths}")
+        self.model = model.eval().requires_grad_(False).to(device)
+        self.device = device
+        self.audio_channels = audio_channels
+        self.bandwidth = float(bandwidth)
+
+    # ------------------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | Path,
+        audio_channels: int | None = None,
+        device: str = "cpu",
+        bandwidth: float | None = None,
+    ) -> EncodecBridge:
+        """Load from a transformers ``EncodecModel`` directory, a transformers MusicGen directory
+        (its ``audio_encoder``), a musicgen-jax checkpoint (its ``codec/``), or a hub id of any of
+        these (``facebook/encodec_32khz``). ``audio_channels`` defaults to the MusicGen model's
+        channel count where the source records it, else 1."""
+        directory, codec_config, prefix, recorded_channels = _locate_codec(hub.resolve(source))
+        model = _build_model(codec_config, where=str(directory))
+        where = f"{directory} ({prefix}*)" if prefix else str(directory)
+        _load_weights(model, TensorSource.open(directory, prefix=prefix), where=where)
+        channels = audio_channels if audio_channels is not None else (recorded_channels or 1)
+        return cls(model, audio_channels=channels, bandwidth=bandwidth, device=device)
+
+    # ------------------------------------------------------------------------------ facts
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.model.config.sampling_rate)
+
+    @property
+    def hop_length(self) -> int:
+        """Audio samples per codec frame (the product of the upsampling ratios)."""
+        return int(math.prod(self.model.config.upsampling_ratios))
+
+    @property
+    def frame_rate(self) -> float:
+        """Codec frames per second (50.0 for the 32 kHz codec, 75.0 for the 24 kHz one)."""
+        return self.sample_rate / self.hop_length
+
+    @property
+    def codebook_size(self) -> int:
+        return int(self.model.config.codebook_size)
+
+    @property
+    def num_codebooks(self) -> int:
+        """Codebooks per channel at :attr:`bandwidth` (4 for MusicGen's 32 kHz codec)."""
+        return int(self.model.quantizer.get_num_quantizers_for_bandwidth(self.bandwidth))
+
+    @property
+    def total_codebooks(self) -> int:
+        """Codebooks per frame of the token stream: ``num_codebooks * audio_channels`` (8 for stereo)."""
+        return self.num_codebooks * self.audio_channels
+
+    def __repr__(self) -> str:
+        return (
+            f"EncodecBridge({self.sample_rate} Hz, {self.frame_rate:g} frames/s, "
+            f"{self.num_codebooks} codebooks of {self.codebook_size}, {self.audio_channels} channel(s), "
+            f"device={self.device!r})"
+        )
+
+    # ------------------------------------------------------------------------------ encode
+
+    def encode(self, audio: Any, sample_rate: int) -> np.ndarray:
+        """Float audio ``[batch, channels, samples]`` (or ``[channels, samples]``, or ``[samples]``)
+        at ``sample_rate`` to int32 codes ``[batch, total_codebooks, frames]``.
+
+        Resampled to the codec's rate when it differs; channels are mixed down to mono, or (mono
+        input to a stereo model) duplicated, as audiocraft's ``convert_audio_channels`` does.
+        """
+        import torch
+
+        audio = _as_batch(audio)  # [batch, channels, samples]
+        if audio.shape[-1] == 0:
+            raise ValueError("cannot encode empty audio")
+        if int(sample_rate) != self.sample_rate:
+            audio = resample(audio, int(sample_rate), self.sample_rate)
+        channels = audio.shape[1]
+        if self.audio_channels == 1 and channels > 1:
+            audio = audio.mean(axis=1, keepdims=True)
+        elif self.audio_channels == 2 and channels > 2:
+            audio = audio[:, :2]  # audiocraft keeps the first two channels
+        with torch.inference_mode():
+            per_channel = [
+                self._encode_mono(audio[:, c : c + 1]) for c in range(audio.shape[1])
+            ]  # [batch, K, frames]
+        if self.audio_channels == 1:
+            return per_channel[0]
+        if len(per_channel) == 1:
+            # Mono into a stereo model: both channels get the same codes (transformers repeat_interleaves).
+            return np.repeat(per_channel[0], 2, axis=1)
+        stacked = np.stack(per_channel, axis=2)  # [batch, K, 2, frames]
+        return stacked.reshape(
+            stacked.shape[0], -1, stacked.shape[-1]
+        )  # [batch, 2K, frames]: L0, R0, L1, R1, ...
+
+    def _encode_mono(self, audio: np.ndarray) -> np.ndarray:
+        """``[batch, 1, samples]`` float32 -> ``[batch, K, frames]`` int32."""
+        values = _to_torch(audio).to(self.device)
+        output = self.model.encode(values, bandwidth=self.bandwidth, return_dict=True)
+        codes = output.audio_codes[0]  # [batch, K, frames] (one chunk: the codec is not chunked)
+        return codes.to("cpu", dtype=_torch().int32).numpy()
+
+    # ------------------------------------------------------------------------------ decode
+
+    def decode(self, codes: Any, chunk_frames: int | None = None) -> np.ndarray:
+        """Codes ``[batch, total_codebooks, frames]`` (NumPy or JAX) to float32 audio
+        ``[batch, audio_channels, frames * hop_length]``.
+
+        Up to ``chunk_frames`` frames (default :data:`DEFAULT_CHUNK_SECONDS` of audio) are decoded
+        in one call, bit-identical to transformers' ``EncodecModel.decode``; longer codes go through
+        :class:`~musicgen_jax.codec.streaming.StreamingDecoder` in chunks of ``chunk_frames``, which
+        carries the LSTM state and decodes each chunk with enough context that the result matches a
+        single decode to float rounding.
+        """
+        import torch
+
+        codes = self.check_codes(codes)  # [batch, codebooks, frames] int64
+        batch, _, frames = codes.shape
+        if chunk_frames is None:
+            chunk_frames = max(1, round(DEFAULT_CHUNK_SECONDS * self.frame_rate))
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be positive, got {chunk_frames}")
+        if frames == 0:
+            return np.zeros((batch, self.audio_channels, 0), np.float32)
+        if frames > chunk_frames:
+            from musicgen_jax.codec.streaming import StreamingDecoder
+
+            stream = StreamingDecoder(self)
+            pieces = [
+                stream.push(codes[..., start : start + chunk_frames])
+                for start in range(0, frames, chunk_frames)
+            ]
+            pieces.append(stream.flush())
+            return np.concatenate(pieces, axis=-1)
+        with torch.inference_mode():
+            channels = [
+                self._decode_mono(codes[:, c :: self.audio_channels]) for c in range(self.audio_channels)
+            ]
+        return channels[0] if len(channels) == 1 else np.concatenate(channels, axis=1)
+
+    def _decode_mono(self, codes: np.ndarray) -> np.ndarray:
+        """``[batch, K, frames]`` int64 (one channel's codebooks) -> ``[batch, 1, samples]`` float32."""
+        values = _to_torch(codes).to(self.device)
+        audio = self.model.decode(values[None], [None], return_dict=True).audio_values  # [batch, 1, samples]
+        return audio.to("cpu").numpy()
+
+    def check_codes(self, codes: Any) -> np.ndarray:
+        """Validate codes and return them as int64 NumPy ``[batch, codebooks, frames]``."""
+        array = np.asarray(codes)  # zero-copy for NumPy and CPU JAX arrays
+        if array.ndim != 3:
+            raise ValueError(f"codes must be [batch, codebooks, frames], got shape {array.shape}")
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"codes must be integers, got {array.dtype}")
+        codebooks = array.shape[1]
+        per_channel, remainder = divmod(codebooks, self.audio_channels)
+        available = int(self.model.quantizer.num_quantizers)
+        if remainder or not 1 <= per_channel <= available:
+            raise ValueError(
+                f"codes have {codebooks} codebooks; this {self.audio_channels}-channel codec takes "
+                f"{self.audio_channels} x (1 to {available}) (normally {self.total_codebooks})"
+            )
+        if array.size and (array.min() < 0 or array.max() >= self.codebook_size):
+            raise ValueError(
+                f"codes must lie in [0, {self.codebook_size}), got values in [{array.min()}, {array.max()}] "
+                "(revert the delay pattern first: its special token is not a codec code)"
+            )
+        return array.astype(np.int64, copy=False)
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _as_batch(audio: Any) -> np.ndarray:
+    """``[samples]``, ``[channels, samples]`` or ``[batch, channels, samples]`` -> float32 3-D."""
+    array = np.asarray(audio, dtype=np.float32)
+    if array.ndim == 1:
+        array = array[None, None]
+    elif array.ndim == 2:
+        array = array[None]
+    elif array.ndim != 3:
+        raise ValueError(f"audio must be [batch, channels, samples], got shape {array.shape}")
+    if array.shape[1] > 8 and array.shape[2] <= 8:
+        raise ValueError(
+            f"audio of shape {array.shape} looks like [batch, samples, channels]; pass channels first"
+        )
+    if not np.isfinite(array).all():
+        raise ValueError("audio contains NaN or infinite values")
+    return array
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _to_torch(array: np.ndarray) -> torch.Tensor:
+    """A CPU tensor sharing ``array``'s memory (copied only if it is not contiguous)."""
+    torch = _torch()
+    array = np.ascontiguousarray(array)
+    with warnings.catch_warnings():
+        # Arrays from JAX are read-only; torch warns, but nothing here writes to them.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: unreadable ({error})") from None
+
+
+def _locate_codec(directory: Path) -> tuple[Path, dict, str, int | None]:
+    """(directory holding the weights, EnCodec config dict, tensor-name prefix, MusicGen channel
+    count where recorded) of a codec source directory."""
+    from musicgen_jax.conversion import checkpoint as ckpt
+
+    if ckpt.is_checkpoint(directory):
+        codec_dir = directory / ckpt.CODEC
+        if not (codec_dir / "config.json").is_file():
+            raise CheckpointError(
+                f"{directory} is a musicgen-jax checkpoint without a codec/ directory; load the codec from "
+                "its own source instead (e.g. facebook/encodec_32khz)"
+            )
+        channels = ckpt.load_config(directory).decoder.audio_channels
+        weights_dir, config, prefix, _ = _locate_codec(codec_dir)
+        return weights_dir, config, prefix, channels
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(
+            f"{directory} has no config.json: expected a transformers EncodecModel or MusicGen directory, "
+            "or a musicgen-jax checkpoint"
+        )
+    config = _read_json(config_path)
+    model_type = config.get("model_type")
+    if model_type == "encodec":
+        return directory, config, "", None
+    if model_type == "musicgen":
+        if "audio_encoder" not in config:
+            raise CheckpointError(f"{config_path}: a MusicGen config without an audio_encoder section")
+        channels = config.get("decoder", {}).get("audio_channels")
+        return directory, dict(config["audio_encoder"]), "audio_encoder.", channels
+    raise CheckpointError(
+        f"{config_path}: model_type is {model_type!r}; expected 'encodec' (an EncodecModel) or 'musicgen' "
+        "(a MusicgenForConditionalGeneration, whose audio_encoder is used)"
+    )
+
+
+def _check_supported(config, where: str) -> None:
+    """Reject codec variants the bridge does not implement (Meta's 48 kHz model is one)."""
+    if getattr(config, "chunk_length_s", None) is not None:
+        raise CheckpointError(
+            f"{where}: chunked EnCodec models (chunk_length_s={config.chunk_length_s}, e.g. encodec_48khz) "
+            "are not supported; MusicGen's codecs encode the whole signal at once"
+        )
+    if getattr(config, "normalize", False):
+        raise CheckpointError(f"{where}: EnCodec with normalize=True (per-chunk scales) is not supported")
+    if int(config.audio_channels) != 1:
+        raise CheckpointError(
+            f"{where}: the codec has {config.audio_channels} channels; only mono codecs are supported "
+            "(stereo MusicGen runs the mono codec once per channel)"
+        )
+
+
+def _build_model(codec_config: dict, where: str) -> EncodecModel:
+    """An ``EncodecModel`` of this config, its weights left uninitialised (they are loaded next)."""
+    from transformers import EncodecConfig, EncodecModel
+
+    if codec_config.get("model_type", "encodec") != "encodec":
+        raise CheckpointError(
+            f"{where}: codec model_type is {codec_config.get('model_type')!r}, expected 'encodec'"
+        )
+    try:
+        config = EncodecConfig.from_dict(codec_config)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{where}: invalid EnCodec config ({error})") from None
+    _check_supported(config, where)
+    try:  # random initialisation of a real codec costs seconds; every tensor is overwritten anyway
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers 4.x keeps it in modeling_utils
+        from transformers.modeling_utils import no_init_weights
+    with no_init_weights():
+        return EncodecModel(config)
+
+
+def _checkpoint_name(name: str, expected: dict) -> str | None:
+    """The model's name for checkpoint tensor ``name`` (either weight-norm spelling), or None."""
+    if name in expected:
+        return name
+    for old, new in _WEIGHT_NORM_ALIASES:
+        for this, other in ((old, new), (new, old)):
+            if name.endswith(this) and (renamed := name[: -len(this)] + other) in expected:
+                return renamed
+    return None
+
+
+def _load_weights(model: EncodecModel, source: TensorSource, where: str) -> None:
+    """Copy every tensor of ``source`` into ``model``, checking names and shapes both ways."""
+    expected = model.state_dict()
+    state, unexpected = {}, []
+    for name in source.keys():  # noqa: SIM118 (a TensorSource is not iterable)
+        target = _checkpoint_name(name, expected)
+        if target is None:
+            unexpected.append(name)
+            continue
+        array = source.get(name, "float32")
+        shape = tuple(expected[target].shape)
+        if tuple(array.shape) != shape:
+            raise CheckpointError(
+                f"{where}: {name} has shape {tuple(array.shape)}, the config implies {shape}"
+            )
+        state[target] = _to_torch(array)
+    missing = sorted(n for n in set(expected) - set(state) if not n.endswith(_OPTIONAL_SUFFIXES))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{where}: the EnCodec weights do not fit the config"
+            + (
+                f"; missing {', '.join(missing[:6])}" + (" ..." if len(missing) > 6 else "")
+                if missing
+                else ""
+            )
+            + (f"; unexpected {', '.join(sorted(unexpected)[:6])}" if unexpected else "")
+        )
+    model.load_state_dict(state, strict=False)

@@ -1,0 +1,225 @@
+"""Decoding codes to audio as they arrive, matching a single full decode.
+
+EnCodec's decoder is ``conv -> LSTM -> (ELU, transposed conv, residual blocks)* -> ELU -> conv``, with
+non-causal (centred, reflect-padded) convolutions. Cutting the codes into pieces and decoding each
+alone clicks at the joins: the LSTM restarts from zero and every convolution sees reflect padding
+where the neighbouring audio should be. :class:`StreamingDecoder` instead runs the three stages
+separately:
+
+* the first convolution on each new frame once the frames it looks ahead to exist (3 frames), with
+  3 frames of left context re-read;
+* the LSTM on those frames only, carrying its ``(h, c)`` state from push to push (exact);
+* the upsampling stack, which has a finite receptive field (a few frames each way), on the new
+  frames plus that many frames of left context; the frames whose right context has not arrived
+  yet are held back and emitted by a later push or by :meth:`StreamingDecoder.flush`.
+
+The start and end of the stream see the same reflect padding a full decode sees, so the
+concatenated chunks equal the full decode up to float rounding (about 1e-7 absolute, see
+tests/test_codec.py), whatever the push sizes. Reaches are taken symmetric: at the start of a
+stream the left reflect padding reads frames to the right, so even a causal codec's (the 24 kHz
+one's) first outputs look ahead. Each push costs its own frames plus a fixed
+context; audio for a frame is out ``lookahead_frames`` (7 for MusicGen's codec: 140 ms) after it
+arrives.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from musicgen_jax.codec.encodec import EncodecBridge
+
+
+class StreamingDecoder:
+    """Push codes ``[batch, codebooks, n_frames]`` as they are generated; get audio chunks back.
+
+    ``push`` returns float32 ``[batch, audio_channels, samples]`` (possibly with 0 samples);
+    ``flush`` returns the held-back tail. The batch size and codebook count are fixed by the first
+    push. After ``flush`` the decoder is finished; :meth:`reset` starts a new stream.
+    """
+
+    def __init__(self, bridge: EncodecBridge):
+        self.bridge = bridge
+        layers = list(bridge.model.decoder.layers)
+        kinds = [type(layer).__name__ for layer in layers[:2]]
+        if kinds != ["EncodecConv1d", "EncodecLSTM"]:
+            raise NotImplementedError(f"unexpected EnCodec decoder layout {kinds}; cannot stream it")
+        self._input_conv = layers[0]
+        self._lstm = layers[1].lstm
+        self._upsampler = layers[2:]
+        # Receptive fields in frames: how far each stage looks left and right of an output frame.
+        self._conv_left, self._conv_right = _conv_reach(self._input_conv)
+        left, right = _stack_reach(self._upsampler)
+        self._upsample_left, self._upsample_right = math.ceil(left) + 1, math.ceil(right) + 1  # +1: margin
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream: the next push starts a new one."""
+        self._shape: tuple[int, int] | None = None  # (batch, codebooks), fixed by the first push
+        self._received = 0  # frames pushed so far
+        self._lstm_done = 0  # frames through the input conv and the LSTM
+        self._emitted = 0  # frames returned as audio
+        self._embeddings: torch.Tensor | None = None  # [rows, dim, frames] from _embeddings_start
+        self._embeddings_start = 0
+        self._lstm_out: torch.Tensor | None = None  # [rows, dim, frames] from _lstm_out_start
+        self._lstm_out_start = 0
+        self._lstm_state: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._finished = False
+
+    @property
+    def lookahead_frames(self) -> int:
+        """Frames that must follow a frame before its audio can be emitted."""
+        return self._conv_right + self._upsample_right
+
+    @property
+    def frames_received(self) -> int:
+        return self._received
+
+    @property
+    def samples_emitted(self) -> int:
+        return self._emitted * self.bridge.hop_length
+
+    def push(self, codes: Any) -> np.ndarray:
+        """Add frames ``[batch, codebooks, n_frames]``; return the audio that is now final."""
+        import torch
+
+        if self._finished:
+            raise RuntimeError("this stream was flushed; call reset() to start another")
+        codes = self.bridge.check_codes(codes)  # [batch, codebooks, n] int64
+        batch, codebooks, frames = codes.shape
+        if self._shape is None:
+            self._shape = (batch, codebooks)
+        elif self._shape != (batch, codebooks):
+            raise ValueError(f"codes of shape {codes.shape[:2]} pushed to a stream of {self._shape}")
+        with torch.inference_mode():
+            if frames:
+                self._append_embeddings(codes)
+            return self._advance(final=False)
+
+    def flush(self) -> np.ndarray:
+        """The remaining audio, decoded with the true end of the stream (as a full decode sees it)."""
+        import torch
+
+        if self._finished:
+            raise RuntimeError("this stream was already flushed")
+        self._finished = True
+        with torch.inference_mode():
+            return self._advance(final=True)
+
+    # ------------------------------------------------------------------------------ stages
+
+    def _append_embeddings(self, codes: np.ndarray) -> None:
+        """Quantizer lookups of new frames; channels become extra batch rows (left rows first)."""
+        import torch
+
+        channels = self.bridge.audio_channels
+        per_channel = np.concatenate(
+            [codes[:, c::channels] for c in range(channels)], axis=0
+        )  # [channels*batch, K, n]
+        values = torch.from_numpy(np.ascontiguousarray(per_channel)).to(self.bridge.device)
+        embeddings = self.bridge.model.quantizer.decode(values.transpose(0, 1))  # [rows, dim, n]
+        self._embeddings = (
+            embeddings if self._embeddings is None else torch.cat([self._embeddings, embeddings], -1)
+        )
+        self._received += codes.shape[-1]
+
+    def _advance(self, final: bool) -> np.ndarray:
+        import torch
+
+        # 1. Input conv and LSTM for every frame whose right context exists (all of them at the end).
+        ready = self._received if final else self._received - self._conv_right
+        if ready > self._lstm_done:
+            start = max(self._embeddings_start, self._lstm_done - self._conv_left)
+            window = self._embeddings[..., start - self._embeddings_start :]  # up to the newest frame
+            hidden = self._input_conv(window)[..., self._lstm_done - start : ready - start]  # [rows, dim, n]
+            sequence = hidden.permute(2, 0, 1)  # [n, rows, dim]: nn.LSTM is time-major
+            output, self._lstm_state = self._lstm(sequence, self._lstm_state)
+            output = (output + sequence).permute(1, 2, 0)  # EncodecLSTM's residual; [rows, dim, n]
+            self._lstm_out = output if self._lstm_out is None else torch.cat([self._lstm_out, output], -1)
+            self._lstm_done = ready
+            self._trim_embeddings()
+
+        # 2. The upsampling stack for every frame whose right context exists.
+        emit_to = self._lstm_done if final else self._lstm_done - self._upsample_right
+        if emit_to <= self._emitted:
+            return self._empty()
+        hop = self.bridge.hop_length
+        start = max(self._lstm_out_start, self._emitted - self._upsample_left)
+        hidden = self._lstm_out[..., start - self._lstm_out_start :]
+        for layer in self._upsampler:
+            hidden = layer(hidden)  # ends as [rows, 1, frames * hop]
+        audio = hidden[..., (self._emitted - start) * hop : (emit_to - start) * hop]
+        self._emitted = emit_to
+        self._trim_lstm_out()
+        return self._to_output(audio)
+
+    def _trim_embeddings(self) -> None:
+        keep_from = max(self._embeddings_start, self._lstm_done - self._conv_left)
+        self._embeddings = self._embeddings[..., keep_from - self._embeddings_start :]
+        self._embeddings_start = keep_from
+
+    def _trim_lstm_out(self) -> None:
+        keep_from = max(self._lstm_out_start, self._emitted - self._upsample_left)
+        self._lstm_out = self._lstm_out[..., keep_from - self._lstm_out_start :]
+        self._lstm_out_start = keep_from
+
+    def _to_output(self, audio: torch.Tensor) -> np.ndarray:
+        """``[channels*batch, 1, samples]`` -> ``[batch, channels, samples]`` float32 NumPy."""
+        channels = self.bridge.audio_channels
+        rows, _, samples = audio.shape
+        audio = audio.reshape(channels, rows // channels, samples).transpose(0, 1)
+        return audio.to("cpu").contiguous().numpy()
+
+    def _empty(self) -> np.ndarray:
+        batch = self._shape[0] if self._shape else 0
+        return np.zeros((batch, self.bridge.audio_channels, 0), np.float32)
+
+
+# ---------------------------------------------------------------------------------- receptive fields
+
+
+def _conv_reach(layer) -> tuple[int, int]:
+    """(left, right) input steps one output step of a stride-1 ``EncodecConv1d`` may read.
+
+    Symmetric on purpose: at the start of a stream the left padding reflects frames from the
+    right, so even a causal convolution's first outputs read ``padding_left`` steps ahead.
+    """
+    if int(layer.stride) != 1:
+        raise NotImplementedError("streaming assumes stride-1 convolutions in the decoder")
+    padding_total = int(layer.padding_total)
+    left = padding_total if layer.causal else padding_total - padding_total // 2
+    return left, left  # left >= right either way
+
+
+def _stack_reach(layers) -> tuple[float, float]:
+    """(left, right) reach in frames of the decoder's upsampling stack (an upper bound)."""
+    left = right = 0.0
+    scale = 1  # samples per frame at the current layer's input
+    for layer in layers:
+        kind = type(layer).__name__
+        if kind == "EncodecConv1d":
+            step_left, step_right = _conv_reach(layer)
+            left, right = left + step_left / scale, right + step_right / scale
+        elif kind == "EncodecConvTranspose1d":
+            kernel, stride = layer.conv.kernel_size[0], layer.conv.stride[0]
+            # An output step reads the inputs whose kernel span covers it: at most ceil(k / s) either side.
+            reach = math.ceil(kernel / stride)
+            left, right = left + reach / scale, right + reach / scale
+            scale *= stride
+        elif kind == "EncodecResnetBlock":
+            block = [_conv_reach(sub) for sub in layer.block if type(sub).__name__ == "EncodecConv1d"]
+            shortcut = (
+                _conv_reach(layer.shortcut) if type(layer.shortcut).__name__ == "EncodecConv1d" else (0, 0)
+            )
+            left += max(sum(b[0] for b in block), shortcut[0]) / scale
+            right += max(sum(b[1] for b in block), shortcut[1]) / scale
+        elif kind in ("ELU", "Identity"):
+            continue
+        else:
+            raise NotImplementedError(f"unexpected layer {kind} in the EnCodec decoder; cannot stream it")
+    return left, right
