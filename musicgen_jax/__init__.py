@@ -6,6 +6,7 @@ The public API::
     model = MusicGen.from_pretrained("facebook/musicgen-small")
 """
 
+from musicgen_jax.audio import load_audio, save_audio
 from musicgen_jax.conditioning import Attributes, InvalidAttributeError
 from musicgen_jax.models.config import (
     AudioConfig,
@@ -15,7 +16,8 @@ from musicgen_jax.models.config import (
     TextEncoderConfig,
 )
 from musicgen_jax.models.musicgen import MusicGenModel
-from musicgen_jax.pipeline import MusicGen, PromptError
+from musicgen_jax.generation.params import GenerationParams, GenerationParamsError, GenerationRequest
+from musicgen_jax.pipeline import GeneratedAudio, MusicGen, PromptError
 
 __version__ = "0.1.0"
 
@@ -24,10 +26,16 @@ __all__ = [
     "AudioConfig",
     "ConditioningConfig",
     "DecoderConfig",
+    "GeneratedAudio",
+    "GenerationParams",
+    "GenerationParamsError",
+    "GenerationRequest",
     "InvalidAttributeError",
     "MusicGen",
     "MusicGenConfig",
     "MusicGenModel",
     "PromptError",
     "TextEncoderConfig",
+    "load_audio",
+    "save_audio",
 ]

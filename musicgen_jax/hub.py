@@ -54,7 +54,7 @@ def resolve(name_or_path: str | Path, allow_patterns: list[str] | None = None, r
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
         raise ModelNotFoundError(
             f"could not download {name!r} from the Hugging Face hub and no cached copy exists "
-            f"({type(error).__name__}); point --model at a local directory instead (a transformers "
+            f"({type(error).__name__}); point at a local directory instead (for --model: a transformers "
             f"MusicGen directory or a musicgen-jax checkpoint)"
         ) from None
     if not any(local.glob("*.safetensors")) and not any(local.glob("*.safetensors.index.json")) and allow_patterns is None:

@@ -327,10 +327,12 @@ class MusicGen:
         """Audio ``[batch, channels, samples]`` at :attr:`sample_rate` (see :meth:`make_requests`)."""
         import time
 
-        output = self.generator.generate(self.make_requests(texts, **kwargs), progress=progress)
+        requests = self.make_requests(texts, **kwargs)
+        codec = self.codec  # loaded before the clock starts: its import is not decoding time
+        output = self.generator.generate(requests, progress=progress)
         codes = _stack_frames(output.frames)
         began = time.perf_counter()
-        audio = self.decode(codes)
+        audio = codec.decode(codes)
         return GeneratedAudio(
             audio=audio,
             sample_rate=self.sample_rate,

@@ -118,6 +118,8 @@ def save_tiny_transformers_musicgen(directory: str | Path, variant: str = "base"
     model = MusicgenForConditionalGeneration(MusicgenConfig(text_encoder=t5, audio_encoder=codec, decoder=decoder))
     model.eval()
     _spread_weights(model, seed)
+    _spread_codec_weights(model.audio_encoder, seed)
+    _fill_codebooks(model.audio_encoder, seed)
     generation = model.generation_config
     generation.decoder_start_token_id = 2048
     generation.pad_token_id = 2048
@@ -148,6 +150,57 @@ def _spread_weights(model, seed: int) -> None:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
             else:
                 param.copy_(1.0 + torch.randn(param.shape, generator=generator) * 0.1)
+
+
+def _spread_codec_weights(codec, seed: int) -> None:
+    """transformers' default EnCodec init leaves the tiny decoder's output set by its biases (codes
+    barely change the audio). Re-draw every weight-normed convolution as v ~ N(0, 1/fan_in) with
+    g = |v| (so the weight is v) and small biases, so that audio depends on the codes."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed + 5)
+    with torch.no_grad():
+        for name, module in codec.named_modules():
+            parametrizations = getattr(module, "parametrizations", None)
+            if parametrizations is None or "weight" not in parametrizations:
+                continue
+            v = parametrizations.weight.original1
+            fan_in = v.shape[1] * v.shape[2] if not isinstance(module, torch.nn.ConvTranspose1d) else v.shape[0] * v.shape[2] / 4
+            v.copy_(torch.randn(v.shape, generator=generator) * (1.5 / fan_in) ** 0.5)
+            parametrizations.weight.original0.copy_(v.norm(dim=tuple(range(1, v.ndim)), keepdim=True))
+            if getattr(module, "bias", None) is not None:
+                module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.01)
+
+
+def _fill_codebooks(codec, seed: int) -> None:
+    """transformers leaves EnCodec's codebooks at zero (a trained codec learns them), so every
+    code would decode alike and every encode give one code. Initialise them as audiocraft's
+    k-means does: each level's entries are residuals the encoder actually produces (of random
+    tones and noise), with a little jitter."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed + 7)
+    rate = codec.config.sampling_rate
+    t = torch.arange(4 * rate) / rate
+    pitch = 110 * 2 ** (torch.randint(0, 36, (8,), generator=generator) / 12)
+    audio = sum(torch.sin(2 * torch.pi * f * t * (1 + 0.2 * t)) for f in pitch) / 8
+    audio = audio + 0.2 * torch.randn(t.shape, generator=generator)
+    with torch.no_grad():
+        residual = codec.encoder(audio[None, None]).transpose(1, 2).reshape(-1, codec.config.hidden_size)
+        for layer in codec.quantizer.layers:
+            codebook = layer.codebook
+            rows = torch.randint(0, residual.shape[0], (codebook.embed.shape[0],), generator=generator)
+            spread = residual.std(dim=0, keepdim=True)
+            entries = residual[rows] + 0.1 * spread * torch.randn(codebook.embed.shape, generator=generator)
+            codebook.embed.copy_(entries)
+            codebook.embed_avg.copy_(entries)
+            residual = residual - codebook.decode(codebook.encode(residual))  # [frames, dim]
+        # Bring the output to a musical level (about 0.1 RMS) through the last convolution.
+        last = [m for m in codec.decoder.modules() if getattr(m, "parametrizations", None) is not None][-1]
+        codes = torch.randint(0, codec.config.codebook_size, (1, 1, codec.quantizer.num_quantizers, 50), generator=generator)
+        level = codec.decode(codes, [None]).audio_values.std()
+        last.parametrizations.weight.original0.mul_(0.1 / level)
+        last.bias.zero_()
 
 
 def save_tiny_checkpoint(directory: str | Path, variant: str = "base", seed: int = 0) -> Path:

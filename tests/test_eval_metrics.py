@@ -331,4 +331,4 @@ def test_command_line_errors_exit_nonzero_without_traceback(tmp_path, capsys):
         text=True,
     )
     assert run.returncode == 1
-    assert "error: audio file not found" in run.stderr and "Traceback" not in run.stderr
+    assert "error: no audio file at" in run.stderr and "Traceback" not in run.stderr

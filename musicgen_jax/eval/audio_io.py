@@ -2,7 +2,7 @@
 
 Audio inside ``musicgen_jax.eval`` is float32 ``[channels, samples]``; callers may pass
 ``[samples]`` and get it promoted. Reading goes through soundfile (WAV, FLAC, OGG, MP3 where
-libsndfile has it); resampling through librosa (soxr).
+libsndfile has it) and :mod:`musicgen_jax.audio.io`.
 """
 
 from __future__ import annotations
@@ -39,30 +39,23 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
 
 
 def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """Resample along the last axis (librosa/soxr); a no-op when the rates match."""
-    if source_rate == target_rate:
-        return np.asarray(audio, dtype=np.float32)
-    import librosa
+    """Resample along the last axis (the project's soxr resampler); a no-op when the rates match."""
+    from musicgen_jax.audio.io import resample as resample_audio
 
-    return librosa.resample(np.asarray(audio, dtype=np.float32), orig_sr=source_rate, target_sr=target_rate)
+    return resample_audio(audio, source_rate, target_rate)
 
 
 def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Read an audio file as float32 ``[channels, samples]`` and its sample rate."""
-    import soundfile
+    from musicgen_jax.audio.io import load_audio as read_audio
 
-    path = Path(path)
-    if not path.exists():
-        raise AudioReadError(f"audio file not found: {path}")
-    if not path.is_file():
-        raise AudioReadError(f"not a file: {path}")
     try:
-        data, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # [samples, channels]
-    except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError) as error:
-        raise AudioReadError(f"cannot read {path} as audio: {error}") from None
-    if data.shape[0] == 0:
+        audio, sample_rate = read_audio(path)
+    except (OSError, ValueError) as error:
+        raise AudioReadError(str(error)) from None
+    if audio.shape[-1] == 0:
         raise AudioReadError(f"{path} holds no samples")
-    return np.ascontiguousarray(data.T), int(sample_rate)
+    return audio, sample_rate
 
 
 def list_audio_files(directory: str | Path) -> list[Path]:

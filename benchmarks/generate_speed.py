@@ -1,0 +1,238 @@
+"""Generation speed: musicgen-jax next to transformers' PyTorch MusicGen, same weights, same machine.
+
+    python benchmarks/generate_speed.py --shape small --batch 1 8 --seconds 5
+
+Builds a random-weight transformers MusicGen with a published shape (small/medium/large: decoder,
+t5-base text encoder, the 32 kHz EnCodec), saves it once, then runs each implementation in its own
+process (so peak memory is each one's own) with sampling (top-k 250) and guidance 3.0, and prints
+decoder steps per second, milliseconds per step, the real-time factor of token generation and of
+generation plus codec decoding, compile time and peak memory, with the ratio ours / transformers.
+A decoder step is one frame of all codebooks (1/50 s of audio); guidance doubles the rows it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHAPES = {  # hidden, layers, heads, ffn
+    "tiny": (64, 2, 4, 128),
+    "small": (1024, 24, 16, 4096),
+    "medium": (1536, 48, 24, 6144),
+    "large": (2048, 48, 32, 8192),
+}
+
+
+def build_checkpoint(shape: str, directory: Path) -> None:
+    import torch
+    from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration, T5Config
+
+    from musicgen_jax.tiny_models import build_tokenizer
+
+    hidden, layers, heads, ffn = SHAPES[shape]
+    t5 = T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12, feed_forward_proj="relu")
+    codec = EncodecConfig(  # facebook/encodec_32khz
+        sampling_rate=32000, audio_channels=1, num_filters=64, hidden_size=128, codebook_dim=128, codebook_size=2048,
+        num_lstm_layers=2, num_residual_layers=1, upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2],
+        chunk_length_s=None, overlap=None, normalize=False, use_causal_conv=False, use_conv_shortcut=False,
+        norm_type="weight_norm", pad_mode="reflect",
+    )
+    decoder = MusicgenDecoderConfig(
+        vocab_size=2048, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, ffn_dim=ffn,
+        num_codebooks=4, max_position_embeddings=2048, pad_token_id=2048, bos_token_id=2048,
+    )
+    torch.manual_seed(0)
+    model = MusicgenForConditionalGeneration(MusicgenConfig(text_encoder=t5, audio_encoder=codec, decoder=decoder))
+    model.generation_config.decoder_start_token_id = 2048
+    model.generation_config.pad_token_id = 2048
+    model.save_pretrained(str(directory))
+    build_tokenizer(32128).save_pretrained(str(directory))
+
+
+PROMPTS = [
+    "Upbeat jazz piano with smooth saxophone",
+    "80s pop track with bassy drums and synth",
+    "calm ambient pads with soft bells",
+    "heavy rock with loud guitars and drums",
+]
+
+
+def prompts_for(batch: int) -> list[str]:
+    return [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def run_transformers(args) -> dict:
+    import torch
+    from transformers import AutoTokenizer, MusicgenForConditionalGeneration
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    if device == "cpu":
+        dtype = torch.float32  # half precision matmuls are slow or missing on CPU
+    model = MusicgenForConditionalGeneration.from_pretrained(args.checkpoint, dtype=dtype).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.checkpoint)
+    inputs = tokenizer(prompts_for(args.batch), padding=True, return_tensors="pt").to(device)
+    frames = int(args.seconds * 50)
+    decode = model.audio_encoder.decode
+    captured = []
+
+    class Skipped:  # token generation only: the codec is timed on its own below
+        def __init__(self, codes):
+            self.audio_values = torch.zeros((codes.shape[1], 1, 1), device=device)
+
+    model.audio_encoder.decode = lambda codes, *a, **k: (captured.append(codes), Skipped(codes))[1]
+
+    def generate(n):
+        with torch.inference_mode():
+            model.generate(**inputs, do_sample=True, top_k=250, guidance_scale=3.0, max_new_tokens=n + 3)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    generate(10)  # warm-up
+    captured.clear()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    began = time.perf_counter()
+    generate(frames)
+    seconds = time.perf_counter() - began
+    codes = captured[-1]
+    began = time.perf_counter()
+    with torch.inference_mode():
+        decode(codes, [None] * codes.shape[1])
+    if device == "cuda":
+        torch.cuda.synchronize()
+    decode_seconds = time.perf_counter() - began
+    device_peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+    return dict(steps=frames + 3, seconds=seconds, decode_seconds=decode_seconds, compile_seconds=0.0, device_peak_gb=device_peak)
+
+
+def run_jax(args) -> dict:
+    import jax
+
+    from musicgen_jax import MusicGen
+
+    model = MusicGen.from_pretrained(args.checkpoint, dtype=args.dtype)
+    prompts = prompts_for(args.batch)
+    frames = int(args.seconds * 50)
+    began = time.perf_counter()
+    model.generator.warmup(batch_sizes=(args.batch,), durations=(args.seconds,), text_tokens=16)
+    compile_seconds = time.perf_counter() - began
+    model.generate_tokens(prompts, duration=1.0, seed=0)  # the encoder's compile, outside the timing
+    began = time.perf_counter()
+    output = model.generator.generate(model.make_requests(prompts, duration=args.seconds, seed=1))
+    seconds = time.perf_counter() - began
+    decode_seconds = None
+    try:
+        import numpy as np
+
+        codes = np.stack(output.frames)
+        model.decode(codes[:, :, :10])  # codec warm-up
+        began = time.perf_counter()
+        model.decode(codes)
+        decode_seconds = time.perf_counter() - began
+    except ImportError:
+        pass
+    stats = jax.devices()[0].memory_stats() or {}
+    device_peak = stats.get("peak_bytes_in_use")
+    return dict(
+        steps=frames + 3, seconds=seconds, decode_seconds=decode_seconds, compile_seconds=compile_seconds,
+        device_peak_gb=device_peak / 2**30 if device_peak else None,
+    )
+
+
+def worker(args) -> None:
+    args.batch = args.batch[0]
+    result = run_jax(args) if args.worker == "jax" else run_transformers(args)
+    result["peak_rss_gb"] = peak_rss_gb()
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def machine() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    import platform
+
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", default="small", choices=sorted(SHAPES))
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds of audio per row")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--checkpoint", help="reuse a saved transformers checkpoint")
+    parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--worker", choices=("jax", "transformers"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+
+    temporary = None
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        temporary = tempfile.TemporaryDirectory()
+        checkpoint = str(Path(temporary.name) / f"musicgen-{args.shape}")
+        print(f"building a random musicgen-{args.shape} ...", file=sys.stderr)
+        build_checkpoint(args.shape, Path(checkpoint))
+    rows = []
+    for batch in args.batch:
+        for impl in (["transformers"] if not args.skip_transformers else []) + ["jax"]:
+            command = [sys.executable, __file__, "--worker", impl, "--checkpoint", checkpoint, "--batch", str(batch),
+                       "--seconds", str(args.seconds), "--dtype", args.dtype, "--shape", args.shape]
+            done = subprocess.run(command, capture_output=True, text=True)
+            line = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
+            if done.returncode or not line:
+                print(f"{impl} batch {batch} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+                continue
+            result = json.loads(line[0][len("RESULT "):])
+            result.update(impl=impl, batch=batch)
+            rows.append(result)
+            print(f"  {impl:12s} batch {batch}: {result['steps'] / result['seconds']:.1f} steps/s", file=sys.stderr)
+    print(f"\nmusicgen-{args.shape}, {args.dtype}, {args.seconds:g} s per row, sampling top-k 250, guidance 3.0 on {machine()}\n")
+    header = "| impl | batch | steps/s | ms/step | RTF tokens | RTF +decode | compile s | peak RSS GB | device peak GB |"
+    print(header)
+    print("|---|---|---|---|---|---|---|---|---|")
+    by_batch: dict[int, dict[str, dict]] = {}
+    for r in rows:
+        audio = args.seconds * r["batch"]
+        rtf = audio / r["seconds"]
+        rtf_decode = audio / (r["seconds"] + r["decode_seconds"]) if r.get("decode_seconds") is not None else float("nan")
+        r.update(steps_per_s=r["steps"] / r["seconds"], rtf=rtf, rtf_decode=rtf_decode)
+        peak = f"{r['device_peak_gb']:.2f}" if r.get("device_peak_gb") else "-"
+        print(
+            f"| {r['impl']} | {r['batch']} | {r['steps_per_s']:.1f} | {1e3 / r['steps_per_s']:.2f} | {rtf:.2f}x | "
+            f"{rtf_decode:.2f}x | {r['compile_seconds']:.1f} | {r['peak_rss_gb']:.2f} | {peak} |"
+        )
+        by_batch.setdefault(r["batch"], {})[r["impl"]] = r
+    print()
+    for batch, impls in by_batch.items():
+        if "jax" in impls and "transformers" in impls:
+            ratio = impls["jax"]["steps_per_s"] / impls["transformers"]["steps_per_s"]
+            print(f"batch {batch}: musicgen-jax / transformers = {ratio:.2f}x steps/s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    if temporary is not None:
+        temporary.cleanup()
+
+
+if __name__ == "__main__":
+    main()

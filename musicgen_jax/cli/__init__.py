@@ -1,0 +1,1 @@
+"""The ``musicgen-jax`` command line."""

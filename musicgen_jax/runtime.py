@@ -1,0 +1,31 @@
+"""Process-level JAX settings the entry points share: the persistent compilation cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_CACHE_DIR = Path(os.environ.get("MUSICGEN_JAX_CACHE_DIR", Path.home() / ".cache" / "musicgen_jax" / "xla"))
+
+
+def enable_compilation_cache(directory: str | Path | None = None) -> Path | None:
+    """Keep compiled programs on disk so a restarted CLI or server does not compile them again.
+
+    ``directory=""`` (or ``MUSICGEN_JAX_CACHE_DIR=""``) turns it off.
+    """
+    import jax
+
+    path = DEFAULT_CACHE_DIR if directory is None else directory
+    if str(path) == "":
+        return None
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # a read-only home must not stop generation; it only costs compile time
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    # Cache everything that took time to compile, small programs included (the decode loop's
+    # chunks compile in about a second on CPU).
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path

@@ -1,0 +1,155 @@
+"""The ``musicgen-jax`` command end to end on a tiny random checkpoint the test writes itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from musicgen_jax.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, stdin: str | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """Run the installed ``musicgen-jax`` console script (the real entry point)."""
+    executable = shutil.which("musicgen-jax") or shutil.which("musicgen-jax", path=str(Path(sys.executable).parent))
+    command = [executable] if executable else [sys.executable, "-m", "musicgen_jax.cli"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", MUSICGEN_JAX_CACHE_DIR="")
+    return subprocess.run(command + list(args), capture_output=True, text=True, input=stdin, cwd=cwd, env=env, timeout=600)
+
+
+def test_generate_writes_every_format(tiny_jax_dir, tmp_path):
+    done = cli(
+        "generate", "Upbeat jazz piano with smooth saxophone", "--model", str(tiny_jax_dir), "--duration", "2",
+        "--output", str(tmp_path / "jazz.wav"), "--seed", "3", "--genre", "jazz", "--mood", "happy", "--tempo", "120",
+        "--codes-out", str(tmp_path / "codes.npy"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "real-time factor" in done.stdout and "Traceback" not in done.stderr
+    audio, rate = sf.read(tmp_path / "jazz.wav", always_2d=True)
+    assert rate == 32000 and audio.shape == (64000, 1)
+    codes = np.load(tmp_path / "codes.npy")
+    assert codes.shape == (1, 4, 100) and codes.max() < 2048
+    assert np.abs(audio).max() > 0
+
+    # FLAC and MP3 through the in-process entry point (the model loads once per call).
+    for name, fmt, written in (("a.flac", None, "a.flac"), ("b", "mp3", "b.mp3")):
+        args = ["generate", "calm ambient pads", "--model", str(tiny_jax_dir), "--duration", "1.5",
+                "--output", str(tmp_path / name), "--cache-dir", ""]
+        if fmt:
+            args += ["--format", fmt]
+        assert main(args) == 0
+        info = sf.info(tmp_path / written)
+        assert info.samplerate == 32000 and info.format == (fmt or "flac").upper()
+        assert abs(info.duration - 1.5) < 0.06  # mp3 frames pad the end slightly
+
+
+def test_same_seed_same_file(tiny_jax_dir, tmp_path):
+    for name in ("a.wav", "b.wav"):
+        assert main(["generate", "dark techno", "--model", str(tiny_jax_dir), "--duration", "1", "--seed", "9",
+                     "--output", str(tmp_path / name), "--normalization", "none", "--cache-dir", ""]) == 0
+    a, _ = sf.read(tmp_path / "a.wav")
+    b, _ = sf.read(tmp_path / "b.wav")
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--duration", "0.5"], "duration must be between 1 and 120"),
+        (["--duration", "121"], "duration must be between 1 and 120"),
+        (["--temperature", "0"], "temperature must be greater than 0"),
+        (["--temperature", "-1"], "temperature must be greater than 0"),
+        (["--top-p", "1.5"], "top_p must be in (0, 1]"),
+        (["--top-p", "-0.2"], "top_p must be in (0, 1]"),
+        (["--genre", "polka-step"], "unknown genre 'polka-step'"),
+        (["--mood", "hapy"], "did you mean 'happy'"),
+        (["--tempo", "900"], "tempo must be between"),
+        (["--num-beams", "12"], "num_beams must be between 1 and 8"),
+        (["--output", "/nonexistent-dir/x.wav"], "does not exist"),
+        (["--output", "song.ogg-vorbis"], "unknown audio format"),
+        (["--output", "song.wav", "--format", "mp3"], "has suffix .wav but format 'mp3'"),
+    ],
+)
+def test_bad_input_gets_a_message_not_a_traceback(tiny_jax_dir, capsys, extra, message):
+    code = main(["generate", "jazz", "--model", str(tiny_jax_dir)] + extra)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert message in err and "Traceback" not in err
+
+
+def test_empty_prompt_and_unwritable_output(tiny_jax_dir, tmp_path, capsys):
+    assert main(["generate", "  ", "--model", str(tiny_jax_dir)]) == 1
+    assert "the prompt is empty" in capsys.readouterr().err
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        assert main(["generate", "jazz", "--model", str(tiny_jax_dir), "--output", str(locked / "x.wav")]) == 1
+        assert "permission denied" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
+
+
+def test_no_network_fails_fast_with_one_sentence(tmp_path):
+    done = cli("generate", "jazz", "--output", str(tmp_path / "x.wav"))  # default model: the hub
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "facebook/musicgen-small" in lines[0] and "local directory" in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_unconditional(tiny_jax_dir, tmp_path):
+    assert main(["generate", "--unconditional", "--model", str(tiny_jax_dir), "--duration", "1",
+                 "--output", str(tmp_path / "u.wav"), "--cache-dir", ""]) == 0
+    assert sf.info(tmp_path / "u.wav").frames == 32000
+
+
+def test_generate_batch_text_and_jsonl(tiny_jax_dir, tmp_path):
+    (tmp_path / "prompts.txt").write_text("calm piano\n\n# a comment\nheavy rock with drums\n")
+    lines = [
+        {"prompt": "dreamy synth pads", "duration": 1.5, "seed": 4, "format": "flac"},
+        {"prompt": "funk bass groove", "genre": "funk", "output": "funk.mp3"},
+    ]
+    (tmp_path / "prompts.jsonl").write_text("\n".join(json.dumps(l) for l in lines))
+    out = tmp_path / "out"
+    assert main(["generate-batch", "--prompts", str(tmp_path / "prompts.txt"), "--output-dir", str(out),
+                 "--model", str(tiny_jax_dir), "--duration", "1", "--cache-dir", ""]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["0000.wav", "0001.wav"]
+    assert sf.info(out / "0001.wav").frames == 32000
+    out2 = tmp_path / "out2"
+    assert main(["generate-batch", "--prompts", str(tmp_path / "prompts.jsonl"), "--output-dir", str(out2),
+                 "--model", str(tiny_jax_dir), "--duration", "1", "--cache-dir", ""]) == 0
+    assert sf.info(out2 / "0000.flac").duration == pytest.approx(1.5)
+    assert sf.info(out2 / "funk.mp3").format == "MP3"
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "x", "duration": 500}\n')
+    assert main(["generate-batch", "--prompts", str(tmp_path / "bad.jsonl"), "--output-dir", str(out2),
+                 "--model", str(tiny_jax_dir)]) == 1
+
+
+def test_interactive_keeps_the_model_between_prompts(tiny_jax_dir, tmp_path):
+    done = cli(
+        "interactive", "--model", str(tiny_jax_dir), "--duration", "1", "--output-dir", str(tmp_path),
+        stdin="calm piano\n:duration 1.5\n:genre jazz\n:temperature 0\nwarm jazz\n:q\n",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "temperature must be greater than 0" in done.stderr  # a bad setting is refused, the loop goes on
+    assert done.stderr.count("loaded ") == 1
+    assert sf.info(tmp_path / "interactive-001.wav").frames == 32000
+    assert sf.info(tmp_path / "interactive-002.wav").frames == 48000
+
+
+def test_convert_subcommand(tiny_hf_dir, tmp_path):
+    assert main(["convert", "hf-to-jax", "--model", str(tiny_hf_dir), "--output", str(tmp_path / "jax")]) == 0
+    assert main(["convert", "jax-to-hf", "--checkpoint", str(tmp_path / "jax"), "--output", str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf" / "model.safetensors").is_file()
