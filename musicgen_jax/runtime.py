@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DEFAULT_CACHE_DIR = Path(os.environ.get("MUSICGEN_JAX_CACHE_DIR", Path.home() / ".cache" / "musicgen_jax" / "xla"))
+CACHE_DIR_VARIABLE = "MUSICGEN_JAX_CACHE_DIR"
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "musicgen_jax" / "xla"
 
 
 def enable_compilation_cache(directory: str | Path | None = None) -> Path | None:
@@ -15,9 +16,11 @@ def enable_compilation_cache(directory: str | Path | None = None) -> Path | None
     """
     import jax
 
-    path = DEFAULT_CACHE_DIR if directory is None else directory
-    if str(path) == "":
+    if directory is None:
+        directory = os.environ.get(CACHE_DIR_VARIABLE, str(DEFAULT_CACHE_DIR))
+    if str(directory).strip() == "":
         return None
+    path = directory
     path = Path(path).expanduser()
     try:
         path.mkdir(parents=True, exist_ok=True)
