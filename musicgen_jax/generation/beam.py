@@ -26,7 +26,7 @@ from musicgen_jax.models.musicgen import MusicGenModel
 
 def _reorder(state: loop.GenerationState, origin: jax.Array, guided: bool) -> loop.GenerationState:
     """Make beam ``i`` a copy of beam ``origin[i]`` (cache rows of the null condition too)."""
-    cache_rows = jnp.concatenate([origin, origin + origin.shape[0]]) if guided else origin
+    cache_rows = jnp.concatenate([origin, origin + origin.shape[0]]) if guided else origin  # batch is axis 1
     cache = state.cache.replace(
         self_key=state.cache.self_key[:, cache_rows], self_value=state.cache.self_value[:, cache_rows]
     )
@@ -78,7 +78,7 @@ def run(
         step_tokens = chosen[:, :, None]
         if guided:
             step_tokens = jnp.concatenate([step_tokens, step_tokens], axis=0)
-        logits, cache = model.apply({"params": params}, step_tokens, state.cache, method=MusicGenModel.decode_step)
+        logits, cache = model.apply({"params": params}, step_tokens, state.cache, None, method=MusicGenModel.decode_step)
         state = state.replace(tokens=tokens, position=state.position + 1, logits=logits[:, :, -1], cache=cache)
         return state, partial
 

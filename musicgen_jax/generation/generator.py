@@ -100,7 +100,8 @@ class Generator:
         return compiled
 
     def _programs(self, memory, memory_mask, plan, controls, steps, num_positions, guided, track_seen, num_candidates):
-        """The compiled ``start`` and ``advance`` for these shapes (compiled on first use)."""
+        """The compiled ``start`` and one ``advance`` per attention span (``loop.kv_buckets``) for
+        these shapes, compiled on first use."""
         mg = self.musicgen
         key = (memory.shape[0], num_positions, memory.shape[1], guided, track_seen)
         static = dict(num_positions=num_positions, guided=guided, track_seen=track_seen)
@@ -108,10 +109,13 @@ class Generator:
         state = jax.eval_shape(
             lambda p, m, mm, pl: loop.start(mg.model, p, m, mm, pl, **static), mg.params, memory, memory_mask, plan
         )
-        advance = self._compiled_fn(
-            ("advance",) + key + (num_candidates,), loop.advance, mg.model, mg.params, state, controls, plan, steps,
-            guided=guided, num_candidates=num_candidates,
-        )
+        advance = {
+            kv: self._compiled_fn(
+                ("advance",) + key + (num_candidates, kv), loop.advance, mg.model, mg.params, state, controls, plan,
+                steps, guided=guided, num_candidates=num_candidates, kv_length=kv,
+            )
+            for kv in loop.kv_buckets(num_positions)
+        }
         return start, advance
 
     def warmup(
@@ -294,7 +298,8 @@ class Generator:
         position = 1
         emitted = {row: int(prompt_frames[i]) for i, row in enumerate(rows)}
         while position < end:
-            state = advance(mg.params, state, controls, plan, steps)
+            span = loop.kv_bucket(position + self.chunk_frames, num_positions)
+            state = advance[span](mg.params, state, controls, plan, steps)
             position = min(position + self.chunk_frames, end)
             complete = loop.completed_frames(position, dec.num_codebooks, dec.audio_channels)
             ready = [(i, row) for i, row in enumerate(rows) if min(complete, wanted[row]) > emitted[row]]

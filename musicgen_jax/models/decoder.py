@@ -105,22 +105,28 @@ class DecoderLayer(nn.Module):
     @nn.compact
     def __call__(
         self,
-        hidden: jax.Array,  # [batch, length, hidden]
-        layer_cache: dict | None,  # this layer's slice of DecoderCache.layer_slices(), or None
+        carry: tuple,  # (hidden [batch, length, hidden], cache keys, cache values) — caches stacked or None
+        layer_inputs: dict | None,  # this layer's cross keys/values and index (cached mode), or None
         memory: jax.Array | None,  # [batch, cond_len, hidden]
         memory_mask: jax.Array | None,  # [batch, cond_len] bool
         positions: jax.Array,  # [length] int32
         cache_index: jax.Array | None,  # [] int32
+        kv_length: int | None,  # attend to cache positions [0, kv_length) only (a static bound)
         mode: Mode,
         deterministic: bool,
-    ) -> tuple[jax.Array, dict | None]:
+    ) -> tuple[tuple, dict | None]:
         cfg = self.config
         scale = cfg.head_dim**-0.5
+        hidden, cache_key, cache_value = carry
         self_attention = Projections(cfg, self.dtype, self.param_dtype, name="self_attention")
         cross_attention = Projections(cfg, self.dtype, self.param_dtype, name="cross_attention")
 
-        if mode == "project_memory":
-            return hidden, {"cross_key": cross_attention.key(memory), "cross_value": cross_attention.value(memory)}
+        if mode == "project_memory":  # heads-major for the cache
+            heads_major = lambda x: x.transpose(0, 2, 1, 3)  # noqa: E731
+            return carry, {
+                "cross_key": heads_major(cross_attention.key(memory)),
+                "cross_value": heads_major(cross_attention.value(memory)),
+            }
 
         def dropout(x, rate):
             return nn.Dropout(rate)(x, deterministic=deterministic)
@@ -134,17 +140,24 @@ class DecoderLayer(nn.Module):
         query = self_attention.query(normed)  # [batch, length, heads, head_dim]
         key = self_attention.key(normed)
         value = self_attention.value(normed)
-        new_cache = None
-        if mode == "cached":
-            start = (0, cache_index, 0, 0)
-            key = jax.lax.dynamic_update_slice(layer_cache["self_key"], key.astype(layer_cache["self_key"].dtype), start)
-            value = jax.lax.dynamic_update_slice(
-                layer_cache["self_value"], value.astype(layer_cache["self_value"].dtype), start
-            )
-            new_cache = {"self_key": key, "self_value": value}
-        mask = causal_mask(positions, key.shape[1])
+        cached = mode == "cached"
+        if cached:
+            # The stacked cache travels in the scan's carry and is updated in place: slicing it into
+            # the scan's inputs and outputs would copy all of it at every step.
+            layer = layer_inputs["layer"]
+            at = (layer, 0, 0, cache_index, 0)
+            new_key = key.transpose(0, 2, 1, 3).astype(cache_key.dtype)[None]  # [1, batch, heads, length, head_dim]
+            new_value = value.transpose(0, 2, 1, 3).astype(cache_value.dtype)[None]
+            cache_key = jax.lax.dynamic_update_slice(cache_key, new_key, at)
+            cache_value = jax.lax.dynamic_update_slice(cache_value, new_value, at)
+            _, batch, heads, _, head_dim = cache_key.shape
+            window = (1, batch, heads, kv_length, head_dim)
+            key = jax.lax.dynamic_slice(cache_key, (layer, 0, 0, 0, 0), window)[0]
+            value = jax.lax.dynamic_slice(cache_value, (layer, 0, 0, 0, 0), window)[0]
+        mask = causal_mask(positions, key.shape[2] if cached else key.shape[1])
         attended = dot_product_attention(
-            query, key.astype(self.dtype), value.astype(self.dtype), mask, scale, cfg.attention_dropout, dropout_rng
+            query, key.astype(self.dtype), value.astype(self.dtype), mask, scale, cfg.attention_dropout, dropout_rng,
+            heads_major=cached,
         )
         hidden = residual + dropout(self_attention.out(attended), cfg.dropout)
 
@@ -153,11 +166,13 @@ class DecoderLayer(nn.Module):
         normed = _layer_norm(cfg, self.dtype, self.param_dtype, "cross_attention_norm")(hidden)
         query = cross_attention.query(normed)
         if mode == "cached":
-            key, value = layer_cache["cross_key"].astype(self.dtype), layer_cache["cross_value"].astype(self.dtype)
+            key, value = layer_inputs["cross_key"].astype(self.dtype), layer_inputs["cross_value"].astype(self.dtype)
         else:
             key, value = cross_attention.key(memory), cross_attention.value(memory)
         mask = memory_mask.astype(bool)[:, None, None, :]
-        attended = dot_product_attention(query, key, value, mask, scale, cfg.attention_dropout, dropout_rng)
+        attended = dot_product_attention(
+            query, key, value, mask, scale, cfg.attention_dropout, dropout_rng, heads_major=cached
+        )
         hidden = residual + dropout(cross_attention.out(attended), cfg.dropout)
 
         # Feed-forward.
@@ -183,7 +198,7 @@ class DecoderLayer(nn.Module):
             name="fc2",
         )(up)
         hidden = residual + dropout(down, cfg.dropout)
-        return hidden, new_cache
+        return (hidden, cache_key, cache_value), None
 
 
 class MusicGenDecoder(nn.Module):
@@ -204,13 +219,13 @@ class MusicGenDecoder(nn.Module):
         )
         layer = DecoderLayer
         if self.remat_policy != "none":
-            # mode and deterministic are Python values; the count includes self.
-            layer = nn.remat(layer, policy=REMAT_POLICIES[self.remat_policy], prevent_cse=False, static_argnums=(7, 8))
+            # kv_length, mode and deterministic are Python values; the count includes self.
+            layer = nn.remat(layer, policy=REMAT_POLICIES[self.remat_policy], prevent_cse=False, static_argnums=(7, 8, 9))
         self.layers = nn.scan(
             layer,
             variable_axes={"params": 0},
             split_rngs={"params": True, "dropout": True},
-            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+            in_axes=(0,) + (nn.broadcast,) * 7,
             length=cfg.num_layers,
             metadata_params={nn.PARTITION_NAME: axes.LAYERS},
         )(cfg, self.dtype, self.param_dtype, name="layers")
@@ -251,7 +266,9 @@ class MusicGenDecoder(nn.Module):
         """The full causal forward pass: logits ``[batch, codebooks, length, vocab]`` in float32."""
         positions = jnp.arange(tokens.shape[-1], dtype=jnp.int32)
         hidden = self.embed(tokens, positions, deterministic)
-        hidden, _ = self.layers(hidden, None, memory, memory_mask, positions, None, "full", deterministic)
+        (hidden, _, _), _ = self.layers(
+            (hidden, None, None), None, memory, memory_mask, positions, None, None, "full", deterministic
+        )
         return self.logits(hidden)
 
     def init_cache(
@@ -262,7 +279,7 @@ class MusicGenDecoder(nn.Module):
         dtype = cache_dtype or self.dtype
         batch = memory.shape[0]
         dummy = jnp.zeros((batch, 1, cfg.hidden_size), self.dtype)
-        _, cross = self.layers(dummy, None, memory, memory_mask, None, None, "project_memory", True)
+        _, cross = self.layers((dummy, None, None), None, memory, memory_mask, None, None, None, "project_memory", True)
         self_key, self_value = empty_self_attention(
             cfg.num_layers, batch, max_length, cfg.num_heads, cfg.head_dim, dtype
         )
@@ -275,15 +292,27 @@ class MusicGenDecoder(nn.Module):
             index=jnp.zeros((), jnp.int32),
         )
 
-    def decode_step(self, tokens: jax.Array, cache: DecoderCache) -> tuple[jax.Array, DecoderCache]:
-        """Run ``tokens [batch, codebooks, length]`` at positions ``cache.index + arange(length)``."""
+    def decode_step(
+        self, tokens: jax.Array, cache: DecoderCache, kv_length: int | None = None
+    ) -> tuple[jax.Array, DecoderCache]:
+        """Run ``tokens [batch, codebooks, length]`` at positions ``cache.index + arange(length)``.
+
+        ``kv_length`` (static) bounds the self-attention to the first cache positions; it must
+        cover every position written so far. Default: the whole cache.
+        """
+        cfg = self.config
         length = tokens.shape[-1]
         positions = cache.index + jnp.arange(length, dtype=jnp.int32)
         hidden = self.embed(tokens, positions, True)
-        hidden, written = self.layers(
-            hidden, cache.layer_slices(), None, cache.memory_mask, positions, cache.index, "cached", True
+        layer_inputs = {
+            "cross_key": cache.cross_key,
+            "cross_value": cache.cross_value,
+            "layer": jnp.arange(cfg.num_layers, dtype=jnp.int32),
+        }
+        carry = (hidden, cache.self_key, cache.self_value)
+        (hidden, self_key, self_value), _ = self.layers(
+            carry, layer_inputs, None, cache.memory_mask, positions, cache.index,
+            kv_length or cache.max_length, "cached", True,
         )
-        cache = cache.replace(
-            self_key=written["self_key"], self_value=written["self_value"], index=cache.index + length
-        )
+        cache = cache.replace(self_key=self_key, self_value=self_value, index=cache.index + length)
         return self.logits(hidden), cache

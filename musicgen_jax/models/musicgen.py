@@ -88,8 +88,10 @@ class MusicGenModel(nn.Module):
     ) -> DecoderCache:
         return self.decoder.init_cache(memory, memory_mask, max_length, cache_dtype)
 
-    def decode_step(self, tokens: jax.Array, cache: DecoderCache) -> tuple[jax.Array, DecoderCache]:
-        return self.decoder.decode_step(tokens, cache)
+    def decode_step(
+        self, tokens: jax.Array, cache: DecoderCache, kv_length: int | None = None
+    ) -> tuple[jax.Array, DecoderCache]:
+        return self.decoder.decode_step(tokens, cache, kv_length)
 
     def __call__(
         self,
