@@ -105,7 +105,7 @@ def decoder_rules(config: MusicGenConfig, prefix: str = "decoder.") -> list[Rule
     layers = root + ("layers",)
     rules = [
         Rule(root + ("embed_tokens",), f"{prefix}model.decoder.embed_tokens.{{i}}.weight", stack=dec.num_codebooks),
-        Rule(root + ("lm_heads",), f"{prefix}lm_heads.{{i}}.weight", "transpose", dec.num_codebooks),
+        Rule(root + ("lm_heads",), f"{prefix}lm_heads.{{i}}.weight", stack=dec.num_codebooks),
         Rule(root + ("final_norm", "scale"), f"{prefix}model.decoder.layer_norm.weight"),
         Rule(root + ("final_norm", "bias"), f"{prefix}model.decoder.layer_norm.bias"),
         Rule(layers + ("fc1", "kernel"), f"{layer}.fc1.weight", "transpose", n),

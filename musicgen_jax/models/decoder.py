@@ -231,10 +231,12 @@ class MusicGenDecoder(nn.Module):
         )(cfg, self.dtype, self.param_dtype, name="layers")
         self.final_norm = _layer_norm(cfg, self.dtype, self.param_dtype, "final_norm")
         self.embed_dropout = nn.Dropout(cfg.dropout)
+        # [codebooks, vocab, hidden], PyTorch's Linear layout: the logits matmul contracts the
+        # minor dimension of both operands, which needs no transposed copy of the heads per step.
         self.lm_heads = self.param(
             "lm_heads",
-            nn.with_logical_partitioning(nn.initializers.normal(0.02), (axes.CODEBOOKS, axes.EMBED, axes.VOCAB)),
-            (cfg.num_codebooks, cfg.hidden_size, cfg.vocab_size),
+            nn.with_logical_partitioning(nn.initializers.normal(0.02), (axes.CODEBOOKS, axes.VOCAB, axes.EMBED)),
+            (cfg.num_codebooks, cfg.vocab_size, cfg.hidden_size),
             self.param_dtype,
         )
 
@@ -252,7 +254,7 @@ class MusicGenDecoder(nn.Module):
     def logits(self, hidden: jax.Array) -> jax.Array:
         hidden = self.final_norm(hidden)
         logits = jnp.einsum(
-            "btd,kdv->bktv", hidden, self.lm_heads.astype(self.dtype), preferred_element_type=jnp.float32
+            "btd,kvd->bktv", hidden, self.lm_heads.astype(self.dtype), preferred_element_type=jnp.float32
         )
         return nn.with_logical_constraint(logits, (axes.BATCH, axes.ACT_CODEBOOKS, axes.LENGTH, axes.ACT_VOCAB))
 
