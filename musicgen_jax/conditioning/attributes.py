@@ -3,7 +3,7 @@
 Two renderings of one validated :class:`Attributes`:
 
 * :func:`render_description` appends them to the text description the way audiocraft's training
-  data did (``"<description>. genre: jazz. moods: happy, calm. bpm: 120. instrument: piano"``), which
+  data did (``"<description>. genre: jazz. moods: happy, calm. bpm: 120.0. instrument: piano"``), which
   is what Meta's checkpoints understand;
 * :func:`encode_attributes` turns them into arrays for the learned attribute embeddings of models
   trained by this project (:mod:`musicgen_jax.models.attribute_embedder`).
@@ -113,7 +113,9 @@ class Attributes:
 
 
 def _format_bpm(tempo: float) -> str:
-    return str(int(tempo)) if float(tempo).is_integer() else f"{tempo:g}"
+    # audiocraft's metadata stores bpm as a float and its text augmentation prints str(value), so
+    # Meta's checkpoints saw "bpm: 120.0".
+    return str(float(tempo))
 
 
 def render_description(description: str | None, attributes: Attributes | None) -> str:

@@ -1,0 +1,364 @@
+"""The grain input pipeline: tokenised shards to training batches.
+
+``source -> host shard -> shuffle -> repeat -> per-example transform -> batch -> prefetch``:
+
+* each host (``jax.process_index()`` of ``jax.process_count()``, or given explicitly) reads a
+  disjoint, equal-sized slice of the records;
+* a seeded shuffle, reshuffled every epoch (grain reseeds random steps per repeat);
+* per example (:class:`ExampleTransform`, seeded by grain from the seed and the element index):
+  a random crop of ``segment_frames`` frames (shorter clips are padded and masked), the text built
+  from the metadata with audiocraft's augmentation and word dropout (:mod:`musicgen_jax.data.text`),
+  tokenised to ``max_text_len``, and the validated attributes encoded;
+* batches of ``batch_size / process_count`` rows, prefetched by threads (and worker processes
+  with ``num_workers``).
+
+The iterator is grain's ``DatasetIterator``: ``get_state()`` is a small JSON-able dict and
+``set_state()`` continues the exact data order, which the trainer checkpoints with the model.
+
+The batch contract (a dict of NumPy arrays; ``B`` rows per host, ``K`` codebooks, ``T`` frames,
+``L`` = ``max_text_len``):
+
+* ``codes`` int32 ``[B, K, T]``: plain codec frames (the train step applies the delay pattern);
+* ``frame_mask`` bool ``[B, T]``: True on real frames, False on padding;
+* ``text_ids`` / ``text_mask`` int32 ``[B, L]`` (an empty text has an all-zero mask: the null condition);
+* ``genre`` int32 ``[B]``, ``moods`` float32 ``[B, len(MOODS)]``, ``instruments`` float32
+  ``[B, len(INSTRUMENTS)]``, ``tempo``/``tempo_present``/``duration``/``duration_present`` float32
+  ``[B]``: exactly :func:`musicgen_jax.conditioning.encode_attributes` of each example's metadata
+  (``duration`` is the seconds of real frames).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grain
+import numpy as np
+
+from musicgen_jax.conditioning import encode_attributes
+from musicgen_jax.data import records
+from musicgen_jax.data.metadata import MusicInfo, attributes_from_info, dropped_attributes
+from musicgen_jax.data.text import render_info, training_text
+
+__all__ = [
+    "BATCH_KEYS",
+    "DataConfig",
+    "ExampleTransform",
+    "build_dataset",
+    "dropped_attributes",
+    "iterator_from_records",
+    "make_eval_iterator",
+    "make_train_iterator",
+    "resolve_shards",
+]
+
+BATCH_KEYS: tuple[str, ...] = (
+    "codes",
+    "frame_mask",
+    "text_ids",
+    "text_mask",
+    "genre",
+    "moods",
+    "instruments",
+    "tempo",
+    "tempo_present",
+    "duration",
+    "duration_present",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """The pipeline's settings (``data.pipeline`` in a training config)."""
+
+    # Tokenised directories (their ``{split}-*.array_record`` shards, or tfds-named ones), shard
+    # files, or glob patterns.
+    paths: tuple[str, ...] = ()
+    split: str = "train"
+    # Shards of this split in the same directories feed make_eval_iterator (None: no eval data).
+    eval_split: str | None = None
+    segment_frames: int = 1500  # 30 s at 50 frames/s, audiocraft's training segment
+    batch_size: int = 32  # global: every host reads batch_size / process_count rows
+    max_text_len: int = 128
+    seed: int = 0
+    shuffle: bool = True
+    random_crop: bool = True  # False: every clip from its first frame
+    # audiocraft's text augmentation (MusicDataset) and T5 word dropout (0.3 for small/medium).
+    merge_text_p: float = 0.25
+    drop_desc_p: float = 0.5
+    drop_other_p: float = 0.5
+    word_dropout: float = 0.3
+    num_epochs: int | None = None  # None: repeat forever
+    read_threads: int = 2  # threads running the transform in each process
+    prefetch_buffer_size: int = 8  # batches read ahead per process
+    num_workers: int = 0  # grain worker processes (0: all in this process)
+    worker_buffer_size: int = 2  # batches each worker process reads ahead
+
+    def __post_init__(self) -> None:
+        for name in ("merge_text_p", "drop_desc_p", "drop_other_p", "word_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in (
+            "segment_frames",
+            "batch_size",
+            "max_text_len",
+            "prefetch_buffer_size",
+            "worker_buffer_size",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.read_threads < 0 or self.num_workers < 0:
+            raise ValueError("read_threads and num_workers cannot be negative")
+        if self.num_epochs is not None and self.num_epochs < 1:
+            raise ValueError(f"num_epochs must be positive or null, got {self.num_epochs}")
+
+
+# ----------------------------------------------------------------------------- shards
+
+
+def resolve_shards(paths: Sequence[str | os.PathLike], split: str = "train") -> list[str]:
+    """Shard files of ``split`` named by ``paths``: directories (this project's
+    ``{split}-00000.array_record`` names or tfds' ``*-{split}.array_record-00000-of-00004``),
+    files, or glob patterns. Sorted within each entry; an entry matching nothing is an error."""
+    found: list[str] = []
+    for entry in paths:
+        entry = os.fspath(entry)
+        path = Path(entry)
+        if path.is_dir():
+            matches = [str(p) for p in records.list_shards(path, split)]
+            if not matches:
+                matches = sorted(
+                    glob.glob(os.path.join(glob.escape(entry), f"*-{split}.{records.FILE_FORMAT}-*"))
+                )
+        elif path.is_file():
+            matches = [entry]
+        else:
+            matches = sorted(p for p in glob.glob(entry) if Path(p).is_file())
+        if not matches:
+            raise FileNotFoundError(f"no {split} shards at {entry}")
+        found.extend(matches)
+    return found
+
+
+# ----------------------------------------------------------------------------- one example
+
+
+class ExampleTransform(grain.transforms.RandomMap):
+    """A serialised record to one row of the batch contract (see the module docstring).
+
+    ``train``: random crop, augmented text with word dropout. Otherwise deterministic: the first
+    ``segment_frames`` frames and the fixed inference rendering of the metadata.
+    """
+
+    def __init__(self, config: DataConfig, tokenizer: Any, *, train: bool = True):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.train = train
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable for grain worker processes
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def random_map(
+        self, element: bytes | records.TokenRecord, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        record = records.decode_record(element) if isinstance(element, bytes) else element
+        config = self.config
+        codes, frame_mask = self.crop(record.codes, rng)
+        info = MusicInfo.from_dict(record.metadata)
+        if info.description is None and record.text:
+            info = dataclasses.replace(info, description=record.text)
+        if self.train:
+            text = training_text(
+                info,
+                rng,
+                merge_text_p=config.merge_text_p,
+                drop_desc_p=config.drop_desc_p,
+                drop_other_p=config.drop_other_p,
+                word_dropout_p=config.word_dropout,
+            )
+        else:
+            text = render_info(info)
+        text_ids, text_mask = self.tokenize(text)
+        real_seconds = int(frame_mask.sum()) / record.frame_rate
+        attributes = encode_attributes([attributes_from_info(info, duration=real_seconds)]).as_dict()
+        example = {"codes": codes, "frame_mask": frame_mask, "text_ids": text_ids, "text_mask": text_mask}
+        example.update({name: value[0] for name, value in attributes.items()})
+        return example
+
+    def crop(self, codes: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """int32 ``[K, segment_frames]`` codes and the bool ``[segment_frames]`` mask of real frames."""
+        segment = self.config.segment_frames
+        frames = codes.shape[-1]
+        if frames > segment:
+            start = (
+                int(rng.integers(0, frames - segment + 1)) if (self.train and self.config.random_crop) else 0
+            )
+            return codes[:, start : start + segment].astype(np.int32), np.ones((segment,), bool)
+        out = np.zeros((codes.shape[0], segment), np.int32)  # the padding's value is never read
+        out[:, :frames] = codes
+        mask = np.zeros((segment,), bool)
+        mask[:frames] = True
+        return out, mask
+
+    def tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """int32 ``[max_text_len]`` ids (truncated, end token kept, padded) and mask; "" gives an
+        all-zero mask, as audiocraft's T5 conditioner masks empty descriptions."""
+        length = self.config.max_text_len
+        # Fast tokenizers keep truncation settings as mutable state: one thread at a time.
+        with self._lock:
+            ids = self.tokenizer(text, truncation=True, max_length=length)["input_ids"]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        text_ids = np.full((length,), pad, np.int32)
+        text_ids[: len(ids)] = ids
+        text_mask = np.zeros((length,), np.int32)
+        if text:
+            text_mask[: len(ids)] = 1
+        return text_ids, text_mask
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def _host(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    if process_index is None or process_count is None:
+        import jax
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
+    return process_index, process_count
+
+
+def build_dataset(
+    source: Sequence[Any],
+    config: DataConfig,
+    tokenizer: Any,
+    *,
+    train: bool = True,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    seed: int | None = None,
+) -> grain.MapDataset:
+    """The batched ``MapDataset`` of this host over ``source`` (serialised records or
+    :class:`~musicgen_jax.data.records.TokenRecord`, any random-access sequence)."""
+    process_index, process_count = _host(process_index, process_count)
+    if config.batch_size % process_count:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by {process_count} hosts")
+    local_batch = config.batch_size // process_count
+    seed = config.seed if seed is None else seed
+    dataset = grain.MapDataset.source(source)
+    # Equal shares (the remainder dropped) keep every host on the same epoch boundaries.
+    per_host = len(dataset) // process_count
+    if per_host < local_batch:
+        raise ValueError(
+            f"{len(dataset)} records give each of {process_count} hosts {per_host}, "
+            f"fewer than one batch of {local_batch}"
+        )
+    dataset = dataset[: per_host * process_count][process_index::process_count]
+    if train and config.shuffle:
+        dataset = dataset.shuffle(seed=seed)
+    num_epochs = config.num_epochs if train else None
+    dataset = dataset.repeat(num_epochs)
+    # grain seeds each element's generator from this seed and the host-local index: a seed per
+    # host keeps the hosts' crops and text dropout independent.
+    transform_seed = int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0])
+    dataset = dataset.random_map(ExampleTransform(config, tokenizer, train=train), seed=transform_seed)
+    return dataset.batch(local_batch, drop_remainder=True)
+
+
+def _iterator(dataset: grain.MapDataset, config: DataConfig) -> grain.DatasetIterator:
+    iter_dataset = dataset.to_iter_dataset(
+        grain.ReadOptions(num_threads=config.read_threads, prefetch_buffer_size=config.prefetch_buffer_size)
+    )
+    if config.num_workers > 0:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():
+            # grain 0.2.x reads one of its absl flags when starting workers and fails in programs
+            # that never parse absl flags (google/grain#1355); their defaults are what we want.
+            flags.FLAGS.mark_as_parsed()
+        iter_dataset = iter_dataset.mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=config.num_workers, per_worker_buffer_size=config.worker_buffer_size
+            )
+        )
+    return iter(iter_dataset)
+
+
+def make_train_iterator(
+    config: DataConfig,
+    tokenizer: Any,
+    *,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    seed: int | None = None,
+) -> grain.DatasetIterator:
+    """This host's training batches over ``config.paths`` (``config.split``), with
+    ``get_state()``/``set_state()``. ``seed`` overrides ``config.seed``."""
+    if not config.paths:
+        raise ValueError("DataConfig.paths is empty: name the tokenised directories or shard files")
+    source = grain.sources.ArrayRecordDataSource(resolve_shards(config.paths, config.split))
+    dataset = build_dataset(
+        source,
+        config,
+        tokenizer,
+        train=True,
+        process_index=process_index,
+        process_count=process_count,
+        seed=seed,
+    )
+    return _iterator(dataset, config)
+
+
+def make_eval_iterator(
+    config: DataConfig,
+    tokenizer: Any,
+    *,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.DatasetIterator | None:
+    """Deterministic held-out batches from the ``config.eval_split`` shards (None when unset):
+    no shuffle, first frames, fixed text; a fresh iterator starts from the same batches."""
+    if config.eval_split is None:
+        return None
+    source = grain.sources.ArrayRecordDataSource(resolve_shards(config.paths, config.eval_split))
+    dataset = build_dataset(
+        source, config, tokenizer, train=False, process_index=process_index, process_count=process_count
+    )
+    return _iterator(dataset, config)
+
+
+def iterator_from_records(
+    examples: Sequence[records.TokenRecord | bytes],
+    config: DataConfig,
+    tokenizer: Any,
+    *,
+    train: bool = True,
+    process_index: int = 0,
+    process_count: int = 1,
+    seed: int | None = None,
+) -> grain.DatasetIterator:
+    """The same pipeline over in-memory records (tests, notebooks)."""
+    dataset = build_dataset(
+        list(examples),
+        config,
+        tokenizer,
+        train=train,
+        process_index=process_index,
+        process_count=process_count,
+        seed=seed,
+    )
+    return _iterator(dataset, config)
