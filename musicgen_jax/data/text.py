@@ -11,8 +11,8 @@ audiocraft's semantics, kept on purpose:
 * with probability ``merge_text_p`` the fields key, bpm, genre, moods, keywords, instrument become
   ``"field: value"`` pairs, each **kept** with probability ``drop_other_p`` (audiocraft keeps a field
   when ``uniform < drop_other_p``, despite the name), shuffled and joined with ". "; lists are
-  joined with ", " and numbers printed by ``str`` (so ``bpm: 120.0``, where ``render_description``
-  prints ``bpm: 120``); then the description is dropped with probability ``drop_desc_p``;
+  joined with ", " and numbers printed by ``str`` (so ``bpm: 120.0``, as ``render_description``
+  prints it too); then the description is dropped with probability ``drop_desc_p``;
 * the result is ``"<description without trailing dots>. <meta>"``, or the meta alone, stripped: a
   description that was kept with no pairs therefore gains a final ".";
 * ``merge_text_p == 0`` returns the description untouched (audiocraft skips the function);
