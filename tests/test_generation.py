@@ -270,3 +270,15 @@ def test_long_form_windows_follow_audiocraft(tiny_hf_dir):
     reqs = [dataclasses.replace(reqs[0], prompt_codes=out[0, :, 60:100])]
     window2 = model.generator.generate(reqs).frames[0]
     np.testing.assert_array_equal(window2[:, 40:], out[0, :, 100:160])
+
+
+def test_streamed_frames_add_up_to_the_result(base_model):
+    streamed: dict[int, list[np.ndarray]] = {}
+    requests = base_model.make_requests(["jazz", "rock"], duration=2.0, seed=5)
+    out = base_model.generator.generate(
+        requests, on_frames=lambda row, new: streamed.setdefault(row, []).append(new), chunk_frames=13, first_chunk_frames=6
+    )
+    for row in (0, 1):
+        np.testing.assert_array_equal(np.concatenate(streamed[row], axis=1), out.frames[row])
+    # Six positions in, frames 0-2 are complete in every codebook (the last codebook lags by 3).
+    assert streamed[0][0].shape == (4, 3)

@@ -68,6 +68,7 @@ class Generator:
         self.compile_seconds_total = 0.0
         self._last_compile_seconds = 0.0
         self._streaming = self._reporting = False
+        self._chunk = self._first_chunk = self.chunk_frames
 
     # ------------------------------------------------------------------------------ facts
 
@@ -165,8 +166,15 @@ class Generator:
         requests: Sequence[GenerationRequest],
         progress: ProgressFn | None = None,
         on_frames: FramesFn | None = None,
+        chunk_frames: int | None = None,
+        first_chunk_frames: int | None = None,
     ) -> GenerationOutput:
-        """Frames for every request (in order), each trimmed to its own duration."""
+        """Frames for every request (in order), each trimmed to its own duration.
+
+        The loop runs on the device in chunks of ``chunk_frames`` positions (default 1 s of audio);
+        after each, ``progress`` and ``on_frames`` hear of the frames completed. A streaming caller
+        sets a small ``first_chunk_frames`` so the first audio comes out early.
+        """
         if not requests:
             return GenerationOutput([], [])
         requests = [dataclasses.replace(r, params=r.params.with_seed()) for r in requests]
@@ -197,6 +205,8 @@ class Generator:
         )
         self._streaming = on_frames is not None
         self._reporting = progress is not None
+        self._chunk = max(1, chunk_frames or self.chunk_frames)
+        self._first_chunk = max(1, first_chunk_frames or self._chunk)
         began = time.perf_counter()
         beam_rows = [i for i, r in enumerate(requests) if r.params.num_beams > 1]
         sample_rows = [i for i, r in enumerate(requests) if r.params.num_beams == 1]
@@ -290,17 +300,19 @@ class Generator:
             greedy=jnp.asarray([p.greedy for p in params_of], bool),
             keys=jax.vmap(jax.random.key)(jnp.asarray([p.seed for p in params_of], jnp.uint32)),
         )
-        steps = jnp.asarray(self.chunk_frames, jnp.int32)
+        steps = jnp.asarray(self._chunk, jnp.int32)
         start, advance = self._programs(row_memory, row_mask, plan, controls, steps, num_positions, guided, track_seen, num_candidates)
         state = start(mg.params, row_memory, row_mask, plan)
         end = int(max(wanted.values())) + loop.delay_pattern.num_delays(dec.num_codebooks, dec.audio_channels)
         delays = loop.delay_pattern.delays(dec.num_codebooks, dec.audio_channels)
         position = 1
         emitted = {row: int(prompt_frames[i]) for i, row in enumerate(rows)}
+        first_steps = jnp.asarray(self._first_chunk, jnp.int32)
         while position < end:
-            span = loop.kv_bucket(position + self.chunk_frames, num_positions)
-            state = advance[span](mg.params, state, controls, plan, steps)
-            position = min(position + self.chunk_frames, end)
+            size = self._first_chunk if position == 1 else self._chunk
+            span = loop.kv_bucket(position + size, num_positions)
+            state = advance[span](mg.params, state, controls, plan, first_steps if position == 1 else steps)
+            position = min(position + size, end)
             complete = loop.completed_frames(position, dec.num_codebooks, dec.audio_channels)
             ready = [(i, row) for i, row in enumerate(rows) if min(complete, wanted[row]) > emitted[row]]
             if not ready or not (self._streaming or self._reporting):
