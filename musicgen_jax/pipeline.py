@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ class MusicGen:
         self.source = source
         self._codec = None
         self._generator = None
+        self._tokenizer_lock = threading.Lock()
         self._compiled: dict = {}
 
     # ------------------------------------------------------------------------------ loading
@@ -200,7 +202,8 @@ class MusicGen:
             if text is not None and not isinstance(text, str):
                 raise PromptError(f"a prompt must be a string, got {type(text).__name__}")
             rendered.append(render_description(text, attrs) if self.config.uses_text_attributes else (text or ""))
-        encoded = self.tokenizer(rendered, padding=True, return_tensors="np")
+        with self._tokenizer_lock:  # fast tokenizers are not safe to share between threads
+            encoded = self.tokenizer(rendered, padding=True, return_tensors="np")
         ids, mask = encoded["input_ids"].astype(np.int32), encoded["attention_mask"].astype(np.int32)
         limit = self.config.conditioning.max_text_tokens
         longest = int(mask.sum(axis=1).max()) if len(rendered) else 0

@@ -487,7 +487,7 @@ class _FakeGenerator:
     def __init__(self):
         self.batches = []
 
-    def generate(self, requests, progress=None, on_frames=None):
+    def generate(self, requests, progress=None, on_frames=None, **chunking):
         from musicgen_jax.generation.generator import GenerationOutput
 
         self.batches.append([r.prompt for r in requests])

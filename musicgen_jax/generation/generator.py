@@ -136,6 +136,10 @@ class Generator:
         self._last_compile_seconds = 0.0
         cond_len = text_tokens + (5 if mg.config.uses_learned_attributes else 0)
         for size in sorted({bucket(b, BATCH_BUCKETS) for b in batch_sizes}):
+            from musicgen_jax.pipeline import TextBatch
+
+            ids = np.ones((size, text_tokens), np.int32)
+            mg.encode(TextBatch(ids, np.ones_like(ids), ("",) * size))  # the text encoder, per batch bucket
             for seconds in durations:
                 frames = self.length_bucket(int(round(min(seconds, mg.config.max_duration) * mg.frame_rate)))
                 num_positions = frames + loop.delay_pattern.num_delays(dec.num_codebooks, dec.audio_channels)

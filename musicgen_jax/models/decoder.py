@@ -62,6 +62,32 @@ def _layer_norm(config: DecoderConfig, dtype, param_dtype, name: str) -> nn.Laye
     )
 
 
+class _HeadsDense(nn.Module):
+    """A bias-free projection to or from attention heads: ``einsum(equation, x, kernel)``.
+
+    ``nn.DenseGeneral`` initialises a multi-axis kernel at a flat 2-D shape and reshapes it. Under
+    an active mesh and logical rules Flax re-runs that initializer inside ``apply`` (its shape
+    check) and constrains the flat value with the 3-D logical spec, which fails. A kernel declared
+    at its real shape avoids that; the parameter path and layout are DenseGeneral's.
+    """
+
+    kernel_shape: tuple[int, ...]
+    kernel_axes: tuple[str, ...]
+    equation: str
+    dtype: jnp.dtype
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(nn.initializers.normal(0.02), self.kernel_axes),
+            self.kernel_shape,
+            self.param_dtype,
+        )
+        return jnp.einsum(self.equation, x.astype(self.dtype), kernel.astype(self.dtype))
+
+
 class Projections(nn.Module):
     """The q/k/v/out projections of one attention block (no biases, as in MusicGen)."""
 
@@ -71,28 +97,26 @@ class Projections(nn.Module):
 
     def setup(self) -> None:
         cfg = self.config
-        init = nn.initializers.normal(0.02)
 
-        def heads(name: str) -> nn.DenseGeneral:
-            return nn.DenseGeneral(
-                (cfg.num_heads, cfg.head_dim),
-                use_bias=False,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                kernel_init=nn.with_logical_partitioning(init, (axes.EMBED, axes.HEADS, axes.KV)),
+        def heads(name: str) -> _HeadsDense:
+            return _HeadsDense(
+                (cfg.hidden_size, cfg.num_heads, cfg.head_dim),
+                (axes.EMBED, axes.HEADS, axes.KV),
+                "...d,dhk->...hk",
+                self.dtype,
+                self.param_dtype,
                 name=name,
             )
 
         self.query = heads("query")
         self.key = heads("key")
         self.value = heads("value")
-        self.out = nn.DenseGeneral(
-            cfg.hidden_size,
-            axis=(-2, -1),
-            use_bias=False,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=nn.with_logical_partitioning(init, (axes.HEADS, axes.KV, axes.EMBED)),
+        self.out = _HeadsDense(
+            (cfg.num_heads, cfg.head_dim, cfg.hidden_size),
+            (axes.HEADS, axes.KV, axes.EMBED),
+            "...hk,hkd->...d",
+            self.dtype,
+            self.param_dtype,
             name="out",
         )
 

@@ -232,7 +232,15 @@ class GenerationQueue:
             if all(job.cancelled.is_set() for job in jobs):
                 raise Cancelled("cancelled while generating")
 
-        output = self.generator.generate(requests, progress=progress, on_frames=on_frames)
+        streaming = any(job.on_frames is not None for job in jobs)
+        # A stream wants its first audio early: run the loop in short chunks (0.2 s of frames, the
+        # first just past the delay pattern and the codec decoder's lookahead) so frames reach the
+        # decoder as they complete, at the cost of one host round trip per chunk.
+        chunk = max(1, round(0.2 * self.generator.musicgen.frame_rate)) if streaming else None
+        first = chunk and chunk + self.generator.musicgen.num_codebooks // self.generator.musicgen.audio_channels
+        output = self.generator.generate(
+            requests, progress=progress, on_frames=on_frames, chunk_frames=chunk, first_chunk_frames=first
+        )
         finished = time.time()
         for i, job in enumerate(jobs):
             job.frames_done = job.frames_total

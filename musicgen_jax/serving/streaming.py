@@ -319,8 +319,8 @@ async def _pump(connection, service, session, body, job, frames_queue, stop, sub
                     pending_frames += item.shape[1]
             if job.future.done() and job.future.exception() is not None:
                 break
-            if pending_frames < chunk_frames and not done:
-                continue
+            if pending_frames < chunk_frames and not done and seq > 0:
+                continue  # later chunks gather chunk_duration; the first goes out as soon as it decodes
             session.state = "streaming" if not done else "finishing"
             codes = np.concatenate(pending, axis=1)[None] if pending else None  # [1, K, n]
             pending, pending_frames = [], 0

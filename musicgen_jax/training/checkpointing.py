@@ -1,0 +1,133 @@
+"""orbax checkpoints of a training run: parameters, optimizer state and the data iterator together.
+
+Layout under ``<output_dir>/checkpoints/<step>/``: ``params`` (trainable, frozen and EMA trees),
+``optimizer`` (optimizer state and step counter) and ``data`` (the iterator's state as JSON). Export
+to the inference format reads ``params`` alone. Saves are asynchronous; the newest ``keep`` are kept,
+plus the best by the ``loss`` metric saved with each (eval loss when evaluating, else train loss).
+Restores target the abstract sharded state, so every shard is read where it lives.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from musicgen_jax.training.config import CheckpointSection
+from musicgen_jax.training.state import TrainState
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def encode_data_state(state: Any) -> dict:
+    """An iterator state as JSON: grain's ``DataLoaderIterator`` gives bytes, dataset iterators and
+    the memory source give dicts."""
+    if isinstance(state, bytes):
+        return {"kind": "bytes", "value": base64.b64encode(state).decode("ascii")}
+    return {"kind": "json", "value": state}
+
+
+def decode_data_state(stored: dict) -> Any:
+    if stored["kind"] == "bytes":
+        return base64.b64decode(stored["value"])
+    return stored["value"]
+
+
+def _params_item(state: TrainState) -> dict:
+    return {"params": state.params, "frozen_params": state.frozen_params, "ema_params": state.ema_params}
+
+
+def _optimizer_item(state: TrainState) -> dict:
+    return {"opt_state": state.opt_state, "step": state.step}
+
+
+class Checkpointer:
+    """An orbax ``CheckpointManager`` for one run directory."""
+
+    def __init__(
+        self, output_dir: str | Path, config: CheckpointSection | None = None, read_only: bool = False
+    ):
+        config = config or CheckpointSection()
+        policies: list = [ocp.checkpoint_managers.LatestN(n=config.keep)]
+        if config.keep_best:
+            # BestN sorts ascending and keeps the tail: reverse=True keeps the lowest loss.
+            policies.append(
+                ocp.checkpoint_managers.BestN(
+                    get_metric_fn=lambda metrics: metrics["loss"],
+                    reverse=True,
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+        options = ocp.CheckpointManagerOptions(
+            enable_async_checkpointing=config.async_save,
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+            read_only=read_only,
+            create=not read_only,
+        )
+        self.directory = Path(output_dir).absolute() / CHECKPOINT_DIR
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, state: TrainState, data_state: Any, metrics: dict[str, float] | None = None) -> None:
+        """Start saving at ``state.step``: returns once the arrays are copied off the device (so the
+        next step may donate them); the write finishes in the background."""
+        step = int(jax.device_get(state.step))
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(_params_item(state)),
+                optimizer=ocp.args.StandardSave(_optimizer_item(state)),
+                data=ocp.args.JsonSave(encode_data_state(data_state)),
+            ),
+            metrics=metrics,
+            force=True,
+        )
+
+    def restore(self, abstract: TrainState, step: int | None = None) -> tuple[TrainState, Any]:
+        """The state (sharded like ``abstract``) and the data iterator state at ``step`` (default: newest)."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(_params_item(abstract)),
+                optimizer=ocp.args.StandardRestore(_optimizer_item(abstract)),
+                data=ocp.args.JsonRestore(),
+            ),
+        )
+        params, optimizer = restored["params"], restored["optimizer"]
+        state = TrainState(
+            step=optimizer["step"],
+            params=params["params"],
+            frozen_params=params["frozen_params"],
+            opt_state=optimizer["opt_state"],
+            ema_params=params["ema_params"],
+        )
+        return state, decode_data_state(restored["data"])
+
+    def restore_params(self, abstract_params: dict, step: int | None = None) -> dict:
+        """Only the ``params`` item (``{"params", "frozen_params", "ema_params"}``), for export."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params))
+        )
+        return restored["params"]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()

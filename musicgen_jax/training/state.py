@@ -1,0 +1,175 @@
+"""The train state pytree and its creation directly in its sharded layout.
+
+Parameters are never materialised whole on one device: ``jax.eval_shape`` of ``model.init`` gives
+the shapes with their logical axis names, the rules turn those into mesh shardings, and
+``jax.jit(init, out_shardings=...)`` creates every shard where it lives. Pretrained weights (host
+NumPy) are placed shard by shard with ``jax.make_array_from_callback``.
+
+Frozen parameters (the T5 encoder unless ``model.train_text_encoder``) live beside the trainable
+ones, outside the optimizer: no gradient, no Adam moments, no weight decay.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from musicgen_jax.conditioning import null_attributes
+from musicgen_jax.models.config import MusicGenConfig
+from musicgen_jax.models.musicgen import MusicGenModel
+from musicgen_jax.training.config import ModelSpec
+from musicgen_jax.training.mesh import Rules, logical_shardings, replicated
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+TEXT_ENCODER = "text_encoder"
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # [] int32: optimizer steps taken
+    params: dict  # trainable parameters (float32 master weights)
+    frozen_params: dict  # parameters not trained; {} when everything trains
+    opt_state: optax.OptState
+    ema_params: dict | None  # moving average of ``params``, when enabled
+
+    def all_params(self, use_ema: bool = False) -> dict:
+        """The model's full parameter tree (trainable, or their average, joined with the frozen)."""
+        trainable = self.ema_params if use_ema and self.ema_params is not None else self.params
+        return merge_params(trainable, self.frozen_params)
+
+
+def build_model(config: MusicGenConfig, spec: ModelSpec) -> MusicGenModel:
+    return MusicGenModel(
+        config, dtype=DTYPES[spec.dtype], param_dtype=DTYPES[spec.param_dtype], remat_policy=spec.remat
+    )
+
+
+def frozen_keys(spec: ModelSpec) -> tuple[str, ...]:
+    return () if spec.train_text_encoder else (TEXT_ENCODER,)
+
+
+def split_params(params: dict, frozen: tuple[str, ...]) -> tuple[dict, dict]:
+    """``(trainable, frozen)`` by top-level module name."""
+    return (
+        {k: v for k, v in params.items() if k not in frozen},
+        {k: v for k, v in params.items() if k in frozen},
+    )
+
+
+def merge_params(trainable: dict, frozen: dict) -> dict:
+    return {**frozen, **trainable}
+
+
+def init_inputs(config: MusicGenConfig) -> tuple:
+    text = jnp.ones((1, 2), jnp.int32)
+    tokens = jnp.zeros((1, config.decoder.num_codebooks, 2), jnp.int32)
+    attributes = null_attributes(1).as_dict() if config.uses_learned_attributes else None
+    return text, text, tokens, attributes
+
+
+@dataclasses.dataclass
+class StateLayout:
+    """Everything about the train state that follows from config: shapes, shardings, how to init it."""
+
+    model: MusicGenModel
+    tx: optax.GradientTransformation
+    mesh: Mesh
+    frozen: tuple[str, ...]
+    use_ema: bool
+    shardings: TrainState  # NamedSharding leaves
+    abstract: TrainState  # ShapeDtypeStruct leaves carrying those shardings (for orbax restore)
+
+    @classmethod
+    def create(
+        cls,
+        model: MusicGenModel,
+        tx: optax.GradientTransformation,
+        mesh: Mesh,
+        rules: Rules,
+        frozen: tuple[str, ...],
+        use_ema: bool,
+    ) -> "StateLayout":
+        inputs = init_inputs(model.config)
+        boxed = jax.eval_shape(lambda rng: model.init(rng, *inputs)["params"], jax.random.key(0))
+        boxed_trainable, boxed_frozen = split_params(dict(boxed), frozen)
+        boxed_opt = jax.eval_shape(tx.init, boxed_trainable)
+        trainable_shardings = logical_shardings(boxed_trainable, mesh, rules)
+        shardings = TrainState(
+            step=replicated(mesh),
+            params=trainable_shardings,
+            frozen_params=logical_shardings(boxed_frozen, mesh, rules),
+            opt_state=logical_shardings(boxed_opt, mesh, rules),
+            ema_params=trainable_shardings if use_ema else None,
+        )
+        shapes = TrainState(
+            step=jax.ShapeDtypeStruct((), jnp.int32),
+            params=nn.unbox(boxed_trainable),
+            frozen_params=nn.unbox(boxed_frozen),
+            opt_state=nn.unbox(boxed_opt),
+            ema_params=nn.unbox(boxed_trainable) if use_ema else None,
+        )
+        abstract = jax.tree.map(
+            lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
+            shapes,
+            shardings,
+        )
+        return cls(model, tx, mesh, frozen, use_ema, shardings, abstract)
+
+    def init(
+        self, rng: jax.Array, host_params: dict | None = None, host_overrides: dict | None = None
+    ) -> TrainState:
+        """A fresh state: random parameters, or ``host_params`` (a full NumPy tree) when fine-tuning.
+
+        ``host_overrides`` replaces top-level subtrees of the random init (a pretrained T5).
+        """
+        param_shardings = merge_params(self.shardings.params, self.shardings.frozen_params)
+        if host_params is None:
+            inputs = init_inputs(self.model.config)
+            params = jax.jit(
+                lambda rng: nn.unbox(self.model.init(rng, *inputs)["params"]), out_shardings=param_shardings
+            )(rng)
+        else:
+            params = place_params(host_params, param_shardings, self._param_shapes())
+        for name, subtree in (host_overrides or {}).items():
+            params[name] = place_params(subtree, param_shardings[name], self._param_shapes()[name])
+        trainable, frozen = split_params(params, self.frozen)
+        opt_state = jax.jit(self.tx.init, out_shardings=self.shardings.opt_state)(trainable)
+        ema = (
+            jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=self.shardings.params)(trainable)
+            if self.use_ema
+            else None
+        )
+        step = jax.device_put(jnp.zeros((), jnp.int32), self.shardings.step)
+        return TrainState(
+            step=step, params=trainable, frozen_params=frozen, opt_state=opt_state, ema_params=ema
+        )
+
+    def _param_shapes(self) -> dict:
+        return merge_params(self.abstract.params, self.abstract.frozen_params)
+
+
+def place_params(host: Any, shardings: Any, shapes: Any) -> Any:
+    """Host arrays to sharded device arrays of the expected shapes and dtypes, shard by shard."""
+    host_leaves = jax.tree_util.tree_flatten_with_path(host)[0]
+    shape_leaves, treedef = jax.tree_util.tree_flatten(shapes)
+    if len(host_leaves) != len(shape_leaves):
+        raise ValueError(f"parameter tree has {len(host_leaves)} leaves, the model {len(shape_leaves)}")
+    sharding_leaves = treedef.flatten_up_to(shardings)
+    placed = []
+    for (path, value), shape, sharding in zip(host_leaves, treedef.flatten_up_to(shapes), sharding_leaves):
+        array = np.asarray(value)
+        if array.shape != tuple(shape.shape):
+            raise ValueError(
+                f"{jax.tree_util.keystr(path)}: shape {array.shape}, the model expects {shape.shape}"
+            )
+        array = array.astype(shape.dtype)
+        placed.append(jax.make_array_from_callback(array.shape, sharding, lambda index, a=array: a[index]))
+    return jax.tree_util.tree_unflatten(treedef, placed)
