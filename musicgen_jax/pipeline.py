@@ -30,6 +30,25 @@ from musicgen_jax.models.musicgen import MusicGenModel
 logger = logging.getLogger(__name__)
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+DTYPE_CHOICES = ("auto",) + tuple(COMPUTE_DTYPES)
+
+
+def resolve_dtype(dtype: str) -> str:
+    """``auto``: bfloat16 on GPUs and TPUs (half the bytes each decode step reads), float32 on CPUs
+    (whose bfloat16 matmuls are slow or emulated)."""
+    if dtype == "auto":
+        return "bfloat16" if jax.default_backend() in ("gpu", "cuda", "rocm", "tpu") else "float32"
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
+    return dtype
+
+
+def _to_device(tree: dict, dtype) -> dict:
+    """Move host parameters to the device leaf by leaf, replacing them in place so each host array
+    is released as soon as its copy exists (a large model never sits twice in host memory)."""
+    for key, value in tree.items():
+        tree[key] = _to_device(value, dtype) if isinstance(value, dict) else jnp.asarray(value, dtype)
+    return tree
 TEXT_LENGTH_BUCKET = 16  # prompts are padded to a multiple of this, so lengths share compiled programs
 
 
@@ -60,17 +79,16 @@ class MusicGen:
         params: dict,
         tokenizer: Any,
         *,
-        dtype: str = "float32",
+        dtype: str = "auto",
         codec_source: str | Path | None = None,
         generation_defaults: dict | None = None,
         source: str | None = None,
     ):
-        if dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {dtype!r}")
+        dtype = resolve_dtype(dtype)
         self.config = config
         self.dtype = dtype
         self.model = MusicGenModel(config, dtype=COMPUTE_DTYPES[dtype], param_dtype=COMPUTE_DTYPES[dtype])
-        self.params = jax.tree.map(lambda x: jnp.asarray(x, COMPUTE_DTYPES[dtype]), params)
+        self.params = _to_device(params, COMPUTE_DTYPES[dtype])
         self.tokenizer = tokenizer
         self.codec_source = codec_source
         self.generation_defaults = dict(generation_defaults or {})
@@ -87,20 +105,22 @@ class MusicGen:
         cls,
         name_or_path: str | Path,
         *,
-        dtype: str = "float32",
+        dtype: str = "auto",
         text_encoder: str | Path | None = None,
         preset: str | None = None,
         codec: str | Path | None = None,
     ) -> "MusicGen":
         """Load a model.
 
-        ``dtype`` is the parameter and compute dtype (``float32``, ``bfloat16``, ``float16``).
+        ``dtype`` is the parameter, cache and compute dtype (``float32``, ``bfloat16``, ``float16``;
+        ``auto``, the default: bfloat16 on GPUs and TPUs, float32 on CPUs).
         ``text_encoder`` (a T5 directory or hub id, default ``t5-base``), ``preset`` (the model
         shape) and ``codec`` (an EnCodec directory or hub id) are needed only for audiocraft's own
         checkpoints, which hold just the language model.
         """
         directory = hub.resolve(name_or_path)
-        storage_dtype = "float32" if dtype == "float32" else dtype
+        dtype = resolve_dtype(dtype)
+        storage_dtype = dtype  # parameters are read straight into the dtype they will run in
         from musicgen_jax.conversion import audiocraft_format, transformers_format
 
         if ckpt.is_checkpoint(directory):

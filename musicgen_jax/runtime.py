@@ -20,15 +20,13 @@ def enable_compilation_cache(directory: str | Path | None = None) -> Path | None
         directory = os.environ.get(CACHE_DIR_VARIABLE, str(DEFAULT_CACHE_DIR))
     if str(directory).strip() == "":
         return None
-    path = directory
-    path = Path(path).expanduser()
+    path = Path(directory).expanduser()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None  # a read-only home must not stop generation; it only costs compile time
     jax.config.update("jax_compilation_cache_dir", str(path))
-    # Cache everything that took time to compile, small programs included (the decode loop's
-    # chunks compile in about a second on CPU).
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    # Cache every program, quick ones included: a restart should compile nothing at all.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path

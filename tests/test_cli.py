@@ -153,3 +153,21 @@ def test_convert_subcommand(tiny_hf_dir, tmp_path):
     assert main(["convert", "hf-to-jax", "--model", str(tiny_hf_dir), "--output", str(tmp_path / "jax")]) == 0
     assert main(["convert", "jax-to-hf", "--checkpoint", str(tmp_path / "jax"), "--output", str(tmp_path / "hf")]) == 0
     assert (tmp_path / "hf" / "model.safetensors").is_file()
+
+
+def test_persistent_compile_cache_spares_a_restarted_process(tiny_jax_dir, tmp_path):
+    """A second process with the same cache directory loads the compiled programs from disk."""
+    import re
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", MUSICGEN_JAX_CACHE_DIR=str(tmp_path / "xla"))
+    seconds = []
+    for name in ("first.wav", "second.wav"):
+        done = subprocess.run(
+            [sys.executable, "-m", "musicgen_jax.cli", "generate", "jazz", "--model", str(tiny_jax_dir),
+             "--duration", "1", "--output", str(tmp_path / name)],
+            capture_output=True, text=True, env=env, timeout=600,
+        )
+        assert done.returncode == 0, done.stderr
+        seconds.append(float(re.search(r"compilation ([0-9.]+) s", done.stdout).group(1)))
+    assert any((tmp_path / "xla").iterdir())
+    assert seconds[1] < seconds[0] / 3, seconds

@@ -30,7 +30,10 @@ class UsageError(ValueError):
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or local directory (default {DEFAULT_MODEL})")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument(
+        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+        help="auto: bfloat16 on GPU/TPU, float32 on CPU",
+    )
     parser.add_argument("--cache-dir", default=None, help="persistent compilation cache ('' to disable)")
 
 

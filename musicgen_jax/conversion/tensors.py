@@ -129,20 +129,47 @@ class _Alias(_Reader):
         return self._reader.get(self._name)
 
 
-class _SafetensorsReader(_Reader):
-    def __init__(self, file: Path):
-        from safetensors import safe_open
+_SAFETENSORS_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+}
 
+
+class _SafetensorsReader(_Reader):
+    """Reads tensors with plain file reads rather than a memory map: a mapped checkpoint counts
+    in the process's resident memory as it is touched, which would double the peak while a large
+    model loads. The format is a little-endian u64 header length, a JSON header of
+    ``{name: {dtype, shape, data_offsets}}``, then the bytes."""
+
+    def __init__(self, file: Path):
+        self._file = file
         try:
-            self._handle = safe_open(str(file), framework="numpy")
-        except Exception as error:  # safetensors raises its own error types
+            with open(file, "rb") as handle:
+                (length,) = np.frombuffer(handle.read(8), "<u8")
+                header = json.loads(handle.read(int(length)))
+        except (OSError, ValueError) as error:
             raise CheckpointError(f"{file}: not a readable safetensors file ({error})") from None
+        header.pop("__metadata__", None)
+        self._data_start = 8 + int(length)
+        self._header = header
 
     def keys(self) -> list[str]:
-        return list(self._handle.keys())
+        return list(self._header)
 
     def get(self, name: str) -> np.ndarray:
-        return self._handle.get_tensor(name)
+        entry = self._header[name]
+        dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise CheckpointError(f"{self._file}: tensor {name} has unsupported dtype {entry['dtype']}")
+        begin, end = entry["data_offsets"]
+        array = np.empty(entry["shape"], dtype=dtype)
+        if array.nbytes != end - begin:
+            raise CheckpointError(f"{self._file}: tensor {name} has {end - begin} bytes for shape {entry['shape']}")
+        with open(self._file, "rb") as handle:
+            handle.seek(self._data_start + begin)
+            if handle.readinto(memoryview(array.reshape(-1).view(np.uint8))) != array.nbytes:
+                raise CheckpointError(f"{self._file}: tensor {name} is truncated")
+        return array
 
 
 class _TorchReader(_Reader):

@@ -27,7 +27,9 @@ class ServerSettings(BaseSettings):
 
     # ------------------------------------------------------------------ model and device
     model: str = Field("facebook/musicgen-small", description="hub id or local directory of the model")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="parameter/compute dtype")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="parameter/compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)"
+    )
     compilation_cache_dir: str | None = Field(
         None,
         description="persistent JAX compilation cache directory (default ~/.cache/musicgen_jax/xla; '' turns it off)",

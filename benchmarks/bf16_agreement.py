@@ -1,0 +1,96 @@
+"""How far bfloat16 inference strays from float32: greedy-token agreement on the same weights.
+
+    python benchmarks/bf16_agreement.py --model DIR [--frames 250] [--prompts 4]
+    python benchmarks/bf16_agreement.py --shape small   # random weights with musicgen-small's shape
+
+Two numbers per codebook:
+* teacher-forced agreement: the float32 greedy sequence is fed to both; at each position, do the
+  guided logits of both dtypes pick the same token? (bf16 rounding alone, no compounding);
+* free-running agreement: each dtype generates greedily on its own; the fraction of equal tokens
+  and the first frame where they part (after that, sequences legitimately differ).
+
+Random weights have flatter distributions than trained ones, so they flip more argmaxes: the
+numbers here are a lower bound for real checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+PROMPTS = [
+    "Upbeat jazz piano with smooth saxophone",
+    "80s pop track with bassy drums and synth",
+    "calm ambient pads with soft bells",
+    "heavy rock with loud guitars and drums",
+]
+
+
+def guided_argmax(model, prompts, delayed: np.ndarray, scale: float) -> np.ndarray:
+    """Argmax of the guided logits for every position of ``delayed`` [batch, K, T] (teacher forced)."""
+    from musicgen_jax.models.musicgen import MusicGenModel
+
+    batch = model.prepare_text(prompts)
+    memory, mask = model.encode(batch)
+    apply = lambda m, mm: model.model.apply(  # noqa: E731
+        {"params": model.params}, jnp.asarray(delayed), m, mm, method=MusicGenModel.decode
+    )
+    cond = np.asarray(apply(memory, mask), np.float32)
+    null = np.asarray(apply(jnp.zeros_like(memory), jnp.zeros_like(mask)), np.float32)
+    return np.argmax(null + (cond - null) * scale, axis=-1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="a checkpoint directory or hub id")
+    parser.add_argument("--shape", choices=("tiny", "small", "medium", "large"), help="random weights of this shape")
+    parser.add_argument("--frames", type=int, default=250)
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--guidance-scale", type=float, default=3.0)
+    args = parser.parse_args()
+
+    from musicgen_jax import MusicGen
+    from musicgen_jax.generation.delay_pattern import apply_delay
+
+    temporary = None
+    source = args.model
+    if source is None:
+        from generate_speed import build_checkpoint  # noqa: PLC0415  (same folder)
+
+        temporary = tempfile.TemporaryDirectory()
+        source = str(Path(temporary.name) / "model")
+        build_checkpoint(args.shape or "tiny", Path(source))
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.prompts)]
+    seconds = args.frames / 50
+    full = MusicGen.from_pretrained(source, dtype="float32")
+    half = MusicGen.from_pretrained(source, dtype="bfloat16")
+    kwargs = dict(duration=seconds, greedy=True, guidance_scale=args.guidance_scale)
+    reference = full.generate_tokens(prompts, **kwargs)  # [batch, K, frames]
+    delayed = np.asarray(apply_delay(jnp.asarray(reference), full.config.decoder.pad_token_id, full.audio_channels))
+    inputs, targets = delayed[:, :, :-1], delayed[:, :, 1:]
+    valid = targets < full.config.decoder.vocab_size
+    picks = {
+        name: guided_argmax(model, prompts, inputs, args.guidance_scale) for name, model in (("float32", full), ("bfloat16", half))
+    }
+    assert (picks["float32"][valid] == targets[valid]).all(), "float32 teacher forcing must reproduce its own greedy tokens"
+    forced = (picks["bfloat16"] == targets) | ~valid
+    free = half.generate_tokens(prompts, **kwargs)
+    print(f"{full.config.name}: {len(prompts)} prompts x {args.frames} frames, guidance {args.guidance_scale}")
+    print("| codebook | teacher-forced agreement | free-running agreement | first differing frame (median) |")
+    print("|---|---|---|---|")
+    for k in range(reference.shape[1]):
+        teacher = forced[:, k][valid[:, k]].mean()
+        same = (free[:, k] == reference[:, k]).mean()
+        first = [np.argmax(row != ref) if (row != ref).any() else args.frames for row, ref in zip(free[:, k], reference[:, k])]
+        print(f"| {k} | {teacher:.4f} | {same:.4f} | {int(np.median(first))} |")
+    print(f"| all | {forced[valid].mean():.4f} | {(free == reference).mean():.4f} | |")
+    if temporary is not None:
+        temporary.cleanup()
+
+
+if __name__ == "__main__":
+    main()
