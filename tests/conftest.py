@@ -6,6 +6,9 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One torch thread: the EnCodec bridge's LSTM spins its OpenMP threads against JAX and the other
+# test worker on a 2-core machine, and runs hundreds of times slower for it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 

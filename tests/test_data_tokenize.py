@@ -169,3 +169,40 @@ def test_cli_with_a_manifest_and_a_metadata_jsonl(tiny_hf_dir, dataset, tmp_path
     ]
     assert tokenize.main(missing_codec) == 2
     assert "cannot load the codec" in capsys.readouterr().err
+
+
+def test_augmented_copies_are_tokenised_beside_the_originals(tmp_path, tiny_hf_dir):
+    """--augment: each file gets N augmented copies (reproducible under the seed), with the caption
+    and the metadata the transforms imply (tempo after a stretch, no key after a pitch shift)."""
+    import yaml
+
+    from musicgen_jax.data import synthetic
+    from musicgen_jax.data import tokenize as tokenize_lib
+
+    manifest = synthetic.write_dataset(tmp_path / "audio", 2, duration=2.0, seed=3)
+    augment = tmp_path / "augment.yaml"
+    augment.write_text(yaml.safe_dump({"augment": {
+        "time_stretch": {"probability": 1.0, "min_rate": 1.25, "max_rate": 1.25},
+        "pitch_shift": {"probability": 1.0, "min_semitones": 2, "max_semitones": 2},
+        "polymix": {"probability": 1.0},
+    }}))
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        argv = ["--manifest", str(manifest), "--codec", str(tiny_hf_dir), "--output", str(out), "--segment-seconds", "1",
+                "--augment", str(augment), "--augment-copies", "2", "--augment-seed", "7", "--no-progress"]
+        assert tokenize_lib.main(argv) == 0
+        runs.append(list(tokenize_lib.iter_records(out)))
+    first, second = runs
+    originals = [r for r in first if "#augment" not in r.path]
+    copies = [r for r in first if "#augment" in r.path]
+    assert len(originals) == 4  # 2 files x 2 one-second segments
+    # A 1.25x stretch leaves 1.6 s: one full segment per copy (the 0.6 s remainder is below
+    # min_segment_seconds).
+    assert len(copies) == 2 * 2 and all(r.duration_seconds == 1.0 for r in copies)
+    assert all(np.array_equal(a.codes, b.codes) for a, b in zip(first, second))  # reproducible
+    source = originals[0].metadata
+    copy = next(r for r in copies if r.path.startswith(originals[0].path)).metadata
+    assert copy["augmentations"] == ["polymix", "time_stretch", "pitch_shift"]
+    assert copy["bpm"] == round(float(source["bpm"]) * 1.25, 1) and "key" not in copy
+    assert " and " in copy["description"]  # polymix merged two captions

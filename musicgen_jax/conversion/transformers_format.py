@@ -29,7 +29,8 @@ TOKENIZER_FILES = (
     "vocab.json",
     "merges.txt",
 )
-CODEC_EXTRA_FILES = ("preprocessor_config.json",)
+# The feature extractor's config: transformers 4 saves preprocessor_config.json, 5 processor_config.json.
+CODEC_EXTRA_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
 def is_transformers_checkpoint(directory: str | Path) -> bool:

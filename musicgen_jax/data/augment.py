@@ -7,7 +7,8 @@ Each transform is a plain function of the audio and explicit parameters (testabl
 ``RandomMapTransform`` calls it as ``Augmenter(config).apply(audio, rate, caption, rng)``.
 
 Every transform starts at probability 0: an ``AugmentConfig()`` is the identity, and a YAML file
-turns on what it names::
+turns on what it names; the tokeniser takes one (``python -m musicgen_jax.data.tokenize ...
+--augment augment.yaml --augment-copies 2`` tokenises augmented copies beside each file)::
 
     augment:
       pitch_shift: {probability: 0.3, min_semitones: -2, max_semitones: 2}

@@ -28,12 +28,14 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from musicgen_jax import config_io
 from musicgen_jax.data import manifest as manifest_lib
 from musicgen_jax.data import records
 from musicgen_jax.data.metadata import MusicInfo
@@ -57,8 +59,15 @@ class TokenizeOptions:
     shard_size: int = 1024  # records per shard; a shard closes at the first file boundary past it
     split: str = "train"
     batch_size: int = 4  # segments per codec call
+    # Augmented copies of every file, tokenised beside the original (musicgen_jax.data.augment):
+    # each copy draws its transforms from (augment_seed, the file's path, the copy's number).
+    augment: Any = None  # an AugmentConfig, or None
+    augment_copies: int = 0
+    augment_seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.augment_copies < 0 or (self.augment_copies and self.augment is None):
+            raise ValueError("augment_copies must be >= 0, and needs an augment config")
         if (
             self.segment_seconds <= 0
             or self.min_segment_seconds < 0
@@ -152,15 +161,63 @@ def read_source(source: manifest_lib.AudioSource, sample_rate: int) -> tuple[np.
 
 
 def encode_source(
-    codec: Any, source: manifest_lib.AudioSource, options: TokenizeOptions
+    codec: Any,
+    source: manifest_lib.AudioSource,
+    options: TokenizeOptions,
+    partner: Callable[[np.random.Generator], tuple[np.ndarray, str]] | None = None,
 ) -> list[records.TokenRecord]:
-    """The records of one file (empty when it is shorter than ``min_segment_seconds``)."""
+    """The records of one file (empty when it is shorter than ``min_segment_seconds``), then those
+    of its augmented copies; ``partner(rng)`` gives another clip and its caption for polymix."""
     rate = codec.sample_rate
     audio, metadata = read_source(source, rate)  # [channels, samples]
+    description = MusicInfo.from_dict(metadata).description or ""
+    out = _encode_audio(codec, audio, metadata, description, str(source.audio_path), options)
+    if not out:
+        return out
+    from musicgen_jax.data.augment import Augmenter
+
+    augmenter = Augmenter(options.augment)
+    path_key = zlib.crc32(str(source.audio_path).encode())
+    for copy in range(1, options.augment_copies + 1):
+        rng = np.random.default_rng([options.augment_seed, path_key, copy])
+        other = partner(rng) if partner is not None and options.augment.polymix.probability > 0 else None
+        augmented, caption, applied = augmenter.apply_logged(audio, rate, description, rng, other)
+        copy_metadata = augmented_metadata(metadata, caption, applied)
+        out += _encode_audio(
+            codec, augmented, copy_metadata, caption, f"{source.audio_path}#augment{copy}", options,
+            first_index=len(out),
+        )
+    return out
+
+
+def augmented_metadata(metadata: dict[str, Any], caption: str, applied: Sequence[Any]) -> dict[str, Any]:
+    """The metadata of an augmented copy: the new caption, the tempo after a time stretch, no key
+    after a pitch shift (a fractional shift has none), and what was done."""
+    updated = dict(metadata, description=caption, augmentations=[a.name for a in applied])
+    for transform in applied:
+        if transform.name == "time_stretch" and updated.get("bpm") not in (None, ""):
+            try:
+                updated["bpm"] = round(float(updated["bpm"]) * transform.parameters["rate"], 1)
+            except (TypeError, ValueError):
+                updated.pop("bpm")
+        if transform.name == "pitch_shift":
+            updated.pop("key", None)
+    return updated
+
+
+def _encode_audio(
+    codec: Any,
+    audio: np.ndarray,
+    metadata: dict[str, Any],
+    description: str,
+    path: str,
+    options: TokenizeOptions,
+    first_index: int = 0,
+) -> list[records.TokenRecord]:
+    rate = codec.sample_rate
     spans = segment_starts(
         audio.shape[-1], round(options.segment_seconds * rate), round(options.min_segment_seconds * rate)
     )
-    description = MusicInfo.from_dict(metadata).description or ""
     out: list[records.TokenRecord] = []
     # Equal-length segments are encoded together; the short last one on its own.
     groups: list[list[tuple[int, int, int]]] = []
@@ -180,9 +237,9 @@ def encode_source(
                     codes=segment_codes.astype(records.CODES_DTYPE),
                     text=description,
                     metadata=metadata,
-                    path=str(source.audio_path),
+                    path=path,
                     offset_seconds=start / rate,
-                    segment_index=index,
+                    segment_index=first_index + index,
                     duration_seconds=length / rate,
                     frame_rate=float(codec.frame_rate),
                     sample_rate=int(rate),
@@ -280,6 +337,15 @@ def codec_settings(codec: Any, codec_source: str, options: TokenizeOptions) -> d
         "audio_channels": int(getattr(codec, "audio_channels", 1)),
         "segment_seconds": options.segment_seconds,
         "min_segment_seconds": options.min_segment_seconds,
+        **(
+            {
+                "augment": config_io.to_dict(options.augment),
+                "augment_copies": options.augment_copies,
+                "augment_seed": options.augment_seed,
+            }
+            if options.augment_copies
+            else {}
+        ),
     }
 
 
@@ -351,6 +417,15 @@ def tokenize_dataset(
         summary.shards_written += 1
         writer, shard_sources, shard_frames, shard_seconds = None, [], 0, 0.0
 
+    def partner(rng: np.random.Generator) -> tuple[np.ndarray, str] | None:
+        """Another clip for polymix, drawn from all sources (None if it cannot be read)."""
+        other = sources[int(rng.integers(len(sources)))]
+        try:
+            audio, metadata = read_source(other, codec.sample_rate)
+        except SourceError:
+            return None
+        return audio, MusicInfo.from_dict(metadata).description or ""
+
     bar = tqdm(
         pending, desc=f"tokenising ({options.split})", unit="file", disable=not progress, dynamic_ncols=True
     )
@@ -359,7 +434,7 @@ def tokenize_dataset(
             for source in bar:
                 path = str(source.audio_path)
                 try:
-                    segments = encode_source(codec, source, options)
+                    segments = encode_source(codec, source, options, partner)
                 except SourceError as error:
                     logger.warning("skipping %s: %s", path, error)
                     index.append("failed", split=options.split, path=path, error=str(error))
@@ -457,6 +532,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--extensions", default=",".join(manifest_lib.AUDIO_EXTENSIONS), help="audio suffixes for --audio-dir"
     )
+    parser.add_argument(
+        "--augment", help="a YAML AugmentConfig (musicgen_jax.data.augment), optionally under an 'augment:' key"
+    )
+    parser.add_argument("--augment-copies", type=int, default=1, help="augmented copies per file (with --augment)")
+    parser.add_argument("--augment-seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -465,12 +545,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        augment = None
+        if args.augment:
+            from musicgen_jax.data.augment import AugmentConfig
+
+            data = config_io.read_yaml(args.augment)
+            augment = config_io.from_dict(AugmentConfig, data.get("augment", data))
         options = TokenizeOptions(
             segment_seconds=args.segment_seconds,
             min_segment_seconds=args.min_segment_seconds,
             shard_size=args.shard_size,
             split=args.split,
             batch_size=args.batch_size,
+            augment=augment,
+            augment_copies=args.augment_copies if augment is not None else 0,
+            augment_seed=args.augment_seed,
         )
         sources = manifest_lib.find_sources(
             audio_dir=args.audio_dir,

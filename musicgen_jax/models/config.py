@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from musicgen_jax import config_io
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"  # also ./configs/model in a checkout
 
 
 @dataclasses.dataclass(frozen=True)

@@ -60,7 +60,7 @@ class GenerateRequest(BaseModel):
     )
     temperature: float = Field(_DEFAULTS.temperature, gt=0, le=100, description="sampling temperature")
     top_k: int = Field(_DEFAULTS.top_k, ge=0, le=VOCABULARY_SIZE, description="sample among the k likeliest tokens; 0 = off")
-    top_p: float = Field(_DEFAULTS.top_p, ge=0, le=1, description="nucleus sampling mass; 0 = off (takes precedence over top_k)")
+    top_p: float = Field(_DEFAULTS.top_p, ge=0, le=1, description="nucleus sampling mass; 0 = off (applied after top_k: set top_k 0 for top-p alone)")
     num_beams: int = Field(_DEFAULTS.num_beams, ge=1, le=MAX_BEAMS, description="beam search width (slower, deterministic)")
     guidance_scale: float = Field(
         _DEFAULTS.guidance_scale, ge=0, le=100, description="classifier-free guidance; 1 = off"

@@ -78,6 +78,10 @@ class MusicService:
         self.keys = KeyRing(settings.load_api_keys())
         self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
         self.audio_pool = concurrent.futures.ThreadPoolExecutor(settings.audio_workers, thread_name_prefix="musicgen-audio")
+        # The codec's OpenMP threads otherwise spin against the device thread and each other.
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
         self.queue = GenerationQueue(
             None,
             max_batch=settings.max_batch_size,

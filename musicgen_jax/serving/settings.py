@@ -68,6 +68,9 @@ class ServerSettings(BaseSettings):
     )
     max_queue_size: int = Field(256, ge=1, description="queued requests beyond this get 503")
     audio_workers: int = Field(2, ge=1, le=32, description="threads decoding and encoding audio")
+    torch_threads: int = Field(
+        1, ge=1, le=256, description="PyTorch threads per codec call (parallelism comes from audio_workers)"
+    )
     sync_timeout_seconds: float = Field(
         120.0, gt=0, description="longest a POST /generate?wait=true holds the connection"
     )

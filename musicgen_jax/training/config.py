@@ -15,7 +15,7 @@ from typing import Any, Literal
 from musicgen_jax import config_io
 from musicgen_jax.models.config import MusicGenConfig
 
-TRAIN_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "train"
+TRAIN_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"  # also ./configs/train
 
 RematPolicy = Literal["none", "full", "dots", "dots_no_batch"]
 Dtype = Literal["float32", "bfloat16"]
@@ -198,7 +198,7 @@ def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] =
     """A shipped train config name (``tiny``) or YAML path, with dotted overrides; the model part is
     resolved once here so that bad model overrides fail before anything starts."""
     path = Path(path)
-    if not path.suffix and not path.exists():
+    if not path.suffix and not path.is_file():
         path = TRAIN_CONFIG_DIR / f"{path}.yaml"
     config = config_io.load(TrainConfig, path, overrides)
     if config.model.init_from is None:
