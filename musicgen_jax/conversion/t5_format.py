@@ -15,21 +15,10 @@ from musicgen_jax.models.config import TextEncoderConfig
 
 
 def text_encoder_config_from_json(data: dict) -> TextEncoderConfig:
-    if data.get("model_type") not in ("t5", "mt5", "umt5", None):
-        raise CheckpointError(f"expected a T5 config, got model_type {data.get('model_type')!r}")
-    return TextEncoderConfig(
-        vocab_size=data["vocab_size"],
-        d_model=data["d_model"],
-        d_kv=data["d_kv"],
-        d_ff=data["d_ff"],
-        num_layers=data["num_layers"],
-        num_heads=data["num_heads"],
-        relative_attention_num_buckets=data.get("relative_attention_num_buckets", 32),
-        relative_attention_max_distance=data.get("relative_attention_max_distance", 128),
-        feed_forward_proj=data.get("feed_forward_proj", "relu"),
-        layer_norm_epsilon=data.get("layer_norm_epsilon", 1e-6),
-        dropout_rate=data.get("dropout_rate", 0.1),
-    )
+    try:
+        return TextEncoderConfig.from_transformers(data)
+    except (KeyError, ValueError) as error:
+        raise CheckpointError(f"not a T5 config: {error}") from None
 
 
 def expected_t5_shapes(config: TextEncoderConfig) -> dict[tuple[str, ...], tuple[int, ...]]:

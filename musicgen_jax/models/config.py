@@ -38,6 +38,25 @@ class TextEncoderConfig:
         if self.activation not in ("relu", "gelu_new", "gelu", "silu"):
             raise ValueError(f"unsupported T5 feed_forward_proj {self.feed_forward_proj!r}")
 
+    @classmethod
+    def from_transformers(cls, data: dict) -> "TextEncoderConfig":
+        """From a transformers ``T5Config`` as a dict (``config.json`` of a T5 checkpoint)."""
+        if data.get("model_type", "t5") not in ("t5", "mt5", "umt5"):
+            raise ValueError(f"only T5 text encoders are supported, got {data.get('model_type')!r}")
+        return cls(
+            vocab_size=data["vocab_size"],
+            d_model=data["d_model"],
+            d_kv=data["d_kv"],
+            d_ff=data["d_ff"],
+            num_layers=data["num_layers"],
+            num_heads=data["num_heads"],
+            relative_attention_num_buckets=data.get("relative_attention_num_buckets", 32),
+            relative_attention_max_distance=data.get("relative_attention_max_distance", 128),
+            feed_forward_proj=data.get("feed_forward_proj", "relu"),
+            layer_norm_epsilon=data.get("layer_norm_epsilon", 1e-6),
+            dropout_rate=data.get("dropout_rate", 0.1),
+        )
+
     @property
     def is_gated(self) -> bool:
         return self.feed_forward_proj.startswith("gated-")
@@ -178,27 +197,13 @@ class MusicGenConfig:
         """From a transformers ``MusicgenConfig`` (object or its ``to_dict()``)."""
         data = hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
         text, audio, dec = data["text_encoder"], data["audio_encoder"], data["decoder"]
-        if text.get("model_type", "t5") not in ("t5", "mt5", "umt5"):
-            raise ValueError(f"only T5 text encoders are supported, got {text.get('model_type')!r}")
         if dec.get("cross_attention_hidden_size") not in (None, dec["hidden_size"]):
             raise ValueError("decoders with cross_attention_hidden_size != hidden_size are not supported")
         if dec.get("pad_token_id", dec["vocab_size"]) != dec["vocab_size"]:
             raise ValueError(
                 f"expected pad_token_id == vocab_size ({dec['vocab_size']}), got {dec.get('pad_token_id')}"
             )
-        text_config = TextEncoderConfig(
-            vocab_size=text["vocab_size"],
-            d_model=text["d_model"],
-            d_kv=text["d_kv"],
-            d_ff=text["d_ff"],
-            num_layers=text["num_layers"],
-            num_heads=text["num_heads"],
-            relative_attention_num_buckets=text["relative_attention_num_buckets"],
-            relative_attention_max_distance=text.get("relative_attention_max_distance", 128),
-            feed_forward_proj=text.get("feed_forward_proj", "relu"),
-            layer_norm_epsilon=text.get("layer_norm_epsilon", 1e-6),
-            dropout_rate=text.get("dropout_rate", 0.1),
-        )
+        text_config = TextEncoderConfig.from_transformers(text)
         decoder_config = DecoderConfig(
             vocab_size=dec["vocab_size"],
             hidden_size=dec["hidden_size"],
