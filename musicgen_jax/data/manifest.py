@@ -83,11 +83,8 @@ def resolve_manifest(path: str | os.PathLike) -> Path:
     return path
 
 
-def read_manifest(path: str | os.PathLike) -> list[AudioMeta]:
-    """The entries of a manifest. Relative audio and info paths are resolved against the
-    manifest's directory (audiocraft writes absolute ones; both work)."""
-    path = resolve_manifest(path).resolve()
-    entries = []
+def _json_lines(path: Path):
+    """``(line number, object)`` for each non-blank line of a JSONL file (gzipped or not)."""
     with _open_text(path, "r") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -98,19 +95,28 @@ def read_manifest(path: str | os.PathLike) -> list[AudioMeta]:
                 raise ManifestError(f"{path}:{number}: not JSON ({error})") from None
             if not isinstance(data, dict):
                 raise ManifestError(f"{path}:{number}: expected an object, got {type(data).__name__}")
-            try:
-                entry = AudioMeta.from_dict(data)
-            except (ManifestError, TypeError, ValueError) as error:
-                raise ManifestError(f"{path}:{number}: {error}") from None
-            entries.append(
-                dataclasses.replace(
-                    entry,
-                    path=str(_resolve(entry.path, path.parent)),
-                    info_path=None
-                    if entry.info_path is None
-                    else str(_resolve(entry.info_path, path.parent)),
-                )
+            yield number, data
+
+
+def read_manifest(path: str | os.PathLike) -> list[AudioMeta]:
+    """The entries of a manifest. Relative audio and info paths are resolved against the
+    manifest's directory (audiocraft writes absolute ones; both work)."""
+    path = resolve_manifest(path).resolve()
+    entries = []
+    for number, data in _json_lines(path):
+        try:
+            entry = AudioMeta.from_dict(data)
+        except (ManifestError, TypeError, ValueError) as error:
+            raise ManifestError(f"{path}:{number}: {error}") from None
+        entries.append(
+            dataclasses.replace(
+                entry,
+                path=str(_resolve(entry.path, path.parent)),
+                info_path=None
+                if entry.info_path is None
+                else str(_resolve(entry.info_path, path.parent)),
             )
+        )
     return entries
 
 
@@ -194,19 +200,12 @@ def _metadata_lookup(metadata: str | os.PathLike | None, root: Path | None):
     if not metadata.is_file():
         raise ManifestError(f"--metadata {metadata}: neither a directory nor a file")
     table: dict[str, dict] = {}
-    with _open_text(metadata, "r") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ManifestError(f"{metadata}:{number}: not JSON ({error})") from None
-            if not isinstance(data, dict) or "path" not in data:
-                raise ManifestError(f"{metadata}:{number}: expected an object with a 'path' key")
-            key = data.pop("path")
-            table[str(_resolve(key, metadata.parent))] = data
-            table.setdefault(Path(key).name, data)
+    for number, data in _json_lines(metadata):
+        if "path" not in data:
+            raise ManifestError(f"{metadata}:{number}: expected an object with a 'path' key")
+        key = data.pop("path")
+        table[str(_resolve(key, metadata.parent))] = data
+        table.setdefault(Path(key).name, data)
 
     def in_table(audio: Path) -> dict:
         found = table.get(str(audio), table.get(audio.name))
