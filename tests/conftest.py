@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # One torch thread: the EnCodec bridge's LSTM spins its OpenMP threads against JAX and the other
 # test worker on a 2-core machine, and runs hundreds of times slower for it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# librosa's numba functions cache their compiled code beside the installed package; two test
+# workers compiling the same function at once can leave a half-written cache file that crashes
+# every later reader (a segfault in numba's gufunc). Each worker gets its own cache.
+os.environ.setdefault(
+    "NUMBA_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), f"musicgen-jax-numba-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"),
+)
 
 import pytest  # noqa: E402
 
