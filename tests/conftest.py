@@ -10,13 +10,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # One torch thread: the EnCodec bridge's LSTM spins its OpenMP threads against JAX and the other
 # test worker on a 2-core machine, and runs hundreds of times slower for it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# librosa's numba functions cache their compiled code beside the installed package; two test
-# workers compiling the same function at once can leave a half-written cache file that crashes
-# every later reader (a segfault in numba's gufunc). Each worker gets its own cache.
-os.environ.setdefault(
-    "NUMBA_CACHE_DIR",
-    os.path.join(tempfile.gettempdir(), f"musicgen-jax-numba-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"),
-)
+# librosa's numba functions cache their compiled code; two test workers compiling the same
+# function into one cache at once can leave a half-written file that crashes every later reader
+# (a segfault in numba's gufunc). Each worker gets its own cache. The controller process imports
+# this file first and its environment passes to the workers, so a worker must set its own value
+# rather than keep an inherited one.
+_worker = os.environ.get("PYTEST_XDIST_WORKER")
+if _worker or "NUMBA_CACHE_DIR" not in os.environ:
+    os.environ["NUMBA_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"musicgen-jax-numba-{_worker or 'main'}")
 
 import pytest  # noqa: E402
 
