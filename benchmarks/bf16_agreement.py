@@ -39,8 +39,9 @@ def guided_argmax(model, prompts, delayed: np.ndarray, scale: float) -> np.ndarr
     apply = lambda m, mm: model.model.apply(  # noqa: E731
         {"params": model.params}, jnp.asarray(delayed), m, mm, method=MusicGenModel.decode
     )
-    cond = np.asarray(apply(memory, mask), np.float32)
-    null = np.asarray(apply(jnp.zeros_like(memory), jnp.zeros_like(mask)), np.float32)
+    with model.numerics():  # the float32 model's products in float32 on a GPU too (not TF32)
+        cond = np.asarray(apply(memory, mask), np.float32)
+        null = np.asarray(apply(jnp.zeros_like(memory), jnp.zeros_like(mask)), np.float32)
     return np.argmax(null + (cond - null) * scale, axis=-1)
 
 

@@ -30,7 +30,10 @@ SHAPES = {  # hidden, layers, heads, ffn
 }
 
 
-def build_checkpoint(shape: str, directory: Path) -> None:
+def build_checkpoint(shape: str, directory: Path, dtype: str = "float32") -> None:
+    """A random-weight transformers MusicGen of ``shape`` saved to ``directory`` in ``dtype``
+    (float16 halves what large's 3.3B parameters cost to write and read). Built on the GPU when
+    there is one: initialising billions of parameters on a CPU takes minutes."""
     import torch
     from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration, T5Config
 
@@ -49,7 +52,9 @@ def build_checkpoint(shape: str, directory: Path) -> None:
         num_codebooks=4, max_position_embeddings=2048, pad_token_id=2048, bos_token_id=2048,
     )
     torch.manual_seed(0)
-    model = MusicgenForConditionalGeneration(MusicgenConfig(text_encoder=t5, audio_encoder=codec, decoder=decoder))
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = MusicgenForConditionalGeneration(MusicgenConfig(text_encoder=t5, audio_encoder=codec, decoder=decoder))
+    model = model.to({"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype])
     model.generation_config.decoder_start_token_id = 2048
     model.generation_config.pad_token_id = 2048
     model.save_pretrained(str(directory))
@@ -77,7 +82,7 @@ def run_transformers(args) -> dict:
     from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.reference_dtype or args.dtype]
     if device == "cpu":
         dtype = torch.float32  # half precision matmuls are slow or missing on CPU
     model = MusicgenForConditionalGeneration.from_pretrained(args.checkpoint, dtype=dtype).to(device).eval()
@@ -122,7 +127,8 @@ def run_jax(args) -> dict:
 
     from musicgen_jax import MusicGen
 
-    model = MusicGen.from_pretrained(args.checkpoint, dtype=args.dtype)
+    model = MusicGen.from_pretrained(args.checkpoint, dtype=args.dtype, layer_unroll=args.layer_unroll)
+    model.generator.kv_splits = args.kv_splits
     prompts = prompts_for(args.batch)
     frames = int(args.seconds * 50)
     began = time.perf_counter()
@@ -132,6 +138,15 @@ def run_jax(args) -> dict:
     began = time.perf_counter()
     output = model.generator.generate(model.make_requests(prompts, duration=args.seconds, seed=1))
     seconds = time.perf_counter() - began
+    kernels = None
+    if args.profile:
+        from profile_trace import kernel_table, programs_summary
+
+        with jax.profiler.trace(args.profile, create_perfetto_trace=True):
+            model.generator.generate(model.make_requests(prompts, duration=args.seconds, seed=2))
+        kernels = dict(
+            table=kernel_table(args.profile, steps=frames + 3), programs=programs_summary(model.generator)
+        )
     decode_seconds = None
     try:
         import numpy as np
@@ -147,7 +162,7 @@ def run_jax(args) -> dict:
     device_peak = stats.get("peak_bytes_in_use")
     return dict(
         steps=frames + 3, seconds=seconds, decode_seconds=decode_seconds, compile_seconds=compile_seconds,
-        device_peak_gb=device_peak / 2**30 if device_peak else None,
+        device_peak_gb=device_peak / 2**30 if device_peak else None, kernels=kernels,
     )
 
 
@@ -168,7 +183,13 @@ def machine() -> str:
         pass
     import platform
 
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            name = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} cores"
 
 
 def main() -> None:
@@ -177,8 +198,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of audio per row")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument(
+        "--reference-dtype", choices=("float32", "bfloat16", "float16"),
+        help="transformers' dtype on a GPU (default: --dtype; the issue's reference table is float16)",
+    )
+    parser.add_argument("--layer-unroll", type=int, default=1, help="musicgen-jax: layers per layer-loop iteration")
+    parser.add_argument("--kv-splits", type=int, default=4, help="musicgen-jax: attention spans per length bucket")
+    parser.add_argument("--profile", help="musicgen-jax: trace one more run into this folder and print its top kernels")
     parser.add_argument("--checkpoint", help="reuse a saved transformers checkpoint")
+    parser.add_argument("--build", help="only build the random checkpoint into this folder (see --save-dtype)")
+    parser.add_argument("--save-dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1, help="alternating runs per batch; the table shows the median")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--worker", choices=("jax", "transformers"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -186,48 +217,74 @@ def main() -> None:
         worker(args)
         return
 
+    if args.build:
+        build_checkpoint(args.shape, Path(args.build), args.save_dtype)
+        return
     temporary = None
     checkpoint = args.checkpoint
     if checkpoint is None:
         temporary = tempfile.TemporaryDirectory()
         checkpoint = str(Path(temporary.name) / f"musicgen-{args.shape}")
         print(f"building a random musicgen-{args.shape} ...", file=sys.stderr)
-        build_checkpoint(args.shape, Path(checkpoint))
-    rows = []
+        build_checkpoint(args.shape, Path(checkpoint), args.save_dtype)
+    runs: dict[tuple[int, str], list[dict]] = {}
     for batch in args.batch:
-        for impl in (["transformers"] if not args.skip_transformers else []) + ["jax"]:
-            command = [sys.executable, __file__, "--worker", impl, "--checkpoint", checkpoint, "--batch", str(batch),
-                       "--seconds", str(args.seconds), "--dtype", args.dtype, "--shape", args.shape]
-            done = subprocess.run(command, capture_output=True, text=True)
-            line = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
-            if done.returncode or not line:
-                print(f"{impl} batch {batch} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
-                continue
-            result = json.loads(line[0][len("RESULT "):])
-            result.update(impl=impl, batch=batch)
-            rows.append(result)
-            print(f"  {impl:12s} batch {batch}: {result['steps'] / result['seconds']:.1f} steps/s", file=sys.stderr)
-    print(f"\nmusicgen-{args.shape}, {args.dtype}, {args.seconds:g} s per row, sampling top-k 250, guidance 3.0 on {machine()}\n")
+        # Repetitions alternate the implementations, so each pair shares the machine's state of the
+        # moment; a shared machine's noise shows as the spread between them.
+        for repetition in range(args.repeat):
+            for impl in (["transformers"] if not args.skip_transformers else []) + ["jax"]:
+                command = [sys.executable, __file__, "--worker", impl, "--checkpoint", checkpoint, "--batch", str(batch),
+                           "--seconds", str(args.seconds), "--dtype", args.dtype, "--shape", args.shape,
+                           "--layer-unroll", str(args.layer_unroll), "--kv-splits", str(args.kv_splits)]
+                if args.reference_dtype:
+                    command += ["--reference-dtype", args.reference_dtype]
+                if args.profile and impl == "jax" and repetition == 0:
+                    command += ["--profile", str(Path(args.profile) / f"batch{batch}")]
+                done = subprocess.run(command, capture_output=True, text=True)
+                line = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
+                if done.returncode or not line:
+                    print(f"{impl} batch {batch} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+                    continue
+                result = json.loads(line[0][len("RESULT "):])
+                result.update(impl=impl, batch=batch, repetition=repetition, steps_per_s=result["steps"] / result["seconds"])
+                runs.setdefault((batch, impl), []).append(result)
+                print(f"  {impl:12s} batch {batch}: {result['steps_per_s']:.1f} steps/s", file=sys.stderr)
+    reference = args.reference_dtype or args.dtype
+    print(
+        f"\nmusicgen-{args.shape}, musicgen-jax {args.dtype} (layer unroll {args.layer_unroll}, {args.kv_splits} kv splits), "
+        f"transformers {reference}, {args.seconds:g} s per row, sampling top-k 250, guidance 3.0 on {machine()}"
+        + (f"; median of {args.repeat} alternating runs" if args.repeat > 1 else "") + "\n"
+    )
     header = "| impl | batch | steps/s | ms/step | RTF tokens | RTF +decode | compile s | peak RSS GB | device peak GB |"
-    print(header)
-    print("|---|---|---|---|---|---|---|---|---|")
-    by_batch: dict[int, dict[str, dict]] = {}
-    for r in rows:
-        audio = args.seconds * r["batch"]
+    print(header + (" runs (steps/s) |" if args.repeat > 1 else ""))
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if args.repeat > 1 else ""))
+    rows, medians = [], {}
+    for (batch, impl), results in runs.items():
+        r = sorted(results, key=lambda x: x["steps_per_s"])[(len(results) - 1) // 2]  # the median run
+        medians[batch, impl] = r
+        audio = args.seconds * batch
         rtf = audio / r["seconds"]
         rtf_decode = audio / (r["seconds"] + r["decode_seconds"]) if r.get("decode_seconds") is not None else float("nan")
-        r.update(steps_per_s=r["steps"] / r["seconds"], rtf=rtf, rtf_decode=rtf_decode)
         peak = f"{r['device_peak_gb']:.2f}" if r.get("device_peak_gb") else "-"
+        spread = " " + ", ".join(f"{x['steps_per_s']:.1f}" for x in results) + " |" if args.repeat > 1 else ""
         print(
-            f"| {r['impl']} | {r['batch']} | {r['steps_per_s']:.1f} | {1e3 / r['steps_per_s']:.2f} | {rtf:.2f}x | "
-            f"{rtf_decode:.2f}x | {r['compile_seconds']:.1f} | {r['peak_rss_gb']:.2f} | {peak} |"
+            f"| {impl} | {batch} | {r['steps_per_s']:.1f} | {1e3 / r['steps_per_s']:.2f} | {rtf:.2f}x | "
+            f"{rtf_decode:.2f}x | {r['compile_seconds']:.1f} | {r['peak_rss_gb']:.2f} | {peak} |{spread}"
         )
-        by_batch.setdefault(r["batch"], {})[r["impl"]] = r
+        rows.extend(results)
+    for r in rows:
+        if r.get("kernels"):
+            print(f"\nmusicgen-jax batch {r['batch']}, one profiled run:\n{r['kernels']['programs']}\n{r['kernels']['table']}")
     print()
-    for batch, impls in by_batch.items():
-        if "jax" in impls and "transformers" in impls:
-            ratio = impls["jax"]["steps_per_s"] / impls["transformers"]["steps_per_s"]
-            print(f"batch {batch}: musicgen-jax / transformers = {ratio:.2f}x steps/s")
+    for batch in args.batch:
+        if (batch, "jax") in medians and (batch, "transformers") in medians:
+            ratio = medians[batch, "jax"]["steps_per_s"] / medians[batch, "transformers"]["steps_per_s"]
+            pairs = [
+                j["steps_per_s"] / t["steps_per_s"]
+                for j in runs[batch, "jax"] for t in runs[batch, "transformers"] if j["repetition"] == t["repetition"]
+            ]
+            detail = f" (per repetition {min(pairs):.2f}x to {max(pairs):.2f}x)" if len(pairs) > 1 else ""
+            print(f"batch {batch}: musicgen-jax / transformers = {ratio:.2f}x steps/s{detail}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     if temporary is not None:

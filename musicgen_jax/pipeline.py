@@ -8,6 +8,7 @@ PyTorch codec bridge; compiled programs are cached per shape bucket.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -83,11 +84,14 @@ class MusicGen:
         codec_source: str | Path | None = None,
         generation_defaults: dict | None = None,
         source: str | None = None,
+        layer_unroll: int = 1,
     ):
         dtype = resolve_dtype(dtype)
         self.config = config
         self.dtype = dtype
-        self.model = MusicGenModel(config, dtype=COMPUTE_DTYPES[dtype], param_dtype=COMPUTE_DTYPES[dtype])
+        self.model = MusicGenModel(
+            config, dtype=COMPUTE_DTYPES[dtype], param_dtype=COMPUTE_DTYPES[dtype], scan_unroll=layer_unroll
+        )
         self.params = _to_device(params, COMPUTE_DTYPES[dtype])
         self.tokenizer = tokenizer
         self.codec_source = codec_source
@@ -109,11 +113,16 @@ class MusicGen:
         text_encoder: str | Path | None = None,
         preset: str | None = None,
         codec: str | Path | None = None,
+        layer_unroll: int = 1,
     ) -> "MusicGen":
         """Load a model.
 
         ``dtype`` is the parameter, cache and compute dtype (``float32``, ``bfloat16``, ``float16``;
-        ``auto``, the default: bfloat16 on GPUs and TPUs, float32 on CPUs).
+        ``auto``, the default: bfloat16 on GPUs and TPUs, float32 on CPUs). ``float32`` means
+        float32 matrix products everywhere, also on GPUs (whose default would be TF32) and TPUs.
+        ``layer_unroll``: decoder layers per iteration of the compiled layer loop (1 to the number
+        of layers; results are the same, only compile time and step time change; 1 is fastest on
+        CPUs).
         ``text_encoder`` (a T5 directory or hub id, default ``t5-base``), ``preset`` (the model
         shape) and ``codec`` (an EnCodec directory or hub id) are needed only for audiocraft's own
         checkpoints, which hold just the language model.
@@ -159,6 +168,7 @@ class MusicGen:
             codec_source=codec or codec_source,
             generation_defaults=generation,
             source=str(name_or_path),
+            layer_unroll=layer_unroll,
         )
 
     def save_pretrained(self, directory: str | Path, dtype: str | None = None) -> Path:
@@ -202,6 +212,14 @@ class MusicGen:
     @property
     def audio_channels(self) -> int:
         return self.config.decoder.audio_channels
+
+    def numerics(self):
+        """The context every program of this model is traced in: a float32 model gets float32
+        matrix products (``jax.default_matmul_precision``), not the TF32 or bfloat16 passes GPUs
+        and TPUs use by default, so ``dtype="float32"`` is the exact path on every device."""
+        if self.dtype == "float32":
+            return jax.default_matmul_precision("float32")
+        return contextlib.nullcontext()
 
     # ------------------------------------------------------------------------------ conditioning
 
@@ -255,7 +273,8 @@ class MusicGen:
         attributes = batch.attributes
         if self.config.uses_learned_attributes and attributes is None:
             attributes = null_attributes(len(batch.ids)).as_dict()
-        return fn(self.params, batch.ids, batch.mask, attributes)
+        with self.numerics():
+            return fn(self.params, batch.ids, batch.mask, attributes)
 
     def logits(self, texts: Sequence[str], decoder_input_ids: np.ndarray, attributes=None) -> np.ndarray:
         """Teacher-forced logits ``[batch, codebooks, length, vocab]`` (float32) for delayed tokens."""
@@ -269,7 +288,9 @@ class MusicGen:
                     {"params": params}, tokens, memory, mask, method=MusicGenModel.decode
                 )
             )
-        return np.asarray(fn(self.params, jnp.asarray(decoder_input_ids, jnp.int32), memory, memory_mask))
+        with self.numerics():
+            logits = fn(self.params, jnp.asarray(decoder_input_ids, jnp.int32), memory, memory_mask)
+        return np.asarray(logits)
 
     # ------------------------------------------------------------------------------ generation
 

@@ -24,6 +24,16 @@ import pytest  # noqa: E402
 from musicgen_jax.tiny_models import save_tiny_transformers_musicgen  # noqa: E402
 
 
+@pytest.fixture
+def float32_matmuls():
+    """Float32 matrix products for model code applied directly (``MusicGen`` objects set this
+    themselves): parity is asked of the float32 path, and GPUs would run those dots in TF32."""
+    import jax
+
+    with jax.default_matmul_precision("float32"):
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_hf_dirs(tmp_path_factory):
     """A function variant -> directory of a saved random transformers MusicGen (cached)."""

@@ -3,6 +3,8 @@ compilation per bucket, beams, continuation, long-form windows."""
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,13 +45,13 @@ def transformers_generate(directory, prompts, new_tokens, **kwargs):
 
 @pytest.fixture(scope="module")
 def base_model(tiny_hf_dir):
-    return MusicGen.from_pretrained(tiny_hf_dir)
+    return MusicGen.from_pretrained(tiny_hf_dir, dtype="float32")
 
 
 @pytest.mark.parametrize("variant", ["base", "stereo"])
 def test_greedy_with_guidance_equals_transformers(tiny_hf_dirs, variant):
     directory = tiny_hf_dirs(variant)
-    model = MusicGen.from_pretrained(directory)
+    model = MusicGen.from_pretrained(directory, dtype="float32")
     delays = model.num_codebooks // model.audio_channels
     frames = 110  # 110 + 3 decoder steps (mono), all compared
     want, _ = transformers_generate(directory, PROMPTS, frames + delays - 1, do_sample=False, guidance_scale=3.0)
@@ -192,23 +194,50 @@ def test_a_row_does_not_depend_on_its_batch(base_model):
 
 
 def test_other_duration_in_the_bucket_does_not_recompile(tiny_hf_dir):
-    model = MusicGen.from_pretrained(tiny_hf_dir)
+    model = MusicGen.from_pretrained(tiny_hf_dir, dtype="float32")
     model.generate_tokens(["jazz"], duration=2.0)
     compiled = model.generator.compile_count
     out = model.generate_tokens(["rock"], duration=4.5)  # same 5 s bucket, same text bucket
     assert out.shape[-1] == 225
     assert model.generator.compile_count == compiled
-    model.generate_tokens(["rock"], duration=7.0)  # the 10 s bucket: one more start + advance
-    assert model.generator.compile_count == compiled + 2
+    model.generate_tokens(["rock"], duration=7.0)  # the 10 s bucket: one more start, an advance per span
+    assert model.generator.compile_count == compiled + 1 + len(loop.kv_buckets(500 + 4))
 
 
 def test_warmup_compiles_what_requests_then_use(tiny_hf_dir):
-    model = MusicGen.from_pretrained(tiny_hf_dir)
+    model = MusicGen.from_pretrained(tiny_hf_dir, dtype="float32")
     seconds = model.generator.warmup(batch_sizes=(1, 2), durations=(5.0,))
-    assert seconds > 0 and model.generator.compile_count == 4
+    programs = 2 * (1 + len(loop.kv_buckets(250 + 4)))  # two batch buckets: start and the spans' advances
+    assert seconds > 0 and model.generator.compile_count == programs
     model.generate_tokens(["jazz", "rock"], duration=3.0)
     model.generate_tokens(["jazz"], duration=5.0)
-    assert model.generator.compile_count == 4
+    assert model.generator.compile_count == programs
+
+
+def test_layer_unroll_and_attention_spans_do_not_change_the_music(tiny_hf_dir, base_model):
+    """The speed knobs (layers per loop iteration, attention spans per length bucket) give the
+    same tokens, sampled and greedy, over a bucket long enough to have several spans."""
+    want = base_model.generate_tokens(["dark techno", "jazz"], duration=11.0, seed=5)
+    positions = base_model.generator.length_bucket(550) + loop.delay_pattern.num_delays(4, 1)  # the 15 s bucket
+    assert len(loop.kv_buckets(positions)) > 1
+    unrolled = MusicGen.from_pretrained(tiny_hf_dir, dtype="float32", layer_unroll=2)
+    unrolled.generator.kv_splits = 1  # one span: always the whole cache
+    np.testing.assert_array_equal(unrolled.generate_tokens(["dark techno", "jazz"], duration=11.0, seed=5), want)
+    greedy = dict(duration=11.0, greedy=True, guidance_scale=3.0)
+    np.testing.assert_array_equal(
+        unrolled.generate_tokens(["calm piano"], **greedy), base_model.generate_tokens(["calm piano"], **greedy)
+    )
+
+
+def test_float32_models_compile_float32_matrix_products(tiny_hf_dir, base_model):
+    """GPUs default to TF32 for float32 dots (TPUs to bfloat16 passes): a float32 model asks for
+    float32 in every program it compiles, so its results do not depend on the device."""
+    base_model.generator.warmup(batch_sizes=(1,), durations=(1.0,))
+    programs = [p.as_text() for p in base_model.generator._compiled.values()]
+    dots = [line for text in programs for line in text.splitlines() if " dot(" in line]
+    assert dots and all("operand_precision={highest,highest}" in line for line in dots)
+    bf16 = MusicGen.from_pretrained(tiny_hf_dir, dtype="bfloat16")
+    assert isinstance(bf16.numerics(), contextlib.nullcontext)
 
 
 def test_bad_parameters_are_named():
@@ -257,7 +286,7 @@ def test_long_form_windows_follow_audiocraft(tiny_hf_dir):
     """Past the window, each window is prompted with the last (window - stride) of the previous one."""
     import dataclasses
 
-    model = MusicGen.from_pretrained(tiny_hf_dir)
+    model = MusicGen.from_pretrained(tiny_hf_dir, dtype="float32")
     model.config = dataclasses.replace(model.config, max_duration=2.0)  # a 100-frame window for speed
     out = model.generate_tokens(["epic orchestral"], duration=5.0, greedy=True, extend_stride=1.2)
     assert out.shape == (1, 4, 250)

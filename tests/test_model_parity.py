@@ -15,6 +15,8 @@ from transformers import AutoTokenizer, MusicgenForConditionalGeneration, T5Enco
 from musicgen_jax.conversion import load_transformers_params
 from musicgen_jax.models.musicgen import MusicGenModel
 
+pytestmark = pytest.mark.usefixtures("float32_matmuls")
+
 RTOL = 1e-5
 PROMPTS = ["upbeat jazz piano with smooth saxophone and soft drums", "dark techno"]  # different lengths
 
@@ -96,6 +98,33 @@ def test_cached_decoding_equals_full_forward(tiny_hf_dirs):
     incremental = np.concatenate(steps, axis=2)
     assert int(cache.index) == 12
     assert relative_error(incremental, full) <= RTOL
+
+
+@pytest.mark.parametrize("unroll", [2, 3])  # 3 layers: a remainder iteration, then the whole stack
+def test_unrolled_layer_loop_gives_the_same_logits(tiny_hf_dirs, unroll):
+    """``scan_unroll`` only changes how the compiled layer loop is laid out, not what it computes."""
+    config, params = load_transformers_params(tiny_hf_dirs("gated"))
+    assert config.decoder.num_layers == 3
+    rng = np.random.default_rng(4)
+    ids = jnp.asarray(rng.integers(3, 100, size=(2, 7)), jnp.int32)
+    mask = jnp.asarray([[1] * 7, [1] * 4 + [0] * 3], jnp.int32)
+    tokens = jnp.asarray(rng.integers(0, 2049, size=(2, config.decoder.num_codebooks, 6)), jnp.int32)
+    variables = {"params": params}
+
+    def run(model):
+        memory, memory_mask = model.apply(variables, ids, mask, method=MusicGenModel.encode)
+        full = model.apply(variables, tokens, memory, memory_mask, method=MusicGenModel.decode)
+        cache = model.apply(variables, memory, memory_mask, 8, method=MusicGenModel.init_cache)
+        steps = []
+        for t in range(tokens.shape[-1]):
+            step, cache = model.apply(variables, tokens[:, :, t : t + 1], cache, method=MusicGenModel.decode_step)
+            steps.append(np.asarray(step))
+        return np.asarray(full), np.concatenate(steps, axis=2), np.asarray(cache.self_key)
+
+    for ours, scanned in zip(run(MusicGenModel(config, scan_unroll=unroll)), run(MusicGenModel(config))):
+        assert relative_error(ours, scanned) <= 1e-6
+    with pytest.raises(ValueError, match="scan_unroll must be between 1 and the 3 layers"):
+        MusicGenModel(config, scan_unroll=4).apply(variables, tokens, jnp.zeros((2, 7, 32)), mask, method=MusicGenModel.decode)
 
 
 def test_null_condition_equals_transformers_unconditional_rows(tiny_hf_dir):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("float32_matmuls")]
 
 
 def test_small_shape_logits_match_transformers(tmp_path):

@@ -55,9 +55,10 @@ class EncodecBridge:
         model: EncodecModel,
         audio_channels: int = 1,
         bandwidth: float | None = None,
-        device: str = "cpu",
+        device: str = "auto",
     ):
         config = model.config
+        device = resolve_device(device)
         _check_supported(config, where="EncodecModel")
         if audio_channels not in (1, 2):
             raise ValueError(f"audio_channels must be 1 (mono) or 2 (stereo), got {audio_channels}")
@@ -78,13 +79,15 @@ class EncodecBridge:
         cls,
         source: str | Path,
         audio_channels: int | None = None,
-        device: str = "cpu",
+        device: str = "auto",
         bandwidth: float | None = None,
     ) -> EncodecBridge:
         """Load from a transformers ``EncodecModel`` directory, a transformers MusicGen directory
         (its ``audio_encoder``), a musicgen-jax checkpoint (its ``codec/``), or a hub id of any of
         these (``facebook/encodec_32khz``). ``audio_channels`` defaults to the MusicGen model's
-        channel count where the source records it, else 1."""
+        channel count where the source records it, else 1. ``device`` is a torch device;
+        ``auto`` is the GPU where PyTorch sees one (a 30 s decode takes ~20 ms there against
+        ~0.3 s on 16 CPU cores), else the CPU."""
         directory, codec_config, prefix, recorded_channels = _locate_codec(hub.resolve(source))
         model = _build_model(codec_config, where=str(directory))
         where = f"{directory} ({prefix}*)" if prefix else str(directory)
@@ -263,6 +266,13 @@ def _torch():
     import torch
 
     return torch
+
+
+def resolve_device(device: str) -> str:
+    """``auto``: ``cuda`` where PyTorch has a GPU, else ``cpu``; anything else as given."""
+    if device == "auto":
+        return "cuda" if _torch().cuda.is_available() else "cpu"
+    return device
 
 
 def _to_torch(array: np.ndarray) -> torch.Tensor:

@@ -232,9 +232,16 @@ class MusicGenDecoder(nn.Module):
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
     remat_policy: str = "none"
+    # Layers per iteration of the layer scan. 1 keeps one layer's program (fast to compile); more
+    # trades compile time for fewer loop iterations a step, which may pay where an iteration costs
+    # launches (GPUs). XLA:CPU copies unrolled layers' weight slices, so there it is slower
+    # (docs/performance.md).
+    scan_unroll: int = 1
 
     def setup(self) -> None:
         cfg = self.config
+        if not 1 <= self.scan_unroll <= cfg.num_layers:
+            raise ValueError(f"scan_unroll must be between 1 and the {cfg.num_layers} layers, got {self.scan_unroll}")
         self.embed_tokens = self.param(
             "embed_tokens",
             nn.with_logical_partitioning(nn.initializers.normal(0.02), (axes.CODEBOOKS, axes.VOCAB, axes.EMBED)),
@@ -251,6 +258,7 @@ class MusicGenDecoder(nn.Module):
             split_rngs={"params": True, "dropout": True},
             in_axes=(0,) + (nn.broadcast,) * 7,
             length=cfg.num_layers,
+            unroll=self.scan_unroll,
             metadata_params={nn.PARTITION_NAME: axes.LAYERS},
         )(cfg, self.dtype, self.param_dtype, name="layers")
         self.final_norm = _layer_norm(cfg, self.dtype, self.param_dtype, "final_norm")

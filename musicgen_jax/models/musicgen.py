@@ -22,6 +22,7 @@ class MusicGenModel(nn.Module):
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
     remat_policy: str = "none"
+    scan_unroll: int = 1  # decoder layers per layer-scan iteration (see MusicGenDecoder)
 
     def setup(self) -> None:
         cfg = self.config
@@ -36,7 +37,7 @@ class MusicGenModel(nn.Module):
             )
         if cfg.uses_learned_attributes:
             self.attribute_embedder = AttributeEmbedder(cfg.decoder.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype)
-        self.decoder = MusicGenDecoder(cfg.decoder, self.dtype, self.param_dtype, self.remat_policy)
+        self.decoder = MusicGenDecoder(cfg.decoder, self.dtype, self.param_dtype, self.remat_policy, self.scan_unroll)
 
     # ----------------------------------------------------------------------------- conditioning
 
