@@ -8,6 +8,9 @@ Stages, in this order (``--stages`` picks some); one that needs more than the ti
 and the summary says so:
 
 * ``machine``: device, versions, device-to-device copy bandwidth (the floor's denominator);
+* ``micro``: ``layer_weights.py`` (does the compiler copy a layer's weights out of the stacked
+  arrays, as XLA:CPU does; does unrolling the layer loop pay) and ``sampling_cost.py`` (the fixed
+  cost of sampling a step);
 * ``small``: ``generate_speed.py``, musicgen-small, batch 1, 8, 32, 30 s a row, musicgen-jax in
   bfloat16 beside transformers in float16 (the issue's reference table);
 * ``stream``: ``streaming_latency.py``, musicgen-small: time to first audio;
@@ -39,7 +42,7 @@ ROOT = HERE.parent
 
 # Rough seconds each stage needs on an H100/H200 (checkpoint building included); a stage starts
 # only if this much time is left. Unmeasured guesses until a GPU session replaces them.
-NEEDS = {"machine": 20, "small": 300, "stream": 60, "large": 200, "knobs": 150, "profile": 60, "parity": 120, "bf16": 90}
+NEEDS = {"machine": 20, "micro": 45, "small": 300, "stream": 60, "large": 200, "knobs": 150, "profile": 60, "parity": 120, "bf16": 90}
 ORDER = list(NEEDS)
 
 
@@ -122,6 +125,15 @@ class Suite:
         output = self.run("machine", [sys.executable, "-c", code])
         self.summary.append("## Machine\n" + "\n".join(l for l in output.splitlines() if l.startswith(("device", "read"))))
 
+    def stage_micro(self) -> None:
+        output = self.run("micro", [
+            sys.executable, str(HERE / "layer_weights.py"), "--dtype", "bfloat16", "--rows", "2", "16", "64",
+            *(["--layers", "4"] if self.quick else []),
+        ])
+        self.summary.append("## Stacked layer weights\n" + "\n".join(l for l in output.splitlines() if l.startswith("|") or "layers of" in l))
+        output = self.run("micro", [sys.executable, str(HERE / "sampling_cost.py"), "--batch", "1", "8", "32"])
+        self.summary.append("## Sampling\n" + "\n".join(l for l in output.splitlines() if l.startswith("|") or "steps in" in l))
+
     def stage_small(self) -> None:
         self.summary.append("## musicgen-small, 30 s a row")
         self.speed("small", "small", [1, 8, 32], 30.0)
@@ -132,7 +144,7 @@ class Suite:
 
     def stage_knobs(self) -> None:
         self.summary.append("## Knobs (musicgen-jax alone, musicgen-small, 10 s)")
-        for unroll, splits in ((1, 4), (4, 4), (24, 4), (1, 5)):
+        for unroll, splits in ((1, 4), (4, 4), (24, 4), (1, 8)):
             if self.left() < 40:
                 self.summary.append(f"(layer unroll {unroll}, kv splits {splits}: skipped, out of time)")
                 continue
