@@ -21,8 +21,9 @@ and the summary says so:
 * ``parity``: the float32 parity tests with JAX on this device (greedy tokens, logits);
 * ``bf16``: ``bf16_agreement.py``: bfloat16 against float32 greedy agreement, musicgen-small.
 
-Each stage's whole output goes to ``OUT/<stage>.log``; ``OUT/summary.md`` gathers the tables and
-is printed last (the device tool returns the end of the output). Compiled programs are kept in a
+Three files go to ``OUT`` (the device tool brings back at most eight): ``suite.log`` with every
+command's whole output, ``results.json`` with the benchmarks' numbers, and ``summary.md`` with the
+tables, which is also printed last (the tool returns the end of the output). Compiled programs are kept in a
 persistent cache for the run, so the stages after ``small`` mostly reuse its compilations.
 """
 
@@ -42,7 +43,17 @@ ROOT = HERE.parent
 
 # Rough seconds each stage needs on an H100/H200 (checkpoint building included); a stage starts
 # only if this much time is left. Unmeasured guesses until a GPU session replaces them.
-NEEDS = {"machine": 20, "micro": 45, "small": 300, "stream": 60, "large": 200, "knobs": 150, "profile": 60, "parity": 120, "bf16": 90}
+NEEDS = {
+    "machine": 20,
+    "micro": 45,
+    "small": 300,
+    "stream": 60,
+    "large": 200,
+    "knobs": 150,
+    "profile": 60,
+    "parity": 120,
+    "bf16": 90,
+}
 ORDER = list(NEEDS)
 
 
@@ -69,28 +80,47 @@ class Suite:
         return self.deadline - time.monotonic()
 
     def run(self, stage: str, command: list[str], timeout: float | None = None) -> str:
-        """Run ``command``, append its output to ``OUT/<stage>.log``, return the output."""
+        """Run ``command``, append its output to ``OUT/suite.log``, return the output."""
         timeout = max(10.0, min(timeout or self.left(), self.left()))
         began = time.monotonic()
         try:
-            done = subprocess.run(command, capture_output=True, text=True, env=self.env, cwd=ROOT, timeout=timeout)
+            done = subprocess.run(
+                command, capture_output=True, text=True, env=self.env, cwd=ROOT, timeout=timeout
+            )
             output, code = done.stdout + done.stderr, done.returncode
         except subprocess.TimeoutExpired as expired:
-            output = (expired.stdout or b"").decode() if isinstance(expired.stdout, bytes) else (expired.stdout or "")
+            output = (
+                (expired.stdout or b"").decode()
+                if isinstance(expired.stdout, bytes)
+                else (expired.stdout or "")
+            )
             output += f"\n(stopped after {timeout:.0f} s: the suite's budget)"
             code = -1
-        with open(self.out / f"{stage}.log", "a") as log:
-            log.write(f"$ {' '.join(command)}\n{output}\n(exit {code}, {time.monotonic() - began:.0f} s)\n\n")
+        with open(self.out / "suite.log", "a") as log:
+            log.write(f"## {stage}\n$ {' '.join(command)}\n{output}\n(exit {code}, {time.monotonic() - began:.0f} s)\n\n")
         if code != 0:
-            self.summary.append(f"**{stage}: `{' '.join(command[1:3])}` exited {code}**; see {stage}.log:\n```\n{output[-1500:]}\n```")
+            self.summary.append(
+                f"**{stage}: `{' '.join(command[1:3])}` exited {code}**; see suite.log:\n```\n{output[-1500:]}\n```"
+            )
         return output
 
     def checkpoint(self, shape: str) -> Path:
         """A random transformers MusicGen of ``shape``, built once (float16 on disk)."""
         if shape not in self.checkpoints:
             path = self.work / f"musicgen-{shape}"
-            self.run("build", [sys.executable, str(HERE / "generate_speed.py"), "--shape", shape, "--build", str(path),
-                               "--save-dtype", "float16"])
+            self.run(
+                "build",
+                [
+                    sys.executable,
+                    str(HERE / "generate_speed.py"),
+                    "--shape",
+                    shape,
+                    "--build",
+                    str(path),
+                    "--save-dtype",
+                    "float16",
+                ],
+            )
             self.checkpoints[shape] = path
         return self.checkpoints[shape]
 
@@ -98,15 +128,33 @@ class Suite:
         if self.quick:
             shape, batches, seconds = "tiny", batches[:2], min(seconds, 2.0)
         checkpoint = self.checkpoint(shape)
-        table = self.out / f"{stage}-{shape}.json"
-        output = self.run(stage, [
-            sys.executable, str(HERE / "generate_speed.py"), "--shape", shape, "--checkpoint", str(checkpoint),
-            "--batch", *map(str, batches), "--seconds", str(seconds), "--dtype", "bfloat16",
-            "--reference-dtype", "float16", "--json", str(table), *extra,
-        ])
+        name = f"{stage}-{shape}-{sum(key.startswith(f'{stage}-') for key in self.results)}"
+        table = self.work / f"{name}.json"
+        output = self.run(
+            stage,
+            [
+                sys.executable,
+                str(HERE / "generate_speed.py"),
+                "--shape",
+                shape,
+                "--checkpoint",
+                str(checkpoint),
+                "--batch",
+                *map(str, batches),
+                "--seconds",
+                str(seconds),
+                "--dtype",
+                "bfloat16",
+                "--reference-dtype",
+                "float16",
+                "--json",
+                str(table),
+                *extra,
+            ],
+        )
         self.summary.append(_from_table(output))
         if table.exists():
-            self.results[f"{stage}-{shape}"] = json.loads(table.read_text())
+            self.results[name] = json.loads(table.read_text())
 
     # ------------------------------------------------------------------------------ stages
 
@@ -123,16 +171,36 @@ class Suite:
             "print(f'read+write bandwidth: {2 * x.nbytes / s / 1e9:.0f} GB/s (x + 1 over 2 GiB)')\n"
         )
         output = self.run("machine", [sys.executable, "-c", code])
-        self.summary.append("## Machine\n" + "\n".join(l for l in output.splitlines() if l.startswith(("device", "read"))))
+        self.summary.append(
+            "## Machine\n" + "\n".join(line for line in output.splitlines() if line.startswith(("device", "read")))
+        )
 
     def stage_micro(self) -> None:
-        output = self.run("micro", [
-            sys.executable, str(HERE / "layer_weights.py"), "--dtype", "bfloat16", "--rows", "2", "16", "64",
-            *(["--layers", "4"] if self.quick else []),
-        ])
-        self.summary.append("## Stacked layer weights\n" + "\n".join(l for l in output.splitlines() if l.startswith("|") or "layers of" in l))
-        output = self.run("micro", [sys.executable, str(HERE / "sampling_cost.py"), "--batch", "1", "8", "32"])
-        self.summary.append("## Sampling\n" + "\n".join(l for l in output.splitlines() if l.startswith("|") or "steps in" in l))
+        output = self.run(
+            "micro",
+            [
+                sys.executable,
+                str(HERE / "layer_weights.py"),
+                "--dtype",
+                "bfloat16",
+                "--rows",
+                "2",
+                "16",
+                "64",
+                *(["--layers", "4"] if self.quick else []),
+            ],
+        )
+        self.summary.append(
+            "## Stacked layer weights\n"
+            + "\n".join(line for line in output.splitlines() if line.startswith("|") or "layers of" in line)
+        )
+        output = self.run(
+            "micro", [sys.executable, str(HERE / "sampling_cost.py"), "--batch", "1", "8", "32"]
+        )
+        self.summary.append(
+            "## Sampling\n"
+            + "\n".join(line for line in output.splitlines() if line.startswith("|") or "steps in" in line)
+        )
 
     def stage_small(self) -> None:
         self.summary.append("## musicgen-small, 30 s a row")
@@ -148,53 +216,96 @@ class Suite:
             if self.left() < 40:
                 self.summary.append(f"(layer unroll {unroll}, kv splits {splits}: skipped, out of time)")
                 continue
-            extra = ["--skip-transformers", "--layer-unroll", str(2 if self.quick and unroll > 2 else unroll),
-                     "--kv-splits", str(splits)]
+            extra = [
+                "--skip-transformers",
+                "--layer-unroll",
+                str(2 if self.quick and unroll > 2 else unroll),
+                "--kv-splits",
+                str(splits),
+            ]
             self.speed("knobs", "small", [1, 32], 10.0, *extra)
 
     def stage_profile(self) -> None:
         self.summary.append("## Profile (musicgen-small, batch 1, 10 s, bfloat16)")
-        self.speed("profile", "small", [1], 10.0, "--skip-transformers", "--profile", str(self.work / "trace"))
+        self.speed(
+            "profile", "small", [1], 10.0, "--skip-transformers", "--profile", str(self.work / "trace")
+        )
 
     def stage_stream(self) -> None:
         checkpoint = self.checkpoint("tiny" if self.quick else "small")
-        output = self.run("stream", [
-            sys.executable, str(HERE / "streaming_latency.py"), "--model", str(checkpoint), "--runs", "3",
-            "--seconds", "2" if self.quick else "10",
-        ])
-        self.summary.append("## Time to first audio\n" + "\n".join(l for l in output.splitlines() if "first audio" in l))
+        output = self.run(
+            "stream",
+            [
+                sys.executable,
+                str(HERE / "streaming_latency.py"),
+                "--model",
+                str(checkpoint),
+                "--runs",
+                "3",
+                "--seconds",
+                "2" if self.quick else "10",
+            ],
+        )
+        self.summary.append(
+            "## Time to first audio\n" + "\n".join(line for line in output.splitlines() if "first audio" in line)
+        )
 
     def stage_parity(self) -> None:
-        output = self.run("parity", [
-            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-            "tests/test_model_parity.py", "tests/test_generation.py", "-k", "transformers or unroll or float32",
-        ])
-        last = [l for l in output.splitlines() if " passed" in l or " failed" in l or "error" in l.lower()][-1:]
+        output = self.run(
+            "parity",
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "tests/test_model_parity.py",
+                "tests/test_generation.py",
+                "-k",
+                "transformers or unroll or float32",
+            ],
+        )
+        last = [line for line in output.splitlines() if " passed" in line or " failed" in line or "error" in line.lower()][
+            -1:
+        ]
         self.summary.append("## Parity on this device (float32)\n" + "\n".join(last))
 
     def stage_bf16(self) -> None:
         checkpoint = self.checkpoint("tiny" if self.quick else "small")
-        output = self.run("bf16", [
-            sys.executable, str(HERE / "bf16_agreement.py"), "--model", str(checkpoint), "--frames", "60" if self.quick else "100",
-        ])
+        output = self.run(
+            "bf16",
+            [
+                sys.executable,
+                str(HERE / "bf16_agreement.py"),
+                "--model",
+                str(checkpoint),
+                "--frames",
+                "60" if self.quick else "100",
+            ],
+        )
         self.summary.append("## bfloat16 against float32\n" + "\n".join(output.strip().splitlines()[-8:]))
 
 
 def _from_table(output: str) -> str:
     """The Markdown table, ratios and kernel tables generate_speed.py printed."""
     lines = output.splitlines()
-    start = next((i for i, l in enumerate(lines) if l.startswith("musicgen-")), None)
+    start = next((i for i, line in enumerate(lines) if line.startswith("musicgen-")), None)
     if start is None:
-        return "(no table: see the stage's log)"
+        return "(no table: see suite.log)"
     return "\n".join(lines[start:])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", required=True, help="folder for logs, JSON and summary.md")
     parser.add_argument("--budget", type=float, default=540.0, help="seconds this run may take in all")
     parser.add_argument("--stages", default=",".join(ORDER), help=f"comma-separated, from {', '.join(ORDER)}")
-    parser.add_argument("--quick", action="store_true", help="tiny shapes and short clips (a dry run on a CPU)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny shapes and short clips (a dry run on a CPU)"
+    )
     args = parser.parse_args()
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = sorted(set(stages) - set(ORDER))

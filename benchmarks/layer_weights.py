@@ -18,13 +18,17 @@ import jax.numpy as jnp
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--layers", type=int, default=24)
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--ffn", type=int, default=4096)
     parser.add_argument("--rows", type=int, nargs="+", default=[2, 16])
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    parser.add_argument("--repeat", type=int, default=5, help="alternating timings per variant; the best is shown")
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="alternating timings per variant; the best is shown"
+    )
     args = parser.parse_args()
     dtype = jnp.dtype(args.dtype)
     key_up, key_down = jax.random.split(jax.random.key(0))
@@ -37,7 +41,11 @@ def main() -> None:
         return x + 1e-3 * jnp.dot(jnp.tanh(jnp.dot(x, u)), d).astype(x.dtype)
 
     def scanned(unroll: int):
-        return jax.jit(lambda x, up, down: jax.lax.scan(lambda x, w: (layer(x, *w), None), x, (up, down), unroll=unroll)[0])
+        return jax.jit(
+            lambda x, up, down: jax.lax.scan(lambda x, w: (layer(x, *w), None), x, (up, down), unroll=unroll)[
+                0
+            ]
+        )
 
     def one_array_a_layer(x, ups, downs):
         for u, d in zip(ups, downs):
@@ -49,8 +57,10 @@ def main() -> None:
         f"stacked, unroll={args.layers}": (scanned(args.layers), (up, down)),
         "one array a layer": (jax.jit(one_array_a_layer), separate),
     }
-    print(f"{args.layers} layers of {args.hidden}x{args.ffn} and back, {weight_bytes / 1e9:.2f} GB of {args.dtype} "
-          f"weights a pass, on {jax.devices()[0].device_kind}; best of {args.repeat}")
+    print(
+        f"{args.layers} layers of {args.hidden}x{args.ffn} and back, {weight_bytes / 1e9:.2f} GB of {args.dtype} "
+        f"weights a pass, on {jax.devices()[0].device_kind}; best of {args.repeat}"
+    )
     print("| rows | " + " | ".join(variants) + " |")
     print("|---" * (len(variants) + 1) + "|")
     for rows in args.rows:
@@ -63,7 +73,9 @@ def main() -> None:
                 began = time.perf_counter()
                 fn(x, *weights).block_until_ready()
                 best[name] = min(best[name], time.perf_counter() - began)
-        cells = [f"{seconds * 1e3:.2f} ms ({weight_bytes / seconds / 1e9:.0f} GB/s)" for seconds in best.values()]
+        cells = [
+            f"{seconds * 1e3:.2f} ms ({weight_bytes / seconds / 1e9:.0f} GB/s)" for seconds in best.values()
+        ]
         print(f"| {rows} | " + " | ".join(cells) + " |")
 
 

@@ -33,7 +33,11 @@ def device_kernels(trace: dict) -> dict[str, list[float]]:
     spanning the same time; where stream lines exist only they are counted, so nothing counts twice.
     """
     events = trace.get("traceEvents", [])
-    processes = {e["pid"]: e.get("args", {}).get("name", "") for e in events if e.get("ph") == "M" and e.get("name") == "process_name"}
+    processes = {
+        e["pid"]: e.get("args", {}).get("name", "")
+        for e in events
+        if e.get("ph") == "M" and e.get("name") == "process_name"
+    }
     threads = {
         (e["pid"], e.get("tid")): e.get("args", {}).get("name", "")
         for e in events
@@ -67,7 +71,9 @@ def kernel_table(folder: str | Path, steps: int, top: int = 15) -> str:
     ranked = sorted(kernels.items(), key=lambda item: -sum(item[1]))
     for name, durations in ranked[:top]:
         spent = sum(durations)
-        lines.append(f"| `{name[:70]}` | {len(durations) / steps:.1f} | {spent / steps:.1f} | {spent / total:.1%} |")
+        lines.append(
+            f"| `{name[:70]}` | {len(durations) / steps:.1f} | {spent / steps:.1f} | {spent / total:.1%} |"
+        )
     return "\n".join(lines)
 
 
@@ -92,7 +98,9 @@ def programs_summary(generator) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("folder")
     parser.add_argument("--steps", type=int, required=True, help="decoder steps the traced run took")
     parser.add_argument("--top", type=int, default=15)

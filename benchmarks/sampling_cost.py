@@ -18,20 +18,28 @@ from musicgen_jax.generation.sampling import SamplingControls, apply_guidance, s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--codebooks", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=2048)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    print(f"{args.steps} steps in one compiled loop on {jax.devices()[0].device_kind}, top-k 250 (256 candidates), guidance 3")
+    print(
+        f"{args.steps} steps in one compiled loop on {jax.devices()[0].device_kind}, top-k 250 (256 candidates), guidance 3"
+    )
     print("| batch | full sampling | greedy argmax | lax.top_k alone | Gumbel noise + argmax |")
     print("|---|---|---|---|---|")
     for batch in args.batch:
         controls = SamplingControls(
-            temperature=jnp.ones(batch), top_k=jnp.full(batch, 250, jnp.int32), top_p=jnp.zeros(batch),
-            guidance_scale=jnp.full(batch, 3.0), repetition_penalty=jnp.ones(batch), greedy=jnp.zeros(batch, bool),
+            temperature=jnp.ones(batch),
+            top_k=jnp.full(batch, 250, jnp.int32),
+            top_p=jnp.zeros(batch),
+            guidance_scale=jnp.full(batch, 3.0),
+            repetition_penalty=jnp.ones(batch),
+            greedy=jnp.zeros(batch, bool),
             keys=jax.vmap(jax.random.key)(jnp.arange(batch, dtype=jnp.uint32)),
         )
         logits = jax.random.normal(jax.random.key(0), (2 * batch, args.codebooks, args.vocab))
@@ -54,7 +62,9 @@ def main() -> None:
             def run(logits, choose=choose):
                 def body(step, total):
                     # The running total feeds back into the logits, so no step can be hoisted.
-                    guided = apply_guidance(logits + 1e-9 * total[0, 0].astype(jnp.float32), controls.guidance_scale)
+                    guided = apply_guidance(
+                        logits + 1e-9 * total[0, 0].astype(jnp.float32), controls.guidance_scale
+                    )
                     return total + choose(guided, step).astype(jnp.int32)
 
                 return jax.lax.fori_loop(0, args.steps, body, jnp.zeros((batch, args.codebooks), jnp.int32))
