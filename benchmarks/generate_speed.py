@@ -126,7 +126,10 @@ def run_jax(args) -> dict:
     import jax
 
     from musicgen_jax import MusicGen
+    from musicgen_jax.runtime import CACHE_DIR_VARIABLE, enable_compilation_cache
 
+    if os.environ.get(CACHE_DIR_VARIABLE):  # a persistent cache only when asked for (the GPU suite)
+        enable_compilation_cache()
     model = MusicGen.from_pretrained(args.checkpoint, dtype=args.dtype, layer_unroll=args.layer_unroll)
     model.generator.kv_splits = args.kv_splits
     prompts = prompts_for(args.batch)

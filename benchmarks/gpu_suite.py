@@ -23,8 +23,9 @@ and the summary says so:
 
 Three files go to ``OUT`` (the device tool brings back at most eight): ``suite.log`` with every
 command's whole output, ``results.json`` with the benchmarks' numbers, and ``summary.md`` with the
-tables, which is also printed last (the tool returns the end of the output). Compiled programs are kept in a
-persistent cache for the run, so the stages after ``small`` mostly reuse its compilations.
+tables, which is also printed last (the tool returns the end of the output). The
+``generate_speed.py`` runs share a persistent compilation cache, so a shape compiled once (in
+``small``) is loaded, not compiled, by the stages after it; ``small`` reports cold compile times.
 """
 
 from __future__ import annotations
