@@ -232,24 +232,16 @@ class Suite:
             "profile", "small", [1], 10.0, "--skip-transformers", "--profile", str(self.work / "trace")
         )
 
-    def stage_stream(self) -> None:
+    def on_small(self, stage: str, script: str, *args: str) -> str:
+        """Run a benchmark script on the musicgen-small checkpoint (tiny with ``--quick``)."""
         checkpoint = self.checkpoint("tiny" if self.quick else "small")
-        output = self.run(
-            "stream",
-            [
-                sys.executable,
-                str(HERE / "streaming_latency.py"),
-                "--model",
-                str(checkpoint),
-                "--runs",
-                "3",
-                "--seconds",
-                "2" if self.quick else "10",
-            ],
-        )
-        self.summary.append(
-            "## Time to first audio\n" + "\n".join(line for line in output.splitlines() if "first audio" in line)
-        )
+        return self.run(stage, [sys.executable, str(HERE / script), "--model", str(checkpoint), *args])
+
+    def stage_stream(self) -> None:
+        seconds = "2" if self.quick else "10"
+        output = self.on_small("stream", "streaming_latency.py", "--runs", "3", "--seconds", seconds)
+        first = [line for line in output.splitlines() if "first audio" in line]
+        self.summary.append("## Time to first audio\n" + "\n".join(first))
 
     def stage_parity(self) -> None:
         output = self.run(
@@ -273,19 +265,9 @@ class Suite:
         self.summary.append("## Parity on this device (float32)\n" + "\n".join(last))
 
     def stage_bf16(self) -> None:
-        checkpoint = self.checkpoint("tiny" if self.quick else "small")
-        output = self.run(
-            "bf16",
-            [
-                sys.executable,
-                str(HERE / "bf16_agreement.py"),
-                "--model",
-                str(checkpoint),
-                "--frames",
-                "60" if self.quick else "100",
-            ],
-        )
-        self.summary.append("## bfloat16 against float32\n" + "\n".join(output.strip().splitlines()[-8:]))
+        output = self.on_small("bf16", "bf16_agreement.py", "--frames", "60" if self.quick else "100")
+        table = [line for line in output.splitlines() if line.startswith("|") or " prompts x " in line]
+        self.summary.append("## bfloat16 against float32\n" + "\n".join(table))
 
 
 def _from_table(output: str) -> str:
