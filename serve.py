@@ -6,6 +6,9 @@ if __name__ == "__main__":
     try:
         from musicgen_jax.serving.cli import main
     except ImportError:
-        print("serve.py: the server is not built yet (see the serving issue); nothing was started.", file=sys.stderr)
+        print(
+            "serve.py: the server is not built yet (see the serving issue); nothing was started.",
+            file=sys.stderr,
+        )
         sys.exit(2)
     sys.exit(main())

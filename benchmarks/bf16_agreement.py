@@ -36,7 +36,7 @@ def guided_argmax(model, prompts, delayed: np.ndarray, scale: float) -> np.ndarr
 
     batch = model.prepare_text(prompts)
     memory, mask = model.encode(batch)
-    apply = lambda m, mm: model.model.apply(  # noqa: E731
+    apply = lambda m, mm: model.model.apply(
         {"params": model.params}, jnp.asarray(delayed), m, mm, method=MusicGenModel.decode
     )
     with model.numerics():  # the float32 model's products in float32 on a GPU too (not TF32)
@@ -46,9 +46,13 @@ def guided_argmax(model, prompts, delayed: np.ndarray, scale: float) -> np.ndarr
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", help="a checkpoint directory or hub id")
-    parser.add_argument("--shape", choices=("tiny", "small", "medium", "large"), help="random weights of this shape")
+    parser.add_argument(
+        "--shape", choices=("tiny", "small", "medium", "large"), help="random weights of this shape"
+    )
     parser.add_argument("--frames", type=int, default=250)
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--guidance-scale", type=float, default=3.0)
@@ -60,7 +64,7 @@ def main() -> None:
     temporary = None
     source = args.model
     if source is None:
-        from generate_speed import build_checkpoint  # noqa: PLC0415  (same folder)
+        from generate_speed import build_checkpoint
 
         temporary = tempfile.TemporaryDirectory()
         source = str(Path(temporary.name) / "model")
@@ -71,22 +75,32 @@ def main() -> None:
     half = MusicGen.from_pretrained(source, dtype="bfloat16")
     kwargs = dict(duration=seconds, greedy=True, guidance_scale=args.guidance_scale)
     reference = full.generate_tokens(prompts, **kwargs)  # [batch, K, frames]
-    delayed = np.asarray(apply_delay(jnp.asarray(reference), full.config.decoder.pad_token_id, full.audio_channels))
+    delayed = np.asarray(
+        apply_delay(jnp.asarray(reference), full.config.decoder.pad_token_id, full.audio_channels)
+    )
     inputs, targets = delayed[:, :, :-1], delayed[:, :, 1:]
     valid = targets < full.config.decoder.vocab_size
     picks = {
-        name: guided_argmax(model, prompts, inputs, args.guidance_scale) for name, model in (("float32", full), ("bfloat16", half))
+        name: guided_argmax(model, prompts, inputs, args.guidance_scale)
+        for name, model in (("float32", full), ("bfloat16", half))
     }
-    assert (picks["float32"][valid] == targets[valid]).all(), "float32 teacher forcing must reproduce its own greedy tokens"
+    assert (picks["float32"][valid] == targets[valid]).all(), (
+        "float32 teacher forcing must reproduce its own greedy tokens"
+    )
     forced = (picks["bfloat16"] == targets) | ~valid
     free = half.generate_tokens(prompts, **kwargs)
-    print(f"{full.config.name}: {len(prompts)} prompts x {args.frames} frames, guidance {args.guidance_scale}")
+    print(
+        f"{full.config.name}: {len(prompts)} prompts x {args.frames} frames, guidance {args.guidance_scale}"
+    )
     print("| codebook | teacher-forced agreement | free-running agreement | first differing frame (median) |")
     print("|---|---|---|---|")
     for k in range(reference.shape[1]):
         teacher = forced[:, k][valid[:, k]].mean()
         same = (free[:, k] == reference[:, k]).mean()
-        first = [np.argmax(row != ref) if (row != ref).any() else args.frames for row, ref in zip(free[:, k], reference[:, k])]
+        first = [
+            np.argmax(row != ref) if (row != ref).any() else args.frames
+            for row, ref in zip(free[:, k], reference[:, k])
+        ]
         print(f"| {k} | {teacher:.4f} | {same:.4f} | {int(np.median(first))} |")
     print(f"| all | {forced[valid].mean():.4f} | {(free == reference).mean():.4f} | |")
     if temporary is not None:

@@ -35,25 +35,61 @@ def build_checkpoint(shape: str, directory: Path, dtype: str = "float32") -> Non
     (float16 halves what large's 3.3B parameters cost to write and read). Built on the GPU when
     there is one: initialising billions of parameters on a CPU takes minutes."""
     import torch
-    from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration, T5Config
+    from transformers import (
+        EncodecConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        T5Config,
+    )
 
     from musicgen_jax.tiny_models import build_tokenizer
 
     hidden, layers, heads, ffn = SHAPES[shape]
-    t5 = T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12, feed_forward_proj="relu")
+    t5 = T5Config(
+        vocab_size=32128,
+        d_model=768,
+        d_kv=64,
+        d_ff=3072,
+        num_layers=12,
+        num_heads=12,
+        feed_forward_proj="relu",
+    )
     codec = EncodecConfig(  # facebook/encodec_32khz
-        sampling_rate=32000, audio_channels=1, num_filters=64, hidden_size=128, codebook_dim=128, codebook_size=2048,
-        num_lstm_layers=2, num_residual_layers=1, upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2],
-        chunk_length_s=None, overlap=None, normalize=False, use_causal_conv=False, use_conv_shortcut=False,
-        norm_type="weight_norm", pad_mode="reflect",
+        sampling_rate=32000,
+        audio_channels=1,
+        num_filters=64,
+        hidden_size=128,
+        codebook_dim=128,
+        codebook_size=2048,
+        num_lstm_layers=2,
+        num_residual_layers=1,
+        upsampling_ratios=[8, 5, 4, 4],
+        target_bandwidths=[2.2],
+        chunk_length_s=None,
+        overlap=None,
+        normalize=False,
+        use_causal_conv=False,
+        use_conv_shortcut=False,
+        norm_type="weight_norm",
+        pad_mode="reflect",
     )
     decoder = MusicgenDecoderConfig(
-        vocab_size=2048, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, ffn_dim=ffn,
-        num_codebooks=4, max_position_embeddings=2048, pad_token_id=2048, bos_token_id=2048,
+        vocab_size=2048,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        ffn_dim=ffn,
+        num_codebooks=4,
+        max_position_embeddings=2048,
+        pad_token_id=2048,
+        bos_token_id=2048,
     )
     torch.manual_seed(0)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = MusicgenForConditionalGeneration(MusicgenConfig(text_encoder=t5, audio_encoder=codec, decoder=decoder))
+        model = MusicgenForConditionalGeneration(
+            MusicgenConfig(text_encoder=t5, audio_encoder=codec, decoder=decoder)
+        )
     model = model.to({"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype])
     model.generation_config.decoder_start_token_id = 2048
     model.generation_config.pad_token_id = 2048
@@ -82,7 +118,9 @@ def run_transformers(args) -> dict:
     from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.reference_dtype or args.dtype]
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+        args.reference_dtype or args.dtype
+    ]
     if device == "cpu":
         dtype = torch.float32  # half precision matmuls are slow or missing on CPU
     model = MusicgenForConditionalGeneration.from_pretrained(args.checkpoint, dtype=dtype).to(device).eval()
@@ -119,7 +157,13 @@ def run_transformers(args) -> dict:
         torch.cuda.synchronize()
     decode_seconds = time.perf_counter() - began
     device_peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-    return dict(steps=frames + 3, seconds=seconds, decode_seconds=decode_seconds, compile_seconds=0.0, device_peak_gb=device_peak)
+    return dict(
+        steps=frames + 3,
+        seconds=seconds,
+        decode_seconds=decode_seconds,
+        compile_seconds=0.0,
+        device_peak_gb=device_peak,
+    )
 
 
 def run_jax(args) -> dict:
@@ -164,8 +208,12 @@ def run_jax(args) -> dict:
     stats = jax.devices()[0].memory_stats() or {}
     device_peak = stats.get("peak_bytes_in_use")
     return dict(
-        steps=frames + 3, seconds=seconds, decode_seconds=decode_seconds, compile_seconds=compile_seconds,
-        device_peak_gb=device_peak / 2**30 if device_peak else None, kernels=kernels,
+        steps=frames + 3,
+        seconds=seconds,
+        decode_seconds=decode_seconds,
+        compile_seconds=compile_seconds,
+        device_peak_gb=device_peak / 2**30 if device_peak else None,
+        kernels=kernels,
     )
 
 
@@ -196,23 +244,36 @@ def machine() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--shape", default="small", choices=sorted(SHAPES))
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of audio per row")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument(
-        "--reference-dtype", choices=("float32", "bfloat16", "float16"),
+        "--reference-dtype",
+        choices=("float32", "bfloat16", "float16"),
         help="transformers' dtype on a GPU (default: --dtype; the issue's reference table is float16)",
     )
-    parser.add_argument("--layer-unroll", type=int, default=1, help="musicgen-jax: layers per layer-loop iteration")
-    parser.add_argument("--kv-splits", type=int, default=4, help="musicgen-jax: attention spans per length bucket")
-    parser.add_argument("--profile", help="musicgen-jax: trace one more run into this folder and print its top kernels")
+    parser.add_argument(
+        "--layer-unroll", type=int, default=1, help="musicgen-jax: layers per layer-loop iteration"
+    )
+    parser.add_argument(
+        "--kv-splits", type=int, default=4, help="musicgen-jax: attention spans per length bucket"
+    )
+    parser.add_argument(
+        "--profile", help="musicgen-jax: trace one more run into this folder and print its top kernels"
+    )
     parser.add_argument("--checkpoint", help="reuse a saved transformers checkpoint")
-    parser.add_argument("--build", help="only build the random checkpoint into this folder (see --save-dtype)")
+    parser.add_argument(
+        "--build", help="only build the random checkpoint into this folder (see --save-dtype)"
+    )
     parser.add_argument("--save-dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--skip-transformers", action="store_true")
-    parser.add_argument("--repeat", type=int, default=1, help="alternating runs per batch; the table shows the median")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="alternating runs per batch; the table shows the median"
+    )
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--worker", choices=("jax", "transformers"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -236,9 +297,26 @@ def main() -> None:
         # moment; a shared machine's noise shows as the spread between them.
         for repetition in range(args.repeat):
             for impl in (["transformers"] if not args.skip_transformers else []) + ["jax"]:
-                command = [sys.executable, __file__, "--worker", impl, "--checkpoint", checkpoint, "--batch", str(batch),
-                           "--seconds", str(args.seconds), "--dtype", args.dtype, "--shape", args.shape,
-                           "--layer-unroll", str(args.layer_unroll), "--kv-splits", str(args.kv_splits)]
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    impl,
+                    "--checkpoint",
+                    checkpoint,
+                    "--batch",
+                    str(batch),
+                    "--seconds",
+                    str(args.seconds),
+                    "--dtype",
+                    args.dtype,
+                    "--shape",
+                    args.shape,
+                    "--layer-unroll",
+                    str(args.layer_unroll),
+                    "--kv-splits",
+                    str(args.kv_splits),
+                ]
                 if args.reference_dtype:
                     command += ["--reference-dtype", args.reference_dtype]
                 if args.profile and impl == "jax" and repetition == 0:
@@ -248,15 +326,21 @@ def main() -> None:
                 if done.returncode or not line:
                     print(f"{impl} batch {batch} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
                     continue
-                result = json.loads(line[0][len("RESULT "):])
-                result.update(impl=impl, batch=batch, repetition=repetition, steps_per_s=result["steps"] / result["seconds"])
+                result = json.loads(line[0][len("RESULT ") :])
+                result.update(
+                    impl=impl,
+                    batch=batch,
+                    repetition=repetition,
+                    steps_per_s=result["steps"] / result["seconds"],
+                )
                 runs.setdefault((batch, impl), []).append(result)
                 print(f"  {impl:12s} batch {batch}: {result['steps_per_s']:.1f} steps/s", file=sys.stderr)
     reference = args.reference_dtype or args.dtype
     print(
         f"\nmusicgen-{args.shape}, musicgen-jax {args.dtype} (layer unroll {args.layer_unroll}, {args.kv_splits} kv splits), "
         f"transformers {reference}, {args.seconds:g} s per row, sampling top-k 250, guidance 3.0 on {machine()}"
-        + (f"; median of {args.repeat} alternating runs" if args.repeat > 1 else "") + "\n"
+        + (f"; median of {args.repeat} alternating runs" if args.repeat > 1 else "")
+        + "\n"
     )
     header = "| impl | batch | steps/s | ms/step | RTF tokens | RTF +decode | compile s | peak RSS GB | device peak GB |"
     print(header + (" runs (steps/s) |" if args.repeat > 1 else ""))
@@ -267,7 +351,11 @@ def main() -> None:
         medians[batch, impl] = r
         audio = args.seconds * batch
         rtf = audio / r["seconds"]
-        rtf_decode = audio / (r["seconds"] + r["decode_seconds"]) if r.get("decode_seconds") is not None else float("nan")
+        rtf_decode = (
+            audio / (r["seconds"] + r["decode_seconds"])
+            if r.get("decode_seconds") is not None
+            else float("nan")
+        )
         peak = f"{r['device_peak_gb']:.2f}" if r.get("device_peak_gb") else "-"
         spread = " " + ", ".join(f"{x['steps_per_s']:.1f}" for x in results) + " |" if args.repeat > 1 else ""
         print(
@@ -277,14 +365,18 @@ def main() -> None:
         rows.extend(results)
     for r in rows:
         if r.get("kernels"):
-            print(f"\nmusicgen-jax batch {r['batch']}, one profiled run:\n{r['kernels']['programs']}\n{r['kernels']['table']}")
+            print(
+                f"\nmusicgen-jax batch {r['batch']}, one profiled run:\n{r['kernels']['programs']}\n{r['kernels']['table']}"
+            )
     print()
     for batch in args.batch:
         if (batch, "jax") in medians and (batch, "transformers") in medians:
             ratio = medians[batch, "jax"]["steps_per_s"] / medians[batch, "transformers"]["steps_per_s"]
             pairs = [
                 j["steps_per_s"] / t["steps_per_s"]
-                for j in runs[batch, "jax"] for t in runs[batch, "transformers"] if j["repetition"] == t["repetition"]
+                for j in runs[batch, "jax"]
+                for t in runs[batch, "transformers"]
+                if j["repetition"] == t["repetition"]
             ]
             detail = f" (per repetition {min(pairs):.2f}x to {max(pairs):.2f}x)" if len(pairs) > 1 else ""
             print(f"batch {batch}: musicgen-jax / transformers = {ratio:.2f}x steps/s{detail}")

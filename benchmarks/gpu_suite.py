@@ -98,7 +98,9 @@ class Suite:
             output += f"\n(stopped after {timeout:.0f} s: the suite's budget)"
             code = -1
         with open(self.out / "suite.log", "a") as log:
-            log.write(f"## {stage}\n$ {' '.join(command)}\n{output}\n(exit {code}, {time.monotonic() - began:.0f} s)\n\n")
+            log.write(
+                f"## {stage}\n$ {' '.join(command)}\n{output}\n(exit {code}, {time.monotonic() - began:.0f} s)\n\n"
+            )
         if code != 0:
             self.summary.append(
                 f"**{stage}: `{' '.join(command[1:3])}` exited {code}**; see suite.log:\n```\n{output[-1500:]}\n```"
@@ -173,7 +175,8 @@ class Suite:
         )
         output = self.run("machine", [sys.executable, "-c", code])
         self.summary.append(
-            "## Machine\n" + "\n".join(line for line in output.splitlines() if line.startswith(("device", "read")))
+            "## Machine\n"
+            + "\n".join(line for line in output.splitlines() if line.startswith(("device", "read")))
         )
 
     def stage_micro(self) -> None:
@@ -259,9 +262,11 @@ class Suite:
                 "transformers or unroll or float32",
             ],
         )
-        last = [line for line in output.splitlines() if " passed" in line or " failed" in line or "error" in line.lower()][
-            -1:
-        ]
+        last = [
+            line
+            for line in output.splitlines()
+            if " passed" in line or " failed" in line or "error" in line.lower()
+        ][-1:]
         self.summary.append("## Parity on this device (float32)\n" + "\n".join(last))
 
     def stage_bf16(self) -> None:

@@ -36,7 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
 
 
-def call(url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None, timeout: float = 120):
+def call(
+    url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None, timeout: float = 120
+):
     data = None if body is None else json.dumps(body).encode()
     all_headers = dict(headers or {})
     if body is not None:
@@ -52,7 +54,9 @@ def call(url: str, method: str = "GET", body: dict | None = None, headers: dict 
 class Client(threading.Thread):
     """One user: submit, poll, download, repeat until the deadline."""
 
-    def __init__(self, index: int, url: str, headers: dict, deadline: float, durations: list[float], poll: float):
+    def __init__(
+        self, index: int, url: str, headers: dict, deadline: float, durations: list[float], poll: float
+    ):
         super().__init__(name=f"client-{index}", daemon=True)
         self.index, self.url, self.headers = index, url, headers
         self.deadline, self.durations, self.poll = deadline, durations, poll
@@ -66,8 +70,13 @@ class Client(threading.Thread):
             duration = self.random.choice(self.durations)
             began = time.monotonic()
             status, body = call(
-                f"{self.url}/generate", "POST",
-                {"prompt": f"load test {self.index} {number}", "duration": duration, "seed": self.index * 100_000 + number},
+                f"{self.url}/generate",
+                "POST",
+                {
+                    "prompt": f"load test {self.index} {number}",
+                    "duration": duration,
+                    "seed": self.index * 100_000 + number,
+                },
                 self.headers,
             )
             record = {"duration": duration, "submit_status": status, "status": "rejected"}
@@ -83,8 +92,13 @@ class Client(threading.Thread):
                 if task["status"] in ("completed", "failed"):
                     break
                 time.sleep(self.poll)
-            record.update(status=task["status"], error=task["error"], batch_size=task["batch_size"],
-                          queued=task["queued_seconds"], rtf=task["real_time_factor"])
+            record.update(
+                status=task["status"],
+                error=task["error"],
+                batch_size=task["batch_size"],
+                queued=task["queued_seconds"],
+                rtf=task["real_time_factor"],
+            )
             if task["status"] == "completed":
                 status, audio = call(f"{self.url}/download/{task_id}", headers=self.headers)
                 record["downloaded"] = status == 200 and len(audio) > 44
@@ -99,13 +113,31 @@ def free_port() -> int:
 
 def start_server(model: str, port: int, data_dir: Path, max_batch: int, log_path: Path) -> subprocess.Popen:
     command = [
-        sys.executable, str(ROOT / "serve.py"), "--model", model, "--host", LOOPBACK, "--port", str(port),
-        "--data-dir", str(data_dir), "--max-batch-size", str(max_batch),
-        "--warmup-batch-sizes", ",".join(str(2**i) for i in range(max_batch.bit_length()) if 2**i <= max_batch),
-        "--warmup-durations", "5", "--warmup-text-tokens", "16", "--log-level", "warning",
+        sys.executable,
+        str(ROOT / "serve.py"),
+        "--model",
+        model,
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--max-batch-size",
+        str(max_batch),
+        "--warmup-batch-sizes",
+        ",".join(str(2**i) for i in range(max_batch.bit_length()) if 2**i <= max_batch),
+        "--warmup-durations",
+        "5",
+        "--warmup-text-tokens",
+        "16",
+        "--log-level",
+        "warning",
     ]
     with open(log_path, "wb") as log:  # the child keeps its own descriptor
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+        return subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, HF_HUB_OFFLINE="1")
+        )
 
 
 def wait_ready(url: str, process: subprocess.Popen | None, timeout: float) -> None:
@@ -152,9 +184,13 @@ def summarize(records: list[dict], wall: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", help=f"a running server (http://{LOOPBACK}:PORT); default: start one")
-    parser.add_argument("--model", help="model for the server this script starts (default: a tiny random checkpoint)")
+    parser.add_argument(
+        "--model", help="model for the server this script starts (default: a tiny random checkpoint)"
+    )
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30.0, help="how long clients keep submitting")
     parser.add_argument("--durations", default="1,2,3", help="seconds of audio per request, chosen at random")
@@ -190,11 +226,16 @@ def main(argv: list[str] | None = None) -> int:
             process = start_server(model, port, Path(temporary.name) / "data", args.max_batch_size, log_path)
         began = time.monotonic()
         wait_ready(url, process, args.ready_timeout)
-        print(f"ready after {time.monotonic() - began:.1f} s; {args.clients} clients for {args.seconds:g} s", flush=True)
+        print(
+            f"ready after {time.monotonic() - began:.1f} s; {args.clients} clients for {args.seconds:g} s",
+            flush=True,
+        )
 
         headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
         start = time.monotonic()
-        clients = [Client(i, url, headers, start + args.seconds, durations, args.poll) for i in range(args.clients)]
+        clients = [
+            Client(i, url, headers, start + args.seconds, durations, args.poll) for i in range(args.clients)
+        ]
         for client in clients:
             client.start()
         for client in clients:
@@ -203,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         stuck = [c.name for c in clients if c.is_alive()]
         records = [record for client in clients for record in client.records]
         summary = summarize(records, wall)
-        summary.update(clients=args.clients, seconds=args.seconds, durations=durations, unfinished_clients=stuck)
+        summary.update(
+            clients=args.clients, seconds=args.seconds, durations=durations, unfinished_clients=stuck
+        )
         if stuck:
             summary["all_completed"] = False
         print(

@@ -21,12 +21,18 @@ SHAPES = {"small": (1024, 24, 4096), "medium": (1536, 48, 6144), "large": (2048,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--shape", default="small", choices=sorted(SHAPES))
-    parser.add_argument("--rows", type=int, nargs="+", default=[2, 16], help="decoder rows (2 x batch with guidance)")
+    parser.add_argument(
+        "--rows", type=int, nargs="+", default=[2, 16], help="decoder rows (2 x batch with guidance)"
+    )
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    parser.add_argument("--repeat", type=int, default=1, help="alternating timings per row count; the best is shown")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="alternating timings per row count; the best is shown"
+    )
     args = parser.parse_args()
     hidden, layers, ffn = SHAPES[args.shape]
     dtype = jnp.dtype(args.dtype)
@@ -44,8 +50,11 @@ def main() -> None:
             y = x
             for i in range(8):
                 y = jnp.dot(y.astype(dtype), sq[i], preferred_element_type=jnp.float32)
-            y = jnp.dot(jnp.dot(y.astype(dtype), u, preferred_element_type=jnp.float32).astype(dtype), d,
-                        preferred_element_type=jnp.float32)
+            y = jnp.dot(
+                jnp.dot(y.astype(dtype), u, preferred_element_type=jnp.float32).astype(dtype),
+                d,
+                preferred_element_type=jnp.float32,
+            )
             return x + 1e-3 * y, None
 
         return jax.lax.fori_loop(0, args.steps, lambda i, x: jax.lax.scan(layer, x, (square, up, down))[0], x)
@@ -64,7 +73,9 @@ def main() -> None:
                 reference.append(torch_chain(rows))
         line = f"rows {rows}: XLA {min(xla) * 1e3:.1f} ms a step ({weight_bytes / min(xla) / 1e9:.1f} GB/s)"
         if reference:
-            line += f", PyTorch {min(reference) * 1e3:.1f} ms ({weight_bytes / min(reference) / 1e9:.1f} GB/s)"
+            line += (
+                f", PyTorch {min(reference) * 1e3:.1f} ms ({weight_bytes / min(reference) / 1e9:.1f} GB/s)"
+            )
         print(line + (f"; best of {args.repeat}" if args.repeat > 1 else ""))
     # Every layer's fc1 once, as a step reads them: distinct matrices, so none comes from the cache.
     w = np.asarray(up, np.float32)
@@ -83,7 +94,7 @@ def _torch_chain(square, up, down, steps: int):
         import torch.nn.functional as F
     except ImportError:
         return None
-    to = lambda a: torch.from_numpy(np.array(np.swapaxes(np.asarray(a, np.float32), -1, -2)))  # noqa: E731  [out, in]
+    to = lambda a: torch.from_numpy(np.array(np.swapaxes(np.asarray(a, np.float32), -1, -2)))
     sq, u, d = to(square), to(up), to(down)
 
     def run(rows: int) -> float:

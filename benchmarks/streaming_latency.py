@@ -18,7 +18,9 @@ import numpy as np
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True)
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--runs", type=int, default=3)
@@ -48,12 +50,16 @@ def main() -> None:
             if audio.shape[-1] and not first_audio:
                 first_audio.append(time.perf_counter() - began)
 
-        requests = model.make_requests(["Upbeat jazz piano with smooth saxophone"], duration=args.seconds, seed=run)
+        requests = model.make_requests(
+            ["Upbeat jazz piano with smooth saxophone"], duration=args.seconds, seed=run
+        )
         model.generator.generate(requests, on_frames=on_frames, chunk_frames=chunk, first_chunk_frames=first)
         decoder.flush()
         totals.append(time.perf_counter() - began)
         firsts.append(first_audio[0] if first_audio else float("nan"))
-        print(f"run {run}: first audio after {firsts[-1] * 1e3:.0f} ms, the whole {args.seconds:g} s clip after {totals[-1]:.2f} s")
+        print(
+            f"run {run}: first audio after {firsts[-1] * 1e3:.0f} ms, the whole {args.seconds:g} s clip after {totals[-1]:.2f} s"
+        )
     print(
         f"\n{model.config.name} ({model.dtype}): time to first audio median {statistics.median(firsts) * 1e3:.0f} ms "
         f"(first chunk {first} positions, then {chunk}; codec lookahead included)"

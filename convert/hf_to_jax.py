@@ -1,6 +1,6 @@
 """Convert a transformers MusicGen checkpoint (directory or hub id) to a musicgen-jax checkpoint.
 
-    python convert/hf_to_jax.py --model facebook/musicgen-small --output musicgen-small-jax
+python convert/hf_to_jax.py --model facebook/musicgen-small --output musicgen-small-jax
 """
 
 import sys

@@ -1,6 +1,6 @@
 """Convert a musicgen-jax checkpoint back to a directory transformers' MusicGen loads.
 
-    python convert/jax_to_hf.py --checkpoint musicgen-small-jax --output musicgen-small-hf
+python convert/jax_to_hf.py --checkpoint musicgen-small-jax --output musicgen-small-hf
 """
 
 import sys

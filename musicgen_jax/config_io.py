@@ -147,7 +147,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a mapping, got {value!r}")
         key_type, value_type = args if args else (Any, Any)
         return {
-            _coerce(k, key_type, f"{path}.{k}"): _coerce(v, value_type, f"{path}.{k}") for k, v in value.items()
+            _coerce(k, key_type, f"{path}.{k}"): _coerce(v, value_type, f"{path}.{k}")
+            for k, v in value.items()
         }
     if tp is bool:
         if not isinstance(value, bool):

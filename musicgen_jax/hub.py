@@ -31,7 +31,9 @@ def looks_like_hub_id(name: str) -> bool:
     return bool(_HUB_ID.match(name)) and not Path(name).expanduser().exists()
 
 
-def resolve(name_or_path: str | Path, allow_patterns: list[str] | None = None, revision: str | None = None) -> Path:
+def resolve(
+    name_or_path: str | Path, allow_patterns: list[str] | None = None, revision: str | None = None
+) -> Path:
     """A local directory for ``name_or_path``: the directory itself, or the hub snapshot."""
     path = Path(name_or_path).expanduser()
     if path.exists():
@@ -57,6 +59,10 @@ def resolve(name_or_path: str | Path, allow_patterns: list[str] | None = None, r
             f"({type(error).__name__}); point at a local directory instead (for --model: a transformers "
             f"MusicGen directory or a musicgen-jax checkpoint)"
         ) from None
-    if not any(local.glob("*.safetensors")) and not any(local.glob("*.safetensors.index.json")) and allow_patterns is None:
+    if (
+        not any(local.glob("*.safetensors"))
+        and not any(local.glob("*.safetensors.index.json"))
+        and allow_patterns is None
+    ):
         local = Path(snapshot_download(name, revision=revision, allow_patterns=patterns + FALLBACK_WEIGHTS))
     return local

@@ -50,6 +50,8 @@ def _to_device(tree: dict, dtype) -> dict:
     for key, value in tree.items():
         tree[key] = _to_device(value, dtype) if isinstance(value, dict) else jnp.asarray(value, dtype)
     return tree
+
+
 TEXT_LENGTH_BUCKET = 16  # prompts are padded to a multiple of this, so lengths share compiled programs
 
 
@@ -114,7 +116,7 @@ class MusicGen:
         preset: str | None = None,
         codec: str | Path | None = None,
         layer_unroll: int = 1,
-    ) -> "MusicGen":
+    ) -> MusicGen:
         """Load a model.
 
         ``dtype`` is the parameter, cache and compute dtype (``float32``, ``bfloat16``, ``float16``;
@@ -185,7 +187,10 @@ class MusicGen:
         )
         codec_source = Path(self.codec_source) if self.codec_source is not None else None
         if codec_source is not None and codec_source.is_dir() and codec_source != directory / ckpt.CODEC:
-            from musicgen_jax.conversion.transformers_format import is_transformers_checkpoint, write_codec_directory
+            from musicgen_jax.conversion.transformers_format import (
+                is_transformers_checkpoint,
+                write_codec_directory,
+            )
 
             if is_transformers_checkpoint(codec_source):
                 write_codec_directory(codec_source, directory / ckpt.CODEC)
@@ -239,7 +244,9 @@ class MusicGen:
         for text, attrs in zip(texts, attributes):
             if text is not None and not isinstance(text, str):
                 raise PromptError(f"a prompt must be a string, got {type(text).__name__}")
-            rendered.append(render_description(text, attrs) if self.config.uses_text_attributes else (text or ""))
+            rendered.append(
+                render_description(text, attrs) if self.config.uses_text_attributes else (text or "")
+            )
         with self._tokenizer_lock:  # fast tokenizers are not safe to share between threads
             encoded = self.tokenizer(rendered, padding=True, return_tensors="np")
         ids, mask = encoded["input_ids"].astype(np.int32), encoded["attention_mask"].astype(np.int32)
@@ -333,13 +340,17 @@ class MusicGen:
         if attributes is None or isinstance(attributes, Attributes):
             shared = attributes
             if shared is None and any(v is not None for v in (genre, mood, tempo, instruments, key)):
-                shared = Attributes.create(genre=genre, mood=mood, tempo=tempo, instruments=instruments, key=key)
+                shared = Attributes.create(
+                    genre=genre, mood=mood, tempo=tempo, instruments=instruments, key=key
+                )
             attributes = [shared] * len(texts)
         elif len(attributes) != len(texts):
             raise PromptError(f"{len(texts)} prompts but {len(attributes)} attribute sets")
         if shared_duration := params.get("duration"):
             attributes = [
-                dataclasses.replace(a, duration=float(shared_duration)) if a is not None and self.config.uses_learned_attributes else a
+                dataclasses.replace(a, duration=float(shared_duration))
+                if a is not None and self.config.uses_learned_attributes
+                else a
                 for a in attributes
             ]
         prompt_codes = None
@@ -356,7 +367,9 @@ class MusicGen:
             row_params = GenerationParams(**params, seed=None if seed is None else (seed + i) % 2**32)
             requests.append(
                 GenerationRequest(
-                    prompt=text, params=row_params, attributes=attrs,
+                    prompt=text,
+                    params=row_params,
+                    attributes=attrs,
                     prompt_codes=None if prompt_codes is None else prompt_codes[i],
                 )
             )
@@ -367,7 +380,7 @@ class MusicGen:
         output = self.generator.generate(self.make_requests(texts, **kwargs), progress=progress)
         return _stack_frames(output.frames)
 
-    def generate(self, texts=None, *, progress=None, **kwargs) -> "GeneratedAudio":
+    def generate(self, texts=None, *, progress=None, **kwargs) -> GeneratedAudio:
         """Audio ``[batch, channels, samples]`` at :attr:`sample_rate` (see :meth:`make_requests`)."""
         import time
 

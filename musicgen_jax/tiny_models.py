@@ -12,15 +12,7 @@ from pathlib import Path
 
 VARIANTS = ("base", "gated", "stereo", "wide")
 
-_WORDS = (
-    "a an the and with of in on for to at by from slow fast soft loud bright dark warm cold happy sad "
-    "calm energetic upbeat relaxed epic dreamy jazz rock pop techno house ambient classical folk blues "
-    "funk metal hip hop lofi reggae piano guitar bass drums synth strings violin cello saxophone trumpet "
-    "flute organ pad pads bells choir vocals beat beats groove melody chords rhythm song track music "
-    "tune loop solo smooth heavy light deep acoustic electric electronic orchestral retro 80s 90s night "
-    "summer rain city dance chill genre moods mood bpm instrument key keywords major minor , . : - 0 1 2 "
-    "3 4 5 6 7 8 9"
-).split()
+_WORDS = ["a", "an", "the", "and", "with", "of", "in", "on", "for", "to", "at", "by", "from", "slow", "fast", "soft", "loud", "bright", "dark", "warm", "cold", "happy", "sad", "calm", "energetic", "upbeat", "relaxed", "epic", "dreamy", "jazz", "rock", "pop", "techno", "house", "ambient", "classical", "folk", "blues", "funk", "metal", "hip", "hop", "lofi", "reggae", "piano", "guitar", "bass", "drums", "synth", "strings", "violin", "cello", "saxophone", "trumpet", "flute", "organ", "pad", "pads", "bells", "choir", "vocals", "beat", "beats", "groove", "melody", "chords", "rhythm", "song", "track", "music", "tune", "loop", "solo", "smooth", "heavy", "light", "deep", "acoustic", "electric", "electronic", "orchestral", "retro", "80s", "90s", "night", "summer", "rain", "city", "dance", "chill", "genre", "moods", "mood", "bpm", "instrument", "key", "keywords", "major", "minor", ",", ".", ":", "-", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
 
 
 def build_tokenizer(vocab_size: int = 128):
@@ -35,12 +27,18 @@ def build_tokenizer(vocab_size: int = 128):
     vocab = {token: i for i, token in enumerate(specials + words)}
     tokenizer = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
     tokenizer.normalizer = normalizers.Lowercase()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
     tokenizer.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=512,
     )
 
 
@@ -115,7 +113,9 @@ def save_tiny_transformers_musicgen(directory: str | Path, variant: str = "base"
     directory = Path(directory)
     t5, codec, decoder = tiny_configs(variant)
     torch.manual_seed(seed)
-    model = MusicgenForConditionalGeneration(MusicgenConfig(text_encoder=t5, audio_encoder=codec, decoder=decoder))
+    model = MusicgenForConditionalGeneration(
+        MusicgenConfig(text_encoder=t5, audio_encoder=codec, decoder=decoder)
+    )
     model.eval()
     _spread_weights(model, seed)
     _spread_codec_weights(model.audio_encoder, seed)
@@ -129,8 +129,12 @@ def save_tiny_transformers_musicgen(directory: str | Path, variant: str = "base"
     generation.top_k = 250
     generation.max_length = 1500
     model.save_pretrained(str(directory))
-    extractor = EncodecFeatureExtractor(feature_size=codec.audio_channels, sampling_rate=codec.sampling_rate, padding_side="left")
-    MusicgenProcessor(feature_extractor=extractor, tokenizer=build_tokenizer(t5.vocab_size)).save_pretrained(str(directory))
+    extractor = EncodecFeatureExtractor(
+        feature_size=codec.audio_channels, sampling_rate=codec.sampling_rate, padding_side="left"
+    )
+    MusicgenProcessor(feature_extractor=extractor, tokenizer=build_tokenizer(t5.vocab_size)).save_pretrained(
+        str(directory)
+    )
     return directory
 
 
@@ -165,7 +169,11 @@ def _spread_codec_weights(codec, seed: int) -> None:
             if parametrizations is None or "weight" not in parametrizations:
                 continue
             v = parametrizations.weight.original1
-            fan_in = v.shape[1] * v.shape[2] if not isinstance(module, torch.nn.ConvTranspose1d) else v.shape[0] * v.shape[2] / 4
+            fan_in = (
+                v.shape[1] * v.shape[2]
+                if not isinstance(module, torch.nn.ConvTranspose1d)
+                else v.shape[0] * v.shape[2] / 4
+            )
             v.copy_(torch.randn(v.shape, generator=generator) * (1.5 / fan_in) ** 0.5)
             parametrizations.weight.original0.copy_(v.norm(dim=tuple(range(1, v.ndim)), keepdim=True))
             if getattr(module, "bias", None) is not None:
@@ -197,7 +205,9 @@ def _fill_codebooks(codec, seed: int) -> None:
             residual = residual - codebook.decode(codebook.encode(residual))  # [frames, dim]
         # Bring the output to a musical level (about 0.1 RMS) through the last convolution.
         last = [m for m in codec.decoder.modules() if getattr(m, "parametrizations", None) is not None][-1]
-        codes = torch.randint(0, codec.config.codebook_size, (1, 1, codec.quantizer.num_quantizers, 50), generator=generator)
+        codes = torch.randint(
+            0, codec.config.codebook_size, (1, 1, codec.quantizer.num_quantizers, 50), generator=generator
+        )
         level = codec.decode(codes, [None]).audio_values.std()
         last.parametrizations.weight.original0.mul_(0.1 / level)
         last.bias.zero_()

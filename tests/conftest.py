@@ -17,11 +17,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # rather than keep an inherited one.
 _worker = os.environ.get("PYTEST_XDIST_WORKER")
 if _worker or "NUMBA_CACHE_DIR" not in os.environ:
-    os.environ["NUMBA_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"musicgen-jax-numba-{_worker or 'main'}")
+    os.environ["NUMBA_CACHE_DIR"] = os.path.join(
+        tempfile.gettempdir(), f"musicgen-jax-numba-{_worker or 'main'}"
+    )
 
-import pytest  # noqa: E402
+import pytest
 
-from musicgen_jax.tiny_models import save_tiny_transformers_musicgen  # noqa: E402
+from musicgen_jax.tiny_models import save_tiny_transformers_musicgen
 
 
 @pytest.fixture
@@ -41,7 +43,9 @@ def tiny_hf_dirs(tmp_path_factory):
 
     def get(variant: str = "base"):
         if variant not in cache:
-            cache[variant] = save_tiny_transformers_musicgen(tmp_path_factory.mktemp(f"hf-{variant}"), variant)
+            cache[variant] = save_tiny_transformers_musicgen(
+                tmp_path_factory.mktemp(f"hf-{variant}"), variant
+            )
         return cache[variant]
 
     return get

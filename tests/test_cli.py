@@ -20,17 +20,36 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cli(*args, stdin: str | None = None, cwd=None) -> subprocess.CompletedProcess:
     """Run the installed ``musicgen-jax`` console script (the real entry point)."""
-    executable = shutil.which("musicgen-jax") or shutil.which("musicgen-jax", path=str(Path(sys.executable).parent))
+    executable = shutil.which("musicgen-jax") or shutil.which(
+        "musicgen-jax", path=str(Path(sys.executable).parent)
+    )
     command = [executable] if executable else [sys.executable, "-m", "musicgen_jax.cli"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", MUSICGEN_JAX_CACHE_DIR="")
-    return subprocess.run(command + list(args), capture_output=True, text=True, input=stdin, cwd=cwd, env=env, timeout=600)
+    return subprocess.run(
+        command + list(args), capture_output=True, text=True, input=stdin, cwd=cwd, env=env, timeout=600
+    )
 
 
 def test_generate_writes_every_format(tiny_jax_dir, tmp_path):
     done = cli(
-        "generate", "Upbeat jazz piano with smooth saxophone", "--model", str(tiny_jax_dir), "--duration", "2",
-        "--output", str(tmp_path / "jazz.wav"), "--seed", "3", "--genre", "jazz", "--mood", "happy", "--tempo", "120",
-        "--codes-out", str(tmp_path / "codes.npy"),
+        "generate",
+        "Upbeat jazz piano with smooth saxophone",
+        "--model",
+        str(tiny_jax_dir),
+        "--duration",
+        "2",
+        "--output",
+        str(tmp_path / "jazz.wav"),
+        "--seed",
+        "3",
+        "--genre",
+        "jazz",
+        "--mood",
+        "happy",
+        "--tempo",
+        "120",
+        "--codes-out",
+        str(tmp_path / "codes.npy"),
     )
     assert done.returncode == 0, done.stderr
     assert "real-time factor" in done.stdout and "Traceback" not in done.stderr
@@ -42,8 +61,18 @@ def test_generate_writes_every_format(tiny_jax_dir, tmp_path):
 
     # FLAC and MP3 through the in-process entry point (the model loads once per call).
     for name, fmt, written in (("a.flac", None, "a.flac"), ("b", "mp3", "b.mp3")):
-        args = ["generate", "calm ambient pads", "--model", str(tiny_jax_dir), "--duration", "1.5",
-                "--output", str(tmp_path / name), "--cache-dir", ""]
+        args = [
+            "generate",
+            "calm ambient pads",
+            "--model",
+            str(tiny_jax_dir),
+            "--duration",
+            "1.5",
+            "--output",
+            str(tmp_path / name),
+            "--cache-dir",
+            "",
+        ]
         if fmt:
             args += ["--format", fmt]
         assert main(args) == 0
@@ -54,8 +83,27 @@ def test_generate_writes_every_format(tiny_jax_dir, tmp_path):
 
 def test_same_seed_same_file(tiny_jax_dir, tmp_path):
     for name in ("a.wav", "b.wav"):
-        assert main(["generate", "dark techno", "--model", str(tiny_jax_dir), "--duration", "1", "--seed", "9",
-                     "--output", str(tmp_path / name), "--normalization", "none", "--cache-dir", ""]) == 0
+        assert (
+            main(
+                [
+                    "generate",
+                    "dark techno",
+                    "--model",
+                    str(tiny_jax_dir),
+                    "--duration",
+                    "1",
+                    "--seed",
+                    "9",
+                    "--output",
+                    str(tmp_path / name),
+                    "--normalization",
+                    "none",
+                    "--cache-dir",
+                    "",
+                ]
+            )
+            == 0
+        )
     a, _ = sf.read(tmp_path / "a.wav")
     b, _ = sf.read(tmp_path / "b.wav")
     np.testing.assert_array_equal(a, b)
@@ -95,7 +143,9 @@ def test_empty_prompt_and_unwritable_output(tiny_jax_dir, tmp_path, capsys):
     try:
         if os.access(locked, os.W_OK):
             pytest.skip("running as a user who can write anywhere")
-        assert main(["generate", "jazz", "--model", str(tiny_jax_dir), "--output", str(locked / "x.wav")]) == 1
+        assert (
+            main(["generate", "jazz", "--model", str(tiny_jax_dir), "--output", str(locked / "x.wav")]) == 1
+        )
         assert "permission denied" in capsys.readouterr().err
     finally:
         locked.chmod(0o700)
@@ -110,8 +160,23 @@ def test_no_network_fails_fast_with_one_sentence(tmp_path):
 
 
 def test_unconditional(tiny_jax_dir, tmp_path):
-    assert main(["generate", "--unconditional", "--model", str(tiny_jax_dir), "--duration", "1",
-                 "--output", str(tmp_path / "u.wav"), "--cache-dir", ""]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--unconditional",
+                "--model",
+                str(tiny_jax_dir),
+                "--duration",
+                "1",
+                "--output",
+                str(tmp_path / "u.wav"),
+                "--cache-dir",
+                "",
+            ]
+        )
+        == 0
+    )
     assert sf.info(tmp_path / "u.wav").frames == 32000
 
 
@@ -123,23 +188,73 @@ def test_generate_batch_text_and_jsonl(tiny_jax_dir, tmp_path):
     ]
     (tmp_path / "prompts.jsonl").write_text("\n".join(json.dumps(l) for l in lines))
     out = tmp_path / "out"
-    assert main(["generate-batch", "--prompts", str(tmp_path / "prompts.txt"), "--output-dir", str(out),
-                 "--model", str(tiny_jax_dir), "--duration", "1", "--cache-dir", ""]) == 0
+    assert (
+        main(
+            [
+                "generate-batch",
+                "--prompts",
+                str(tmp_path / "prompts.txt"),
+                "--output-dir",
+                str(out),
+                "--model",
+                str(tiny_jax_dir),
+                "--duration",
+                "1",
+                "--cache-dir",
+                "",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == ["0000.wav", "0001.wav"]
     assert sf.info(out / "0001.wav").frames == 32000
     out2 = tmp_path / "out2"
-    assert main(["generate-batch", "--prompts", str(tmp_path / "prompts.jsonl"), "--output-dir", str(out2),
-                 "--model", str(tiny_jax_dir), "--duration", "1", "--cache-dir", ""]) == 0
+    assert (
+        main(
+            [
+                "generate-batch",
+                "--prompts",
+                str(tmp_path / "prompts.jsonl"),
+                "--output-dir",
+                str(out2),
+                "--model",
+                str(tiny_jax_dir),
+                "--duration",
+                "1",
+                "--cache-dir",
+                "",
+            ]
+        )
+        == 0
+    )
     assert sf.info(out2 / "0000.flac").duration == pytest.approx(1.5)
     assert sf.info(out2 / "funk.mp3").format == "MP3"
     (tmp_path / "bad.jsonl").write_text('{"prompt": "x", "duration": 500}\n')
-    assert main(["generate-batch", "--prompts", str(tmp_path / "bad.jsonl"), "--output-dir", str(out2),
-                 "--model", str(tiny_jax_dir)]) == 1
+    assert (
+        main(
+            [
+                "generate-batch",
+                "--prompts",
+                str(tmp_path / "bad.jsonl"),
+                "--output-dir",
+                str(out2),
+                "--model",
+                str(tiny_jax_dir),
+            ]
+        )
+        == 1
+    )
 
 
 def test_interactive_keeps_the_model_between_prompts(tiny_jax_dir, tmp_path):
     done = cli(
-        "interactive", "--model", str(tiny_jax_dir), "--duration", "1", "--output-dir", str(tmp_path),
+        "interactive",
+        "--model",
+        str(tiny_jax_dir),
+        "--duration",
+        "1",
+        "--output-dir",
+        str(tmp_path),
         stdin="calm piano\n:duration 1.5\n:genre jazz\n:temperature 0\nwarm jazz\n:q\n",
     )
     assert done.returncode == 0, done.stderr
@@ -151,7 +266,12 @@ def test_interactive_keeps_the_model_between_prompts(tiny_jax_dir, tmp_path):
 
 def test_convert_subcommand(tiny_hf_dir, tmp_path):
     assert main(["convert", "hf-to-jax", "--model", str(tiny_hf_dir), "--output", str(tmp_path / "jax")]) == 0
-    assert main(["convert", "jax-to-hf", "--checkpoint", str(tmp_path / "jax"), "--output", str(tmp_path / "hf")]) == 0
+    assert (
+        main(
+            ["convert", "jax-to-hf", "--checkpoint", str(tmp_path / "jax"), "--output", str(tmp_path / "hf")]
+        )
+        == 0
+    )
     assert (tmp_path / "hf" / "model.safetensors").is_file()
 
 
@@ -163,9 +283,23 @@ def test_persistent_compile_cache_spares_a_restarted_process(tiny_jax_dir, tmp_p
     seconds = []
     for name in ("first.wav", "second.wav"):
         done = subprocess.run(
-            [sys.executable, "-m", "musicgen_jax.cli", "generate", "jazz", "--model", str(tiny_jax_dir),
-             "--duration", "1", "--output", str(tmp_path / name)],
-            capture_output=True, text=True, env=env, timeout=600,
+            [
+                sys.executable,
+                "-m",
+                "musicgen_jax.cli",
+                "generate",
+                "jazz",
+                "--model",
+                str(tiny_jax_dir),
+                "--duration",
+                "1",
+                "--output",
+                str(tmp_path / name),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
         )
         assert done.returncode == 0, done.stderr
         seconds.append(float(re.search(r"compilation ([0-9.]+) s", done.stdout).group(1)))

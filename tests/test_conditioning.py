@@ -7,13 +7,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from musicgen_jax.conditioning import Attributes, InvalidAttributeError, encode_attributes, null_attributes, render_description
+from musicgen_jax.conditioning import (
+    Attributes,
+    InvalidAttributeError,
+    encode_attributes,
+    null_attributes,
+    render_description,
+)
 from musicgen_jax.models.config import MusicGenConfig
 from musicgen_jax.models.musicgen import MusicGenModel, null_condition
 
 
 def test_render_follows_audiocraft_metadata_text():
-    attributes = Attributes.create(genre="Jazz", mood="happy, calm", tempo=120, instruments=["piano", "Saxophone"])
+    attributes = Attributes.create(
+        genre="Jazz", mood="happy, calm", tempo=120, instruments=["piano", "Saxophone"]
+    )
     assert render_description("Upbeat jazz piano.", attributes) == (
         "Upbeat jazz piano. genre: jazz. moods: happy, calm. bpm: 120.0. instrument: piano, saxophone"
     )
@@ -49,7 +57,9 @@ def test_learned_attributes_join_the_memory_and_null_drops_them():
     model = MusicGenModel(config)
     ids = jnp.ones((2, 5), jnp.int32)
     mask = jnp.asarray([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], jnp.int32)
-    attrs = encode_attributes([Attributes.create(genre="rock", mood="dark", tempo=90, duration=10), None]).as_dict()
+    attrs = encode_attributes(
+        [Attributes.create(genre="rock", mood="dark", tempo=90, duration=10), None]
+    ).as_dict()
     params = model.init(jax.random.key(0), ids, mask, jnp.zeros((2, 4, 3), jnp.int32), attrs)
     memory, memory_mask = model.apply(params, ids, mask, attrs, method=MusicGenModel.encode)
     assert memory.shape == (2, 5 + 5, config.decoder.hidden_size)
@@ -58,7 +68,9 @@ def test_learned_attributes_join_the_memory_and_null_drops_them():
     np.testing.assert_array_equal(np.asarray(memory_mask[1, 5:]), [False] * 5)
     assert float(jnp.abs(memory[1, 5:]).max()) == 0.0  # absent attributes contribute nothing
     # Different attribute values move the logits; the null condition ignores them.
-    other = encode_attributes([Attributes.create(genre="jazz", mood="calm", tempo=150, duration=10), None]).as_dict()
+    other = encode_attributes(
+        [Attributes.create(genre="jazz", mood="calm", tempo=150, duration=10), None]
+    ).as_dict()
     tokens = jnp.zeros((2, 4, 3), jnp.int32)
     a = model.apply(params, ids, mask, tokens, attrs)
     b = model.apply(params, ids, mask, tokens, other)

@@ -137,15 +137,23 @@ def test_audiocraft_state_dict_imports_with_equal_logits(tiny_hf_dir, tmp_path):
             audiocraft[f"transformer.layers.{i}.{theirs}.in_proj_weight"] = torch.cat(
                 [state[f"{layer}{ours}.{p}_proj.weight"] for p in "qkv"]
             )
-            audiocraft[f"transformer.layers.{i}.{theirs}.out_proj.weight"] = state[f"{layer}{ours}.out_proj.weight"]
+            audiocraft[f"transformer.layers.{i}.{theirs}.out_proj.weight"] = state[
+                f"{layer}{ours}.out_proj.weight"
+            ]
         for theirs, ours in (("linear1", "fc1"), ("linear2", "fc2")):
             audiocraft[f"transformer.layers.{i}.{theirs}.weight"] = state[f"{layer}{ours}.weight"]
-        for theirs, ours in (("norm1", "self_attn_layer_norm"), ("norm_cross", "encoder_attn_layer_norm"), ("norm2", "final_layer_norm")):
+        for theirs, ours in (
+            ("norm1", "self_attn_layer_norm"),
+            ("norm_cross", "encoder_attn_layer_norm"),
+            ("norm2", "final_layer_norm"),
+        ):
             for p in ("weight", "bias"):
                 audiocraft[f"transformer.layers.{i}.{theirs}.{p}"] = state[f"{layer}{ours}.{p}"]
     for p in ("weight", "bias"):
         audiocraft[f"out_norm.{p}"] = state[f"{dec}layer_norm.{p}"]
-        audiocraft[f"condition_provider.conditioners.description.output_proj.{p}"] = state[f"enc_to_dec_proj.{p}"]
+        audiocraft[f"condition_provider.conditioners.description.output_proj.{p}"] = state[
+            f"enc_to_dec_proj.{p}"
+        ]
     lm_dir = tmp_path / "audiocraft"
     lm_dir.mkdir()
     torch.save({"best_state": audiocraft, "xp.cfg": "transformer_lm: {}"}, lm_dir / "state_dict.bin")
@@ -176,7 +184,9 @@ def test_missing_and_misshapen_tensors_are_named(tiny_hf_dir, tmp_path):
         load_transformers_params(broken)
 
     tensors = load_file(str(tiny_hf_dir / "model.safetensors"))
-    tensors["decoder.model.decoder.layers.1.fc1.weight"] = tensors["decoder.model.decoder.layers.1.fc1.weight"][:, :10]
+    tensors["decoder.model.decoder.layers.1.fc1.weight"] = tensors[
+        "decoder.model.decoder.layers.1.fc1.weight"
+    ][:, :10]
     tensors["some.unknown.tensor"] = np.zeros(3, np.float32)
     save_file(tensors, str(broken / "model.safetensors"))
     with pytest.raises(CheckpointError, match="layers.1.fc1.weight"):
@@ -215,14 +225,18 @@ def test_sharded_checkpoint_round_trip(tiny_jax_dir, tmp_path):
 
 def test_convert_scripts_end_to_end(tiny_hf_dir, tmp_path):
     jax_dir, hf_dir = tmp_path / "jax", tmp_path / "hf"
-    run = lambda *args: subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)  # noqa: E731
-    done = run("convert/hf_to_jax.py", "--model", str(tiny_hf_dir), "--output", str(jax_dir), "--dtype", "bfloat16")
+    run = lambda *args: subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
+    done = run(
+        "convert/hf_to_jax.py", "--model", str(tiny_hf_dir), "--output", str(jax_dir), "--dtype", "bfloat16"
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads((jax_dir / "musicgen_jax.json").read_text())["dtype"] == "bfloat16"
     done = run("convert/jax_to_hf.py", "--checkpoint", str(jax_dir), "--output", str(hf_dir))
     assert done.returncode == 0, done.stderr
     assert MusicgenForConditionalGeneration.from_pretrained(hf_dir).decoder.num_codebooks == 4
-    missing = run("convert/hf_to_jax.py", "--model", str(tmp_path / "nowhere"), "--output", str(tmp_path / "x"))
+    missing = run(
+        "convert/hf_to_jax.py", "--model", str(tmp_path / "nowhere"), "--output", str(tmp_path / "x")
+    )
     assert missing.returncode == 1
     assert "no model directory" in missing.stderr and "Traceback" not in missing.stderr
 

@@ -127,7 +127,9 @@ def test_render_info_is_the_inference_rendering():
         ),
     )
     assert render_info(parsed) == expected
-    assert expected.startswith("A moody synth track. genre: synthwave. moods: dark, dreamy. bpm: 120.0. key: D minor")
+    assert expected.startswith(
+        "A moody synth track. genre: synthwave. moods: dark, dreamy. bpm: 120.0. key: D minor"
+    )
 
 
 def test_unknown_attribute_values_are_dropped_and_counted(caplog):

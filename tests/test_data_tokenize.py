@@ -181,16 +181,37 @@ def test_augmented_copies_are_tokenised_beside_the_originals(tmp_path, tiny_hf_d
 
     manifest = synthetic.write_dataset(tmp_path / "audio", 2, duration=2.0, seed=3)
     augment = tmp_path / "augment.yaml"
-    augment.write_text(yaml.safe_dump({"augment": {
-        "time_stretch": {"probability": 1.0, "min_rate": 1.25, "max_rate": 1.25},
-        "pitch_shift": {"probability": 1.0, "min_semitones": 2, "max_semitones": 2},
-        "polymix": {"probability": 1.0},
-    }}))
+    augment.write_text(
+        yaml.safe_dump(
+            {
+                "augment": {
+                    "time_stretch": {"probability": 1.0, "min_rate": 1.25, "max_rate": 1.25},
+                    "pitch_shift": {"probability": 1.0, "min_semitones": 2, "max_semitones": 2},
+                    "polymix": {"probability": 1.0},
+                }
+            }
+        )
+    )
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        argv = ["--manifest", str(manifest), "--codec", str(tiny_hf_dir), "--output", str(out), "--segment-seconds", "1",
-                "--augment", str(augment), "--augment-copies", "2", "--augment-seed", "7", "--no-progress"]
+        argv = [
+            "--manifest",
+            str(manifest),
+            "--codec",
+            str(tiny_hf_dir),
+            "--output",
+            str(out),
+            "--segment-seconds",
+            "1",
+            "--augment",
+            str(augment),
+            "--augment-copies",
+            "2",
+            "--augment-seed",
+            "7",
+            "--no-progress",
+        ]
         assert tokenize_lib.main(argv) == 0
         runs.append(list(tokenize_lib.iter_records(out)))
     first, second = runs

@@ -54,7 +54,9 @@ def test_greedy_with_guidance_equals_transformers(tiny_hf_dirs, variant):
     model = MusicGen.from_pretrained(directory, dtype="float32")
     delays = model.num_codebooks // model.audio_channels
     frames = 110  # 110 + 3 decoder steps (mono), all compared
-    want, _ = transformers_generate(directory, PROMPTS, frames + delays - 1, do_sample=False, guidance_scale=3.0)
+    want, _ = transformers_generate(
+        directory, PROMPTS, frames + delays - 1, do_sample=False, guidance_scale=3.0
+    )
     got = model.generate_tokens(PROMPTS, duration=frames / model.frame_rate, greedy=True, guidance_scale=3.0)
     assert want.shape == got.shape == (2, model.num_codebooks, frames)
     np.testing.assert_array_equal(got, want)
@@ -65,7 +67,10 @@ def test_unconditional_equals_transformers(tiny_hf_dir, base_model):
     null = model.get_unconditional_inputs(num_samples=2)
     captured = []
     decode = model.audio_encoder.decode
-    model.audio_encoder.decode = lambda codes, *a, **k: (captured.append(codes.clone()), decode(codes, *a, **k))[1]
+    model.audio_encoder.decode = lambda codes, *a, **k: (
+        captured.append(codes.clone()),
+        decode(codes, *a, **k),
+    )[1]
     with torch.no_grad():
         model.generate(**null, do_sample=False, max_new_tokens=60 + 3)
     got = base_model.generate_tokens([None, ""], duration=60 / 50, greedy=True, guidance_scale=1.0)
@@ -82,14 +87,19 @@ def test_continuation_equals_transformers(tiny_hf_dir, base_model):
     tokenizer = AutoTokenizer.from_pretrained(tiny_hf_dir)
     captured = []
     decode = model.audio_encoder.decode
-    model.audio_encoder.decode = lambda codes, *a, **k: (captured.append(codes.clone()), decode(codes, *a, **k))[1]
+    model.audio_encoder.decode = lambda codes, *a, **k: (
+        captured.append(codes.clone()),
+        decode(codes, *a, **k),
+    )[1]
     prompt_frames = prompt_codes.shape[-1]
     new = 40
     with torch.no_grad():
         model.generate(
             **tokenizer(["calm piano"], return_tensors="pt"),
             input_values=torch.tensor(audio[None]),
-            do_sample=False, guidance_scale=3.0, max_new_tokens=new,
+            do_sample=False,
+            guidance_scale=3.0,
+            max_new_tokens=new,
         )
     want = captured[0][0].numpy()  # prompt frames + continuation
     total = want.shape[-1]
@@ -114,8 +124,12 @@ def test_decoded_audio_equals_transformers(tiny_hf_dir, base_model):
 
 def _controls(batch, **overrides):
     values = dict(
-        temperature=jnp.ones(batch), top_k=jnp.zeros(batch, jnp.int32), top_p=jnp.zeros(batch),
-        guidance_scale=jnp.ones(batch), repetition_penalty=jnp.ones(batch), greedy=jnp.zeros(batch, bool),
+        temperature=jnp.ones(batch),
+        top_k=jnp.zeros(batch, jnp.int32),
+        top_p=jnp.zeros(batch),
+        guidance_scale=jnp.ones(batch),
+        repetition_penalty=jnp.ones(batch),
+        greedy=jnp.zeros(batch, bool),
         keys=jax.vmap(jax.random.key)(jnp.arange(batch, dtype=jnp.uint32)),
     )
     values.update({k: jnp.asarray(v) for k, v in overrides.items()})
@@ -171,7 +185,9 @@ def test_guidance_formula_and_repetition_penalty():
 
     np.testing.assert_allclose(apply_repetition_penalty(base, seen, jnp.asarray([2.0])), [[[1.0, -4.0, 1.0]]])
     # The penalty turns the argmax from token 0 to token 2 (1.0 > 2.0 / 2.5).
-    out = sample_tokens(base, controls.replace(repetition_penalty=jnp.asarray([2.5])), jnp.asarray(0), 3, seen)
+    out = sample_tokens(
+        base, controls.replace(repetition_penalty=jnp.asarray([2.5])), jnp.asarray(0), 3, seen
+    )
     assert int(out[0, 0]) == 2
 
 
@@ -188,7 +204,9 @@ def test_a_row_does_not_depend_on_its_batch(base_model):
     alone = base_model.generate_tokens(["dark techno"], duration=1.0, seed=11, top_k=50, temperature=0.8)
     reqs = base_model.make_requests(["calm piano", "dark techno"], duration=1.0, top_k=50, temperature=0.8)
     reqs[0] = type(reqs[0])(prompt="calm piano", params=GenerationParams(duration=1.0, seed=3, top_p=0.9))
-    reqs[1] = type(reqs[1])(prompt="dark techno", params=GenerationParams(duration=1.0, seed=11, top_k=50, temperature=0.8))
+    reqs[1] = type(reqs[1])(
+        prompt="dark techno", params=GenerationParams(duration=1.0, seed=11, top_k=50, temperature=0.8)
+    )
     together = base_model.generator.generate(reqs)
     np.testing.assert_array_equal(together.frames[1], alone[0])
 
@@ -218,14 +236,19 @@ def test_layer_unroll_and_attention_spans_do_not_change_the_music(tiny_hf_dir, b
     """The speed knobs (layers per loop iteration, attention spans per length bucket) give the
     same tokens, sampled and greedy, over a bucket long enough to have several spans."""
     want = base_model.generate_tokens(["dark techno", "jazz"], duration=11.0, seed=5)
-    positions = base_model.generator.length_bucket(550) + loop.delay_pattern.num_delays(4, 1)  # the 15 s bucket
+    positions = base_model.generator.length_bucket(550) + loop.delay_pattern.num_delays(
+        4, 1
+    )  # the 15 s bucket
     assert len(loop.kv_buckets(positions)) > 1
     unrolled = MusicGen.from_pretrained(tiny_hf_dir, dtype="float32", layer_unroll=2)
     unrolled.generator.kv_splits = 1  # one span: always the whole cache
-    np.testing.assert_array_equal(unrolled.generate_tokens(["dark techno", "jazz"], duration=11.0, seed=5), want)
+    np.testing.assert_array_equal(
+        unrolled.generate_tokens(["dark techno", "jazz"], duration=11.0, seed=5), want
+    )
     greedy = dict(duration=11.0, greedy=True, guidance_scale=3.0)
     np.testing.assert_array_equal(
-        unrolled.generate_tokens(["calm piano"], **greedy), base_model.generate_tokens(["calm piano"], **greedy)
+        unrolled.generate_tokens(["calm piano"], **greedy),
+        base_model.generate_tokens(["calm piano"], **greedy),
     )
 
 
@@ -242,9 +265,14 @@ def test_float32_models_compile_float32_matrix_products(tiny_hf_dir, base_model)
 
 def test_bad_parameters_are_named():
     for kwargs, word in (
-        (dict(duration=0.5), "duration"), (dict(duration=121), "duration"), (dict(temperature=0), "temperature"),
-        (dict(top_p=1.5), "top_p"), (dict(top_p=-0.1), "top_p"), (dict(top_k=-1), "top_k"),
-        (dict(num_beams=9), "num_beams"), (dict(guidance_scale=float("nan")), "guidance_scale"),
+        (dict(duration=0.5), "duration"),
+        (dict(duration=121), "duration"),
+        (dict(temperature=0), "temperature"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(top_p=-0.1), "top_p"),
+        (dict(top_k=-1), "top_k"),
+        (dict(num_beams=9), "num_beams"),
+        (dict(guidance_scale=float("nan")), "guidance_scale"),
     ):
         with pytest.raises(GenerationParamsError, match=word):
             GenerationParams(**kwargs)
@@ -259,7 +287,9 @@ def test_one_beam_is_greedy_and_more_beams_score_at_least_as_well(base_model):
     batch = mg.prepare_text(["warm jazz"])
     memory, mask = mg.encode(batch)
     frames = 50
-    plan = loop.SequencePlan(jnp.asarray([frames]), jnp.zeros((1, 4, 250), jnp.int32), jnp.zeros((1,), jnp.int32))
+    plan = loop.SequencePlan(
+        jnp.asarray([frames]), jnp.zeros((1, 4, 250), jnp.int32), jnp.zeros((1,), jnp.int32)
+    )
     one_beam = GenerationParams(duration=1.0, num_beams=1)
     tokens, _ = beam.beam_search(mg.generator, one_beam, memory, mask, plan, 254, True)
     np.testing.assert_array_equal(tokens[:, :frames], greedy[0])
@@ -270,7 +300,13 @@ def test_one_beam_is_greedy_and_more_beams_score_at_least_as_well(base_model):
 
         delayed = np.asarray(apply_delay(jnp.asarray(codes[None]), 2048))
         logits = mg.logits(["warm jazz"], delayed[:, :, :-1])
-        null = mg.model.apply({"params": mg.params}, jnp.asarray(delayed[:, :, :-1]), jnp.zeros_like(memory), jnp.zeros_like(mask), method=type(mg.model).decode)
+        null = mg.model.apply(
+            {"params": mg.params},
+            jnp.asarray(delayed[:, :, :-1]),
+            jnp.zeros_like(memory),
+            jnp.zeros_like(mask),
+            method=type(mg.model).decode,
+        )
         guided = np.asarray(null) + (logits - np.asarray(null)) * 3.0
         logp = np.asarray(jax.nn.log_softmax(guided, axis=-1))
         target = delayed[:, :, 1:]
@@ -292,7 +328,10 @@ def test_long_form_windows_follow_audiocraft(tiny_hf_dir):
     assert out.shape == (1, 4, 250)
     # Window 2 starts at frame 60 with frames 60..99 as its prompt and makes frames 100..159.
     again = model.generate_tokens(
-        ["epic orchestral"], duration=2.0, greedy=True, audio_prompt=None,
+        ["epic orchestral"],
+        duration=2.0,
+        greedy=True,
+        audio_prompt=None,
     )
     np.testing.assert_array_equal(again[0], out[0, :, :100])
     reqs = model.make_requests(["epic orchestral"], duration=2.0, greedy=True)
@@ -305,7 +344,10 @@ def test_streamed_frames_add_up_to_the_result(base_model):
     streamed: dict[int, list[np.ndarray]] = {}
     requests = base_model.make_requests(["jazz", "rock"], duration=2.0, seed=5)
     out = base_model.generator.generate(
-        requests, on_frames=lambda row, new: streamed.setdefault(row, []).append(new), chunk_frames=13, first_chunk_frames=6
+        requests,
+        on_frames=lambda row, new: streamed.setdefault(row, []).append(new),
+        chunk_frames=13,
+        first_chunk_frames=6,
     )
     for row in (0, 1):
         np.testing.assert_array_equal(np.concatenate(streamed[row], axis=1), out.frames[row])

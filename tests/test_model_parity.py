@@ -48,7 +48,10 @@ def test_decoder_logits_match_transformers(tiny_hf_dirs, variant):
     theirs, text = reference_logits(directory, PROMPTS, decoder_ids)
     assert text.attention_mask.numpy().min() == 0, "the batch must be padded for this test to mean anything"
     ours = MusicGenModel(config).apply(
-        {"params": params}, jnp.asarray(text.input_ids.numpy()), jnp.asarray(text.attention_mask.numpy()), jnp.asarray(decoder_ids)
+        {"params": params},
+        jnp.asarray(text.input_ids.numpy()),
+        jnp.asarray(text.attention_mask.numpy()),
+        jnp.asarray(decoder_ids),
     )
     assert ours.shape == theirs.shape
     assert relative_error(np.asarray(ours), theirs) <= RTOL
@@ -117,14 +120,18 @@ def test_unrolled_layer_loop_gives_the_same_logits(tiny_hf_dirs, unroll):
         cache = model.apply(variables, memory, memory_mask, 8, method=MusicGenModel.init_cache)
         steps = []
         for t in range(tokens.shape[-1]):
-            step, cache = model.apply(variables, tokens[:, :, t : t + 1], cache, method=MusicGenModel.decode_step)
+            step, cache = model.apply(
+                variables, tokens[:, :, t : t + 1], cache, method=MusicGenModel.decode_step
+            )
             steps.append(np.asarray(step))
         return np.asarray(full), np.concatenate(steps, axis=2), np.asarray(cache.self_key)
 
     for ours, scanned in zip(run(MusicGenModel(config, scan_unroll=unroll)), run(MusicGenModel(config))):
         assert relative_error(ours, scanned) <= 1e-6
     with pytest.raises(ValueError, match="scan_unroll must be between 1 and the 3 layers"):
-        MusicGenModel(config, scan_unroll=4).apply(variables, tokens, jnp.zeros((2, 7, 32)), mask, method=MusicGenModel.decode)
+        MusicGenModel(config, scan_unroll=4).apply(
+            variables, tokens, jnp.zeros((2, 7, 32)), mask, method=MusicGenModel.decode
+        )
 
 
 def test_null_condition_equals_transformers_unconditional_rows(tiny_hf_dir):
@@ -134,12 +141,22 @@ def test_null_condition_equals_transformers_unconditional_rows(tiny_hf_dir):
     decoder_ids = np.random.default_rng(3).integers(0, 2049, size=(1, 4, 6))
     states = torch.zeros((1, 5, config.text_encoder.d_model))
     with torch.no_grad():
-        theirs = hf(
-            encoder_outputs=(states,),
-            attention_mask=torch.zeros((1, 5), dtype=torch.long),
-            decoder_input_ids=torch.tensor(decoder_ids.reshape(4, 6)),
-        ).logits.numpy().reshape(1, 4, 6, -1)
+        theirs = (
+            hf(
+                encoder_outputs=(states,),
+                attention_mask=torch.zeros((1, 5), dtype=torch.long),
+                decoder_input_ids=torch.tensor(decoder_ids.reshape(4, 6)),
+            )
+            .logits.numpy()
+            .reshape(1, 4, 6, -1)
+        )
     model = MusicGenModel(config)
     memory = jnp.zeros((1, 5, config.decoder.hidden_size))
-    ours = model.apply({"params": params}, jnp.asarray(decoder_ids), memory, jnp.zeros((1, 5), bool), method=MusicGenModel.decode)
+    ours = model.apply(
+        {"params": params},
+        jnp.asarray(decoder_ids),
+        memory,
+        jnp.zeros((1, 5), bool),
+        method=MusicGenModel.decode,
+    )
     assert relative_error(np.asarray(ours), theirs) <= RTOL

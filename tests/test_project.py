@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,9 @@ def test_ci_runs_the_readme_commands():
     install, test = block[0], block[1]
     assert install.startswith("pip install -e") and ".[dev]" in install
     assert "pytest" in test and "tests" in test
-    printed = subprocess.run([sys.executable, str(ROOT / ".ci" / "readme_commands.py")], capture_output=True, text=True)
+    printed = subprocess.run(
+        [sys.executable, str(ROOT / ".ci" / "readme_commands.py")], capture_output=True, text=True
+    )
     assert printed.stdout.splitlines() == [install, test]
     ci = (ROOT / ".ci" / "run").read_text()
     assert "readme_commands.py" in ci and "set -euo pipefail" in ci

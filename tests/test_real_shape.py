@@ -31,18 +31,46 @@ def test_small_shape_logits_match_transformers(tmp_path):
     from musicgen_jax.tiny_models import build_tokenizer
 
     published = MusicGenConfig.preset("small")
-    t5 = T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12, feed_forward_proj="relu")
+    t5 = T5Config(
+        vocab_size=32128,
+        d_model=768,
+        d_kv=64,
+        d_ff=3072,
+        num_layers=12,
+        num_heads=12,
+        feed_forward_proj="relu",
+    )
     codec = EncodecConfig(
-        sampling_rate=32000, audio_channels=1, num_filters=64, hidden_size=128, codebook_dim=128, codebook_size=2048,
-        num_lstm_layers=2, upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2], chunk_length_s=None, overlap=None,
-        normalize=False, use_causal_conv=False, use_conv_shortcut=False,
+        sampling_rate=32000,
+        audio_channels=1,
+        num_filters=64,
+        hidden_size=128,
+        codebook_dim=128,
+        codebook_size=2048,
+        num_lstm_layers=2,
+        upsampling_ratios=[8, 5, 4, 4],
+        target_bandwidths=[2.2],
+        chunk_length_s=None,
+        overlap=None,
+        normalize=False,
+        use_causal_conv=False,
+        use_conv_shortcut=False,
     )
     decoder = MusicgenDecoderConfig(
-        vocab_size=2048, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, ffn_dim=4096,
-        num_codebooks=4, max_position_embeddings=2048, pad_token_id=2048, bos_token_id=2048,
+        vocab_size=2048,
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        ffn_dim=4096,
+        num_codebooks=4,
+        max_position_embeddings=2048,
+        pad_token_id=2048,
+        bos_token_id=2048,
     )
     torch.manual_seed(0)
-    model = MusicgenForConditionalGeneration(MusicgenConfig(text_encoder=t5, audio_encoder=codec, decoder=decoder)).eval()
+    model = MusicgenForConditionalGeneration(
+        MusicgenConfig(text_encoder=t5, audio_encoder=codec, decoder=decoder)
+    ).eval()
     model.save_pretrained(tmp_path)
     build_tokenizer(128).save_pretrained(tmp_path)
 
@@ -51,17 +79,26 @@ def test_small_shape_logits_match_transformers(tmp_path):
     del published
 
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
-    text = tokenizer(["upbeat jazz piano with smooth saxophone", "dark techno"], padding=True, return_tensors="pt")
+    text = tokenizer(
+        ["upbeat jazz piano with smooth saxophone", "dark techno"], padding=True, return_tensors="pt"
+    )
     decoder_ids = np.random.default_rng(0).integers(0, 2049, size=(2, 4, 6))
     with torch.no_grad():
-        theirs = model(
-            input_ids=text.input_ids, attention_mask=text.attention_mask,
-            decoder_input_ids=torch.tensor(decoder_ids.reshape(8, 6)),
-        ).logits.numpy().reshape(2, 4, 6, -1)
+        theirs = (
+            model(
+                input_ids=text.input_ids,
+                attention_mask=text.attention_mask,
+                decoder_input_ids=torch.tensor(decoder_ids.reshape(8, 6)),
+            )
+            .logits.numpy()
+            .reshape(2, 4, 6, -1)
+        )
     del model
     ours = np.asarray(
         MusicGenModel(config).apply(
-            {"params": params}, jnp.asarray(text.input_ids.numpy()), jnp.asarray(text.attention_mask.numpy()),
+            {"params": params},
+            jnp.asarray(text.input_ids.numpy()),
+            jnp.asarray(text.attention_mask.numpy()),
             jnp.asarray(decoder_ids),
         )
     )

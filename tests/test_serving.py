@@ -86,7 +86,10 @@ def client(model, tiny_jax_dir, tmp_path_factory):
 def test_health_ready_info(client):
     health = client.get("/health")
     assert health.status_code == 200 and health.json() == {
-        "status": "ok", "model_loaded": True, "ready": True, "detail": "ready"
+        "status": "ok",
+        "model_loaded": True,
+        "ready": True,
+        "detail": "ready",
     }
     info = client.get("/info").json()
     assert info["sample_rate"] == SAMPLE_RATE and info["channels"] == 1 and info["max_duration"] == 12
@@ -104,8 +107,15 @@ def test_health_ready_info(client):
 def test_task_life_cycle_in_every_format(client, format, duration, normalization):
     accepted = client.post(
         "/generate",
-        json={"prompt": "calm piano", "duration": duration, "seed": 7, "format": format,
-              "normalization_strategy": normalization, "genre": "Jazz", "mood": "calm, happy"},
+        json={
+            "prompt": "calm piano",
+            "duration": duration,
+            "seed": 7,
+            "format": format,
+            "normalization_strategy": normalization,
+            "genre": "Jazz",
+            "mood": "calm, happy",
+        },
     )
     assert accepted.status_code == 202, accepted.text
     body = accepted.json()
@@ -125,7 +135,10 @@ def test_task_life_cycle_in_every_format(client, format, duration, normalization
 
     download = client.get(f"/download/{task_id}")
     assert download.status_code == 200
-    assert download.headers["content-type"] == {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}[format]
+    assert (
+        download.headers["content-type"]
+        == {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}[format]
+    )
     assert f"musicgen-{task_id}.{format}" in download.headers["content-disposition"]
     audio, rate = read_back(download.content)
     assert rate == SAMPLE_RATE and audio.shape[0] == 1
@@ -156,7 +169,13 @@ def test_queued_requests_are_batched_and_batching_does_not_change_the_music(clie
     ids = {}
     for seed in (11, 12, 13, 14):
         ids[seed] = client.post(
-            "/generate", json={"prompt": f"song {seed}", "duration": 1.0 + seed / 10, "seed": seed, "normalization_strategy": "none"}
+            "/generate",
+            json={
+                "prompt": f"song {seed}",
+                "duration": 1.0 + seed / 10,
+                "seed": seed,
+                "normalization_strategy": "none",
+            },
         ).json()["task_id"]
     statuses = {seed: wait_finished(client, task_id) for seed, task_id in ids.items()}
     assert {s["batch_size"] for s in statuses.values()} == {4}
@@ -164,7 +183,8 @@ def test_queued_requests_are_batched_and_batching_does_not_change_the_music(clie
     assert wait_finished(client, long_task)["status"] == "completed"
     # The same request alone gives the same samples.
     alone = client.post(
-        "/generate?wait=true", json={"prompt": "song 12", "duration": 2.2, "seed": 12, "normalization_strategy": "none"}
+        "/generate?wait=true",
+        json={"prompt": "song 12", "duration": 2.2, "seed": 12, "normalization_strategy": "none"},
     ).json()
     assert alone["batch_size"] == 1
     batched_audio, _ = read_back(client.get(f"/download/{ids[12]}").content)
@@ -175,8 +195,15 @@ def test_queued_requests_are_batched_and_batching_does_not_change_the_music(clie
 def test_continuation_from_an_uploaded_prompt(client):
     response = client.post(
         "/generate?wait=true",
-        data={"prompt": "continue this", "duration": "3", "seed": "5", "continuation_start": "0.5",
-              "continuation_end": "1.5", "format": "flac", "mood": ["happy", "calm"]},
+        data={
+            "prompt": "continue this",
+            "duration": "3",
+            "seed": "5",
+            "continuation_start": "0.5",
+            "continuation_end": "1.5",
+            "format": "flac",
+            "mood": ["happy", "calm"],
+        },
         files={"input_audio": ("prompt.wav", tone_wav(3.0), "audio/wav")},
     )
     assert response.status_code == 200, response.text
@@ -233,11 +260,17 @@ def test_malformed_requests_get_clear_4xx(client):
     assert not_object.status_code == 422
     wrong_type = client.post("/generate", content=b"prompt=x", headers={"content-type": "text/plain"})
     assert wrong_type.status_code == 415 and "application/json" in wrong_type.json()["detail"]
-    not_audio = client.post("/generate", data={"duration": "3"}, files={"input_audio": ("x.wav", b"RIFFjunk", "audio/wav")})
+    not_audio = client.post(
+        "/generate", data={"duration": "3"}, files={"input_audio": ("x.wav", b"RIFFjunk", "audio/wav")}
+    )
     assert not_audio.status_code == 422
     assert not_audio.json()["detail"][0]["loc"] == ["body", "input_audio"]
     assert "not an audio file" in not_audio.json()["detail"][0]["msg"]
-    long_audio = client.post("/generate", data={"duration": "3"}, files={"input_audio": ("x.wav", tone_wav(21, 8000, 1), "audio/wav")})
+    long_audio = client.post(
+        "/generate",
+        data={"duration": "3"},
+        files={"input_audio": ("x.wav", tone_wav(21, 8000, 1), "audio/wav")},
+    )
     assert long_audio.status_code == 422 and "at most 20 s" in long_audio.json()["detail"][0]["msg"]
     huge = client.post("/generate", content=b"x" * 2_000_001, headers={"content-type": "application/json"})
     assert huge.status_code == 413 and "larger than" in huge.json()["detail"]
@@ -297,7 +330,12 @@ def test_stream_chunks_arrive_early_and_equal_the_downloaded_audio(client):
         ws.send_json({"type": "start_streaming", "request": request})
         started, chunks, final, arrivals = receive_stream(ws)
     assert started["type"] == "started" and started["seed"] == 21
-    assert (started["sample_rate"], started["channels"], started["dtype"], started["header_bytes"]) == (SAMPLE_RATE, 1, "float32", 24)
+    assert (started["sample_rate"], started["channels"], started["dtype"], started["header_bytes"]) == (
+        SAMPLE_RATE,
+        1,
+        "float32",
+        24,
+    )
     assert final["type"] == "done" and final["stopped"] is False and final["chunks"] == len(chunks) >= 3
     # Sequence numbers count up and offsets tile the stream without gaps.
     assert [c[0] for c in chunks] == list(range(len(chunks)))
@@ -311,19 +349,30 @@ def test_stream_chunks_arrive_early_and_equal_the_downloaded_audio(client):
 
     # The same request, not streamed, un-normalised, as a 16-bit WAV: equal up to 16-bit rounding.
     task = client.post(
-        "/generate?wait=true", json={**{k: v for k, v in request.items() if k != "chunk_duration"}, "normalization_strategy": "none"}
+        "/generate?wait=true",
+        json={
+            **{k: v for k, v in request.items() if k != "chunk_duration"},
+            "normalization_strategy": "none",
+        },
     ).json()
     downloaded, _ = read_back(client.get(task["download_url"]).content)
     difference = np.abs(streamed - downloaded).max()
     signal = np.sqrt(np.mean(downloaded**2))
     snr = 20 * np.log10(signal / max(np.sqrt(np.mean((streamed - downloaded) ** 2)), 1e-12))
-    print(f"stream vs download: max |diff| {difference:.2e} ({difference / PCM16_STEP:.2f} LSB of 16 bit), SNR {snr:.1f} dB")
+    print(
+        f"stream vs download: max |diff| {difference:.2e} ({difference / PCM16_STEP:.2f} LSB of 16 bit), SNR {snr:.1f} dB"
+    )
     assert difference <= 1.01 * PCM16_STEP and snr > 60
 
 
 def test_stream_in_base64_and_stop_early(client):
     with client.websocket_connect("/ws/stream/b64") as ws:
-        ws.send_json({"type": "start_streaming", "request": {"prompt": "x", "duration": 1.0, "seed": 3, "encoding": "base64"}})
+        ws.send_json(
+            {
+                "type": "start_streaming",
+                "request": {"prompt": "x", "duration": 1.0, "seed": 3, "encoding": "base64"},
+            }
+        )
         started = ws.receive_json()
         audio = ws.receive_json()
         assert started["encoding"] == "base64" and audio["type"] == "audio" and audio["seq"] == 0
@@ -334,7 +383,12 @@ def test_stream_in_base64_and_stop_early(client):
         assert final["type"] == "done" and final["samples"] == SAMPLE_RATE
 
     with client.websocket_connect("/ws/stream/stopper") as ws:
-        ws.send_json({"type": "start_streaming", "request": {"prompt": "x", "duration": 10, "seed": 4, "chunk_duration": 0.5}})
+        ws.send_json(
+            {
+                "type": "start_streaming",
+                "request": {"prompt": "x", "duration": 10, "seed": 4, "chunk_duration": 0.5},
+            }
+        )
         assert ws.receive_json()["type"] == "started"
         listed = client.get("/stream/sessions").json()["sessions"]
         assert [s["session_id"] for s in listed] == ["stopper"] and listed[0]["duration"] == 10
@@ -395,10 +449,18 @@ def test_metrics_count_requests_batches_and_latency(client):
     text = client.get("/metrics").text
     assert 'musicgen_http_requests_total{method="POST",route="/generate",status="200"}' in text
     assert 'route="/generate/{task_id}"' in text  # templates, not ids
-    for name in ("musicgen_queue_depth", "musicgen_task_latency_seconds_bucket", "musicgen_batch_size_bucket",
-                 "musicgen_real_time_factor_bucket", "musicgen_generation_seconds_count", "musicgen_ready 1.0"):
+    for name in (
+        "musicgen_queue_depth",
+        "musicgen_task_latency_seconds_bucket",
+        "musicgen_batch_size_bucket",
+        "musicgen_real_time_factor_bucket",
+        "musicgen_generation_seconds_count",
+        "musicgen_ready 1.0",
+    ):
         assert name in text, name
-    completed = [line for line in text.splitlines() if line.startswith('musicgen_tasks_total{status="completed"}')]
+    completed = [
+        line for line in text.splitlines() if line.startswith('musicgen_tasks_total{status="completed"}')
+    ]
     assert completed and float(completed[0].split()[-1]) >= 1
 
 
@@ -409,8 +471,15 @@ def test_api_keys_and_rate_limits(model, tiny_jax_dir, tmp_path):
     keys_file = tmp_path / "keys.txt"
     keys_file.write_text("# one per line\nkey-two\n")
     settings = make_settings(
-        model=str(tiny_jax_dir), data_dir=tmp_path / "data", api_keys="key-one", api_keys_file=keys_file,
-        rate_limit_per_minute=6, rate_limit_burst=2, warmup_batch_sizes="", max_duration=5, default_duration=1,
+        model=str(tiny_jax_dir),
+        data_dir=tmp_path / "data",
+        api_keys="key-one",
+        api_keys_file=keys_file,
+        rate_limit_per_minute=6,
+        rate_limit_burst=2,
+        warmup_batch_sizes="",
+        max_duration=5,
+        default_duration=1,
         cors_origins="https://example.org",
     )
     # start_worker=False: tasks stay queued, so this app never touches the device the module's app owns.
@@ -431,8 +500,12 @@ def test_api_keys_and_rate_limits(model, tiny_jax_dir, tmp_path):
         third = anonymous.post("/generate", json={"prompt": "c"}, headers=one)
         assert (first.status_code, second.status_code, third.status_code) == (202, 202, 429)
         assert 1 <= int(third.headers["retry-after"]) <= 10 and "rate limit" in third.json()["detail"]
-        assert anonymous.get(f"/generate/{first.json()['task_id']}", headers=one).status_code == 200  # polling is free
-        assert anonymous.post("/generate", json={"prompt": "d"}, headers=two).status_code == 202  # its own bucket
+        assert (
+            anonymous.get(f"/generate/{first.json()['task_id']}", headers=one).status_code == 200
+        )  # polling is free
+        assert (
+            anonymous.post("/generate", json={"prompt": "d"}, headers=two).status_code == 202
+        )  # its own bucket
         # Keys do not see each other's tasks.
         assert anonymous.get(f"/generate/{first.json()['task_id']}", headers=two).status_code == 404
         assert len(anonymous.get("/tasks", headers=one).json()["tasks"]) == 2
@@ -493,7 +566,9 @@ class _FakeGenerator:
         self.batches.append([r.prompt for r in requests])
         if any(r.prompt == "bad" for r in requests):
             raise ValueError("bad prompt")
-        return GenerationOutput([np.zeros((4, 5), np.int32)] * len(requests), [r.params.seed for r in requests])
+        return GenerationOutput(
+            [np.zeros((4, 5), np.int32)] * len(requests), [r.params.seed for r in requests]
+        )
 
 
 def test_queue_batches_by_shape_and_one_bad_request_fails_alone():
@@ -523,9 +598,14 @@ def test_settings_from_environment_and_flags(monkeypatch, tmp_path):
     monkeypatch.setenv("MUSICGEN_MAX_BATCH_SIZE", "16")
     monkeypatch.setenv("MUSICGEN_WARMUP_BATCH_SIZES", "1, 8")
     monkeypatch.setenv("MUSICGEN_API_KEYS", "a,b")
-    settings = parse_args(["--model", "some/model", "--port", "9001", "--cors-origins", "https://x.org,https://y.org"])
+    settings = parse_args(
+        ["--model", "some/model", "--port", "9001", "--cors-origins", "https://x.org,https://y.org"]
+    )
     assert (settings.model, settings.port, settings.max_batch_size) == ("some/model", 9001, 16)
-    assert settings.warmup_batch_sizes == [1, 8] and settings.cors_origins == ["https://x.org", "https://y.org"]
+    assert settings.warmup_batch_sizes == [1, 8] and settings.cors_origins == [
+        "https://x.org",
+        "https://y.org",
+    ]
     assert settings.load_api_keys() == ["a", "b"]
     assert parse_args(["--max-batch-size", "2"]).max_batch_size == 2  # the flag wins
     with pytest.raises(SettingsError, match="max_batch_size"):
@@ -543,4 +623,8 @@ def test_cli_fails_fast_with_one_line(tmp_path, capsys):
     assert "max_batch_size" in capsys.readouterr().err
     assert main(["--model", str(tmp_path / "missing"), "--data-dir", str(tmp_path / "data")]) == 1
     error = capsys.readouterr().err.strip()
-    assert error.startswith("musicgen-jax-api: cannot load model") and "\n" not in error and "Traceback" not in error
+    assert (
+        error.startswith("musicgen-jax-api: cannot load model")
+        and "\n" not in error
+        and "Traceback" not in error
+    )

@@ -98,12 +98,23 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(schema):
         status_code_conformance,
     )
 
-    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
     operations = [result.ok() for result in schema.get_all_operations()]
     labels = {f"{op.method.upper()} {op.path}" for op in operations}
-    assert {"POST /generate", "GET /generate/{task_id}", "GET /download/{task_id}", "POST /evaluate"} <= labels
+    assert {
+        "POST /generate",
+        "GET /generate/{task_id}",
+        "GET /download/{task_id}",
+        "POST /evaluate",
+    } <= labels
     counts: dict[str, int] = {}
     statuses: Counter[int] = Counter()
+
     def fuzz(operation, mode, label: str):
         @FUZZ
         @given(case=operation.as_strategy(generation_mode=mode))
@@ -121,16 +132,28 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(schema):
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             fuzz(operation, mode, f"{operation.method.upper()} {operation.path} ({mode.value})")
     total = sum(counts.values())
-    print(f"schemathesis: {total} requests over {len(operations)} operations; statuses {dict(sorted(statuses.items()))}")
+    print(
+        f"schemathesis: {total} requests over {len(operations)} operations; statuses {dict(sorted(statuses.items()))}"
+    )
     assert total >= 700, counts
-    assert statuses[202] > 0 and statuses[422] > 0 and statuses[404] > 0  # valid, invalid and unknown all reached
+    assert (
+        statuses[202] > 0 and statuses[422] > 0 and statuses[404] > 0
+    )  # valid, invalid and unknown all reached
 
 
 def _json_values():
     scalars = st.one_of(
-        st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False), st.text(max_size=40)
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=False),
+        st.text(max_size=40),
     )
-    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=12,
+    )
 
 
 _SESSIONS: list[None] = []
@@ -138,17 +161,33 @@ RAW_STATUSES: Counter[int] = Counter()
 FIELDS = list(StreamRequest.model_fields) + ["input_audio", "wait", "", "prompt\x00"]
 
 
-@settings(max_examples=RAW_EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=RAW_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 @given(
     body=st.one_of(
         st.binary(max_size=600),
-        st.dictionaries(st.sampled_from(FIELDS), _json_values(), max_size=8).map(lambda d: json.dumps(d).encode()),
+        st.dictionaries(st.sampled_from(FIELDS), _json_values(), max_size=8).map(
+            lambda d: json.dumps(d).encode()
+        ),
         _json_values().map(lambda v: json.dumps(v).encode()),
         st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
     ),
     content_type=st.sampled_from(
-        ["application/json", "application/json; charset=latin-1", "multipart/form-data", "multipart/form-data; boundary=x",
-         "text/plain", "", "application/x-www-form-urlencoded", "application/vnd.api+json"]
+        [
+            "application/json",
+            "application/json; charset=latin-1",
+            "multipart/form-data",
+            "multipart/form-data; boundary=x",
+            "text/plain",
+            "",
+            "application/x-www-form-urlencoded",
+            "application/vnd.api+json",
+        ]
     ),
     wait=st.sampled_from(["", "?wait=true", "?wait=maybe", "?wait=1&wait=0"]),
 )
@@ -160,10 +199,22 @@ def _raw_generate(client, body, content_type, wait):
     assert response.headers["content-type"].startswith("application/json")
 
 
-@settings(max_examples=RAW_EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=RAW_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 @given(
     fields=st.lists(st.tuples(st.sampled_from(FIELDS), st.text(max_size=30)), max_size=8),
-    upload=st.one_of(st.none(), st.tuples(st.sampled_from(["input_audio", "prompt", "file", "task_id", "reference"]), st.binary(max_size=400))),
+    upload=st.one_of(
+        st.none(),
+        st.tuples(
+            st.sampled_from(["input_audio", "prompt", "file", "task_id", "reference"]),
+            st.binary(max_size=400),
+        ),
+    ),
     path=st.sampled_from(["/generate", "/evaluate"]),
 )
 def _raw_multipart(client, fields, upload, path):
@@ -183,12 +234,19 @@ def test_raw_malformed_requests_never_get_a_server_error(client):
     assert sum(RAW_STATUSES.values()) >= 2 * RAW_EXAMPLES - 50 and RAW_STATUSES[422] > 0
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 @given(
     first=st.one_of(
         st.text(max_size=80),
         st.binary(max_size=40),
-        st.fixed_dictionaries({"type": st.just("start_streaming"), "request": st.dictionaries(st.sampled_from(FIELDS), _json_values(), max_size=5)}).map(json.dumps),
+        st.fixed_dictionaries(
+            {
+                "type": st.just("start_streaming"),
+                "request": st.dictionaries(st.sampled_from(FIELDS), _json_values(), max_size=5),
+            }
+        ).map(json.dumps),
         _json_values().map(json.dumps),
     ),
 )

@@ -49,13 +49,38 @@ class LiveServer:
 
     def start(self, timeout: float = 240.0) -> None:
         self.port = free_port()
-        env = dict(os.environ, HF_HUB_OFFLINE="1", MUSICGEN_API_KEYS=API_KEY, MUSICGEN_RATE_LIMIT_PER_MINUTE="600",
-                   MUSICGEN_RATE_LIMIT_BURST="50")
+        env = dict(
+            os.environ,
+            HF_HUB_OFFLINE="1",
+            MUSICGEN_API_KEYS=API_KEY,
+            MUSICGEN_RATE_LIMIT_PER_MINUTE="600",
+            MUSICGEN_RATE_LIMIT_BURST="50",
+        )
         command = [
-            sys.executable, str(ROOT / "serve.py"), "--model", str(self.model_dir), "--host", "127.0.0.1",
-            "--port", str(self.port), "--data-dir", str(self.data_dir), "--warmup-batch-sizes", "1",
-            "--warmup-durations", "5", "--warmup-text-tokens", "16", "--max-batch-size", "2",
-            "--max-duration", "10", "--default-duration", "2", "--log-level", "warning",
+            sys.executable,
+            str(ROOT / "serve.py"),
+            "--model",
+            str(self.model_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--warmup-batch-sizes",
+            "1",
+            "--warmup-durations",
+            "5",
+            "--warmup-text-tokens",
+            "16",
+            "--max-batch-size",
+            "2",
+            "--max-duration",
+            "10",
+            "--default-duration",
+            "2",
+            "--log-level",
+            "warning",
         ]
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -83,13 +108,17 @@ class LiveServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise AssertionError(f"the server ignored SIGTERM for {timeout:g} s:\n{self.log_tail()}") from None
+            raise AssertionError(
+                f"the server ignored SIGTERM for {timeout:g} s:\n{self.log_tail()}"
+            ) from None
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
-def request(url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None, timeout: float = 60):
+def request(
+    url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None, timeout: float = 60
+):
     """(status, headers, body bytes) over real HTTP; error statuses are returned, not raised."""
     data = None if body is None else json.dumps(body).encode()
     all_headers = dict(headers or {})
@@ -130,8 +159,15 @@ def completed(server):
     tasks = {}
     for format, duration in (("wav", 1.5), ("flac", 2.0), ("mp3", 1.0)):
         status, headers, body = request(
-            f"{server.url}/generate", "POST",
-            {"prompt": "live jazz", "duration": duration, "seed": 3, "format": format, "normalization_strategy": "none"},
+            f"{server.url}/generate",
+            "POST",
+            {
+                "prompt": "live jazz",
+                "duration": duration,
+                "seed": 3,
+                "format": format,
+                "normalization_strategy": "none",
+            },
             AUTH,
         )
         assert status == 202, body
@@ -169,8 +205,14 @@ def test_stream_over_a_real_websocket(server, completed):
 
     chunks, arrivals = [], []
     with connect(f"ws://127.0.0.1:{server.port}/ws/stream/live-1?api_key={API_KEY}", open_timeout=30) as ws:
-        ws.send(json.dumps({"type": "start_streaming",
-                            "request": {"prompt": "live jazz", "duration": 1.5, "seed": 3, "chunk_duration": 0.5}}))
+        ws.send(
+            json.dumps(
+                {
+                    "type": "start_streaming",
+                    "request": {"prompt": "live jazz", "duration": 1.5, "seed": 3, "chunk_duration": 0.5},
+                }
+            )
+        )
         started = json.loads(ws.recv(timeout=60))
         assert started["type"] == "started" and started["sample_rate"] == SAMPLE_RATE
         while True:
@@ -199,13 +241,23 @@ def _chromium() -> str | None:
 
 
 def test_web_page_generates_and_plays_in_headless_chromium(server, tmp_path):
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the Python client)")
+    playwright = pytest.importorskip(
+        "playwright.sync_api", reason="pip install playwright (the Python client)"
+    )
     executable = _chromium()
     if executable is None:
         pytest.skip("no Chromium: apt-get install -y chromium")
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--autoplay-policy=no-user-gesture-required"]
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, args=args, headless=True)
         try:
@@ -219,7 +271,9 @@ def test_web_page_generates_and_plays_in_headless_chromium(server, tmp_path):
             page.wait_for_selector("#ready-text:text('ready')", timeout=30_000)
             assert page.locator("#genre option").count() > 10  # the vocabulary arrived
             page.fill("#prompt", "gentle piano in the rain")
-            page.eval_on_selector("#duration", "el => { el.value = 2; el.dispatchEvent(new Event('input')); }")
+            page.eval_on_selector(
+                "#duration", "el => { el.value = 2; el.dispatchEvent(new Event('input')); }"
+            )
             page.fill("#seed", "5")
             page.locator(".chip[data-value='calm']").click()
             page.click("#generate")
@@ -252,7 +306,9 @@ def test_web_page_generates_and_plays_in_headless_chromium(server, tmp_path):
 
 def test_restart_keeps_finished_tasks_and_fails_the_interrupted_one(server, completed):
     # A task that is still generating when the server stops (10 s of audio: a new bucket to compile).
-    status, _, body = request(f"{server.url}/generate", "POST", {"prompt": "long", "duration": 10, "seed": 1}, AUTH)
+    status, _, body = request(
+        f"{server.url}/generate", "POST", {"prompt": "long", "duration": 10, "seed": 1}, AUTH
+    )
     interrupted = json.loads(body)["task_id"]
     deadline = time.monotonic() + 60
     while json.loads(request(f"{server.url}/generate/{interrupted}", headers=AUTH)[2])["status"] != "running":

@@ -415,7 +415,7 @@ def test_full_size_state_layout_and_flops_from_shapes_only():
         frozen_keys(config.model),
         use_ema=True,
     )
-    count = lambda tree: sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))  # noqa: E731
+    count = lambda tree: sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
     trainable, frozen = count(layout.abstract.params), count(layout.abstract.frozen_params)
     assert set(layout.abstract.frozen_params) == {"text_encoder"}
     assert 415e6 < trainable < 425e6  # decoder 24 x 16.8M + embeddings, heads, projection

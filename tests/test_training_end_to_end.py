@@ -21,10 +21,22 @@ def test_wav_folder_to_trained_model(tiny_jax_dir, tmp_path):
     assert len(wavs) == 4 and sf.info(wavs[0]).samplerate == 32000
 
     tokens = tmp_path / "tokens"
-    assert tokenize_lib.main(
-        ["--manifest", str(manifest), "--codec", str(tiny_jax_dir), "--output", str(tokens),
-         "--segment-seconds", "1.5", "--no-progress"]
-    ) == 0
+    assert (
+        tokenize_lib.main(
+            [
+                "--manifest",
+                str(manifest),
+                "--codec",
+                str(tiny_jax_dir),
+                "--output",
+                str(tokens),
+                "--segment-seconds",
+                "1.5",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     records = list(tokenize_lib.iter_records(tokens))
     assert len(records) == 8 and all(r.codes.shape == (4, 75) for r in records)
 

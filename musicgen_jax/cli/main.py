@@ -29,9 +29,13 @@ class UsageError(ValueError):
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or local directory (default {DEFAULT_MODEL})")
     parser.add_argument(
-        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+        "--model", default=DEFAULT_MODEL, help=f"hub id or local directory (default {DEFAULT_MODEL})"
+    )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
         help="auto: bfloat16 on GPU/TPU, float32 on CPU",
     )
     parser.add_argument("--cache-dir", default=None, help="persistent compilation cache ('' to disable)")
@@ -49,13 +53,17 @@ def _add_generation_arguments(parser: argparse.ArgumentParser, batch: bool = Fal
     parser.add_argument("--guidance-scale", type=float, default=defaults.guidance_scale)
     parser.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty)
     parser.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    parser.add_argument("--num-beams", type=int, default=defaults.num_beams, help="beam search width (slower)")
+    parser.add_argument(
+        "--num-beams", type=int, default=defaults.num_beams, help="beam search width (slower)"
+    )
     parser.add_argument("--extend-stride", type=float, default=defaults.extend_stride)
     parser.add_argument("--genre")
     parser.add_argument("--mood", help="one mood or a comma-separated list")
     parser.add_argument("--tempo", type=float, help="beats per minute")
     parser.add_argument("--instruments", help="comma-separated instruments")
-    parser.add_argument("--format", choices=FORMATS, help="audio format (default: from the output name, else wav)")
+    parser.add_argument(
+        "--format", choices=FORMATS, help="audio format (default: from the output name, else wav)"
+    )
     parser.add_argument("--normalization", default="loudness", choices=NORMALIZATIONS)
     if not batch:
         parser.add_argument("--audio-prompt", help="an audio file to continue from")
@@ -66,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     generate = commands.add_parser("generate", help="make music from a text prompt")
-    generate.add_argument("prompt", nargs="?", default=None, help='e.g. "Upbeat jazz piano with smooth saxophone"')
+    generate.add_argument(
+        "prompt", nargs="?", default=None, help='e.g. "Upbeat jazz piano with smooth saxophone"'
+    )
     generate.add_argument("--unconditional", action="store_true", help="music without a prompt")
     generate.add_argument("--output", default="output.wav", help="audio file to write")
     generate.add_argument("--codes-out", help="also save the codes [batch, codebooks, frames] as .npy")
@@ -74,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_arguments(generate)
 
     batch = commands.add_parser("generate-batch", help="make music for every prompt in a file")
-    batch.add_argument("--prompts", required=True, help="text file (one prompt a line) or JSONL (per-line settings)")
+    batch.add_argument(
+        "--prompts", required=True, help="text file (one prompt a line) or JSONL (per-line settings)"
+    )
     batch.add_argument("--output-dir", required=True)
     batch.add_argument("--batch-size", type=int, default=8, help="prompts per device batch")
     _add_model_arguments(batch)
@@ -103,9 +115,16 @@ def generation_kwargs(args: argparse.Namespace, overrides: dict | None = None) -
     from musicgen_jax.generation.params import GenerationParams
 
     values = dict(
-        duration=args.duration, seed=args.seed, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        guidance_scale=args.guidance_scale, repetition_penalty=args.repetition_penalty, greedy=args.greedy,
-        num_beams=args.num_beams, extend_stride=args.extend_stride,
+        duration=args.duration,
+        seed=args.seed,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        guidance_scale=args.guidance_scale,
+        repetition_penalty=args.repetition_penalty,
+        greedy=args.greedy,
+        num_beams=args.num_beams,
+        extend_stride=args.extend_stride,
     )
     attributes = dict(genre=args.genre, mood=args.mood, tempo=args.tempo, instruments=args.instruments)
     for key, value in (overrides or {}).items():
@@ -161,7 +180,13 @@ class _Progress:
         from tqdm import tqdm
 
         self.frame_rate = frame_rate
-        self.bar = tqdm(total=0, unit="s", desc=label, bar_format="{desc}: {n:.1f}/{total:.1f} s audio |{bar}| {elapsed}", file=sys.stderr)
+        self.bar = tqdm(
+            total=0,
+            unit="s",
+            desc=label,
+            bar_format="{desc}: {n:.1f}/{total:.1f} s audio |{bar}| {elapsed}",
+            file=sys.stderr,
+        )
 
     def __call__(self, done: int, total: int) -> None:
         self.bar.total = round(total / self.frame_rate, 2)
@@ -184,7 +209,9 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.unconditional and args.prompt:
         raise UsageError("give a prompt or --unconditional, not both")
     if not args.unconditional and not (args.prompt or "").strip():
-        raise UsageError("the prompt is empty; describe the music, or pass --unconditional for music without a prompt")
+        raise UsageError(
+            "the prompt is empty; describe the music, or pass --unconditional for music without a prompt"
+        )
     kwargs = generation_kwargs(args)
     output, fmt = output_path(Path(args.output), args.format)
     check_writable(output)
@@ -243,7 +270,7 @@ def read_prompt_file(path: Path) -> list[dict]:
 
 
 def run_generate_batch(args: argparse.Namespace) -> int:
-    from musicgen_jax.generation.params import GenerationRequest, GenerationParams
+    from musicgen_jax.generation.params import GenerationParams, GenerationRequest
 
     entries = read_prompt_file(Path(args.prompts))
     if args.batch_size < 1:
@@ -277,16 +304,30 @@ def run_generate_batch(args: argparse.Namespace) -> int:
                 requests.append(GenerationRequest(prompt=prompt, params=params, attributes=attributes))
             offset = done_frames
             total = int(seconds * model.frame_rate)
-            output = model.generator.generate(requests, progress=lambda d, _t, o=offset: progress(o + d, total))
+            output = model.generator.generate(
+                requests, progress=lambda d, _t, o=offset: progress(o + d, total)
+            )
             done_frames += sum(f.shape[1] for f in output.frames)
             for (prompt, kwargs, path, fmt, entry), frames, seed in zip(chunk, output.frames, output.seeds):
                 audio = model.decode(frames[None])[0]
                 _write(model, audio, path, fmt, entry.get("normalization", args.normalization))
-                print(json.dumps({"prompt": prompt, "file": str(path), "seed": seed, "seconds": frames.shape[1] / model.frame_rate}))
+                print(
+                    json.dumps(
+                        {
+                            "prompt": prompt,
+                            "file": str(path),
+                            "seed": seed,
+                            "seconds": frames.shape[1] / model.frame_rate,
+                        }
+                    )
+                )
     finally:
         progress.close()
     wall = time.perf_counter() - began
-    print(f"wrote {len(jobs)} files ({seconds:.1f} s of audio) in {wall:.1f} s: real-time factor {seconds / wall:.2f}x", file=sys.stderr)
+    print(
+        f"wrote {len(jobs)} files ({seconds:.1f} s of audio) in {wall:.1f} s: real-time factor {seconds / wall:.2f}x",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -296,7 +337,10 @@ def run_interactive(args: argparse.Namespace) -> int:
     if not out_dir.is_dir():
         raise UsageError(f"{out_dir} is not a directory")
     model = load_model(args)
-    print("Type a prompt and press Enter (':q' or Ctrl-D to quit). Settings: ':duration 10', ':seed 3', ...", file=sys.stderr)
+    print(
+        "Type a prompt and press Enter (':q' or Ctrl-D to quit). Settings: ':duration 10', ':seed 3', ...",
+        file=sys.stderr,
+    )
     number = 0
     while True:
         try:
@@ -320,7 +364,12 @@ def run_interactive(args: argparse.Namespace) -> int:
                 if name in ("genre", "mood", "tempo", "instruments"):
                     from musicgen_jax.conditioning import Attributes
 
-                    current = {"genre": attributes.genre, "mood": list(attributes.moods), "tempo": attributes.tempo, "instruments": list(attributes.instruments)}
+                    current = {
+                        "genre": attributes.genre,
+                        "mood": list(attributes.moods),
+                        "tempo": attributes.tempo,
+                        "instruments": list(attributes.instruments),
+                    }
                     current[name] = parsed
                     attributes = Attributes.create(**current)
                 else:
@@ -346,7 +395,9 @@ def run_interactive(args: argparse.Namespace) -> int:
             continue
         progress.close()
         _write(model, result.audio[0], path, args.format or "wav", args.normalization)
-        print(f"wrote {path} ({result.duration:.1f} s, seed {result.seeds[0]}, real-time factor {result.real_time_factor:.2f}x)")
+        print(
+            f"wrote {path} ({result.duration:.1f} s, seed {result.seeds[0]}, real-time factor {result.real_time_factor:.2f}x)"
+        )
 
 
 def run_convert(args: argparse.Namespace) -> int:
@@ -358,7 +409,12 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"generate": run_generate, "generate-batch": run_generate_batch, "interactive": run_interactive, "convert": run_convert}
+COMMANDS = {
+    "generate": run_generate,
+    "generate-batch": run_generate_batch,
+    "interactive": run_interactive,
+    "convert": run_convert,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

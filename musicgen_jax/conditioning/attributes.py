@@ -37,9 +37,7 @@ def _lookup(kind: str, value: str, known: Sequence[str]) -> str:
         return aliases[word]
     close = difflib.get_close_matches(word, list(aliases), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(repr(aliases[c]) for c in dict.fromkeys(close))}?" if close else ""
-    raise InvalidAttributeError(
-        f"unknown {kind} {value!r}{hint} Known {kind}s: {', '.join(known)}."
-    )
+    raise InvalidAttributeError(f"unknown {kind} {value!r}{hint} Known {kind}s: {', '.join(known)}.")
 
 
 def _as_list(value: str | Iterable[str] | None) -> list[str]:
@@ -72,7 +70,7 @@ class Attributes:
         key: str | None = None,
         keywords: str | Iterable[str] | None = None,
         duration: float | None = None,
-    ) -> "Attributes":
+    ) -> Attributes:
         """Validate user input; raises :class:`InvalidAttributeError` with the known values."""
         genre_value = _lookup("genre", genre, vocabulary.GENRES) if genre not in (None, "") else None
         moods = tuple(dict.fromkeys(_lookup("mood", m, vocabulary.MOODS) for m in _as_list(mood)))
@@ -85,10 +83,14 @@ class Attributes:
             try:
                 tempo_value = float(tempo)
             except (TypeError, ValueError):
-                raise InvalidAttributeError(f"tempo must be a number of beats per minute, got {tempo!r}") from None
+                raise InvalidAttributeError(
+                    f"tempo must be a number of beats per minute, got {tempo!r}"
+                ) from None
             low, high = vocabulary.TEMPO_RANGE
             if not low <= tempo_value <= high:
-                raise InvalidAttributeError(f"tempo must be between {low:g} and {high:g} BPM, got {tempo_value:g}")
+                raise InvalidAttributeError(
+                    f"tempo must be between {low:g} and {high:g} BPM, got {tempo_value:g}"
+                )
         duration_value = None
         if duration is not None:
             duration_value = float(duration)
@@ -109,7 +111,14 @@ class Attributes:
 
     @property
     def is_empty(self) -> bool:
-        return not (self.genre or self.moods or self.tempo is not None or self.instruments or self.key or self.keywords)
+        return not (
+            self.genre
+            or self.moods
+            or self.tempo is not None
+            or self.instruments
+            or self.key
+            or self.keywords
+        )
 
 
 def _format_bpm(tempo: float) -> str:

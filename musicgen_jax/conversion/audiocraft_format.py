@@ -34,7 +34,13 @@ def infer_shape(state_keys: list[str], get) -> dict:
         raise CheckpointError("not an audiocraft MusicGen LM state dict (no emb.* or transformer.layers.*)")
     emb = get("emb.0.weight")
     ffn = get("transformer.layers.0.linear1.weight")
-    return {"codebooks": codebooks, "layers": layers, "hidden": emb.shape[1], "vocab": emb.shape[0] - 1, "ffn": ffn.shape[0]}
+    return {
+        "codebooks": codebooks,
+        "layers": layers,
+        "hidden": emb.shape[1],
+        "vocab": emb.shape[0] - 1,
+        "ffn": ffn.shape[0],
+    }
 
 
 def load_audiocraft_params(
@@ -55,13 +61,19 @@ def load_audiocraft_params(
             f"{lm_path}: the LM is {shape}, but the config is hidden {dec.hidden_size}, layers {dec.num_layers}, "
             f"codebooks {dec.num_codebooks}, vocab {dec.vocab_size}, ffn {dec.ffn_dim}; choose the matching preset"
         )
-    state = {name: source.get(name) for name in source.keys() if not name.startswith("condition_provider.conditioners.self_wav")}
+    state = {
+        name: source.get(name)
+        for name in source.keys()
+        if not name.startswith("condition_provider.conditioners.self_wav")
+    }
     renamed = audiocraft_to_transformers_names(state, dec.hidden_size)
     rules = projection_rules(config) + decoder_rules(config, "decoder.")
     shapes = ckpt.expected_shapes(config)
     text_config, text_params = load_t5_encoder(text_encoder_dir, dtype)
     if text_config != config.text_encoder:
-        raise CheckpointError(f"{text_encoder_dir}: its T5 config {text_config} differs from the model config's")
+        raise CheckpointError(
+            f"{text_encoder_dir}: its T5 config {text_config} differs from the model config's"
+        )
     lm_shapes = {p: s for p, s in shapes.items() if p[0] != "text_encoder"}
     params = load_params(renamed.__getitem__, renamed.keys(), rules, lm_shapes, dtype, AUDIOCRAFT_IGNORED)
     params.update(text_params)

@@ -124,7 +124,9 @@ def load_checkpoint(directory: str | Path, dtype: str | None = None) -> tuple[Mu
     for name, path in names.items():
         array = source.get(name, dtype)
         if tuple(array.shape) != shapes[path]:
-            raise CheckpointError(f"{directory}: {name} has shape {array.shape}, config implies {shapes[path]}")
+            raise CheckpointError(
+                f"{directory}: {name} has shape {array.shape}, config implies {shapes[path]}"
+            )
         node = params
         for part in path[:-1]:
             node = node.setdefault(part, {})

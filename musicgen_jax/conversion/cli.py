@@ -16,11 +16,17 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def add_hf_to_jax_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="transformers MusicGen directory or hub id (or audiocraft LM)")
+    parser.add_argument(
+        "--model", required=True, help="transformers MusicGen directory or hub id (or audiocraft LM)"
+    )
     parser.add_argument("--output", required=True, help="directory to write the musicgen-jax checkpoint into")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="parameter dtype to store")
-    parser.add_argument("--preset", help="model shape, for audiocraft checkpoints (small, medium, large, ...)")
-    parser.add_argument("--text-encoder", default="t5-base", help="T5 directory or hub id, for audiocraft checkpoints")
+    parser.add_argument(
+        "--preset", help="model shape, for audiocraft checkpoints (small, medium, large, ...)"
+    )
+    parser.add_argument(
+        "--text-encoder", default="t5-base", help="T5 directory or hub id, for audiocraft checkpoints"
+    )
     parser.add_argument("--codec", help="EnCodec directory or hub id, for audiocraft checkpoints")
 
 
@@ -50,7 +56,9 @@ def run_hf_to_jax(args: argparse.Namespace) -> Path:
         return ckpt.save_checkpoint(
             output, config, params, tokenizer=AutoTokenizer.from_pretrained(str(t5_dir)), codec_dir=codec_dir
         )
-    raise CheckpointError(f"{source} is neither a transformers MusicGen directory nor an audiocraft state_dict.bin")
+    raise CheckpointError(
+        f"{source} is neither a transformers MusicGen directory nor an audiocraft state_dict.bin"
+    )
 
 
 def run_jax_to_hf(args: argparse.Namespace) -> Path:
@@ -74,8 +82,18 @@ def _main(description: str, add, run, argv) -> int:
 
 
 def hf_to_jax_main(argv: list[str] | None = None) -> int:
-    return _main("Convert a transformers (or audiocraft) MusicGen checkpoint to musicgen-jax.", add_hf_to_jax_arguments, run_hf_to_jax, argv)
+    return _main(
+        "Convert a transformers (or audiocraft) MusicGen checkpoint to musicgen-jax.",
+        add_hf_to_jax_arguments,
+        run_hf_to_jax,
+        argv,
+    )
 
 
 def jax_to_hf_main(argv: list[str] | None = None) -> int:
-    return _main("Convert a musicgen-jax checkpoint to a transformers MusicGen directory.", add_jax_to_hf_arguments, run_jax_to_hf, argv)
+    return _main(
+        "Convert a musicgen-jax checkpoint to a transformers MusicGen directory.",
+        add_jax_to_hf_arguments,
+        run_jax_to_hf,
+        argv,
+    )

@@ -57,7 +57,9 @@ def to_torch(array: np.ndarray, rule: Rule) -> np.ndarray:
     raise ValueError(rule.layout)
 
 
-def t5_encoder_rules(config: TextEncoderConfig, prefix: str = "", root: tuple[str, ...] = ("text_encoder",)) -> list[Rule]:
+def t5_encoder_rules(
+    config: TextEncoderConfig, prefix: str = "", root: tuple[str, ...] = ("text_encoder",)
+) -> list[Rule]:
     """transformers' T5 encoder keys (``T5EncoderModel``/``T5Model`` layout) under ``prefix``."""
     n = config.num_layers
     block = f"{prefix}encoder.block.{{i}}.layer"
@@ -104,7 +106,11 @@ def decoder_rules(config: MusicGenConfig, prefix: str = "decoder.") -> list[Rule
     root = ("decoder",)
     layers = root + ("layers",)
     rules = [
-        Rule(root + ("embed_tokens",), f"{prefix}model.decoder.embed_tokens.{{i}}.weight", stack=dec.num_codebooks),
+        Rule(
+            root + ("embed_tokens",),
+            f"{prefix}model.decoder.embed_tokens.{{i}}.weight",
+            stack=dec.num_codebooks,
+        ),
         Rule(root + ("lm_heads",), f"{prefix}lm_heads.{{i}}.weight", stack=dec.num_codebooks),
         Rule(root + ("final_norm", "scale"), f"{prefix}model.decoder.layer_norm.weight"),
         Rule(root + ("final_norm", "bias"), f"{prefix}model.decoder.layer_norm.bias"),
@@ -113,8 +119,14 @@ def decoder_rules(config: MusicGenConfig, prefix: str = "decoder.") -> list[Rule
     ]
     for ours, theirs in (("self_attention", "self_attn"), ("cross_attention", "encoder_attn")):
         for proj, torch_proj in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")):
-            rules.append(Rule(layers + (ours, proj, "kernel"), f"{layer}.{theirs}.{torch_proj}.weight", "heads_in", n, h))
-        rules.append(Rule(layers + (ours, "out", "kernel"), f"{layer}.{theirs}.out_proj.weight", "heads_out", n, h))
+            rules.append(
+                Rule(
+                    layers + (ours, proj, "kernel"), f"{layer}.{theirs}.{torch_proj}.weight", "heads_in", n, h
+                )
+            )
+        rules.append(
+            Rule(layers + (ours, "out", "kernel"), f"{layer}.{theirs}.out_proj.weight", "heads_out", n, h)
+        )
     for ours, theirs in (
         ("self_attention_norm", "self_attn_layer_norm"),
         ("cross_attention_norm", "encoder_attn_layer_norm"),
@@ -168,7 +180,10 @@ def audiocraft_to_transformers_names(state: dict[str, np.ndarray], hidden_size: 
         (r"^transformer\.layers\.(\d+)\.linear1\.", r"decoder.model.decoder.layers.\1.fc1."),
         (r"^transformer\.layers\.(\d+)\.linear2\.", r"decoder.model.decoder.layers.\1.fc2."),
         (r"^transformer\.layers\.(\d+)\.norm1\.", r"decoder.model.decoder.layers.\1.self_attn_layer_norm."),
-        (r"^transformer\.layers\.(\d+)\.norm_cross\.", r"decoder.model.decoder.layers.\1.encoder_attn_layer_norm."),
+        (
+            r"^transformer\.layers\.(\d+)\.norm_cross\.",
+            r"decoder.model.decoder.layers.\1.encoder_attn_layer_norm.",
+        ),
         (r"^transformer\.layers\.(\d+)\.norm2\.", r"decoder.model.decoder.layers.\1.final_layer_norm."),
         (r"^out_norm\.", r"decoder.model.decoder.layer_norm."),
         (r"^linears\.(\d+)\.", r"decoder.lm_heads.\1."),
@@ -184,7 +199,9 @@ def audiocraft_to_transformers_names(state: dict[str, np.ndarray], hidden_size: 
         if new.endswith("in_proj_weight"):
             stem = new[: -len("in_proj_weight")]
             if value.shape[0] != 3 * hidden_size:
-                raise ValueError(f"{key}: expected {3 * hidden_size} rows of fused q/k/v, got {value.shape[0]}")
+                raise ValueError(
+                    f"{key}: expected {3 * hidden_size} rows of fused q/k/v, got {value.shape[0]}"
+                )
             for i, proj in enumerate(("q_proj", "k_proj", "v_proj")):
                 renamed[f"{stem}{proj}.weight"] = value[i * hidden_size : (i + 1) * hidden_size]
         else:

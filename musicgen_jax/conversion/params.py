@@ -85,7 +85,9 @@ def load_params(
     return params
 
 
-def export_params(params: dict, rules: list[Rule], dtype: str | np.dtype | None = None) -> dict[str, np.ndarray]:
+def export_params(
+    params: dict, rules: list[Rule], dtype: str | np.dtype | None = None
+) -> dict[str, np.ndarray]:
     """The PyTorch-named tensors of ``params`` (the inverse of :func:`load_params`)."""
     target = numpy_dtype(dtype) if dtype is not None else None
     tensors: dict[str, np.ndarray] = {}

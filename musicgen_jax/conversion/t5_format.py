@@ -30,7 +30,10 @@ def expected_t5_shapes(config: TextEncoderConfig) -> dict[tuple[str, ...], tuple
 
     ids = jnp.ones((1, 2), jnp.int32)
     shapes = jax.eval_shape(lambda: T5Encoder(config).init(jax.random.key(0), ids, ids))
-    return {("text_encoder",) + path: tuple(leaf.shape) for path, leaf in flatten_paths(nn.unbox(shapes["params"])).items()}
+    return {
+        ("text_encoder",) + path: tuple(leaf.shape)
+        for path, leaf in flatten_paths(nn.unbox(shapes["params"])).items()
+    }
 
 
 def load_t5_encoder(directory: str | Path, dtype: str = "float32") -> tuple[TextEncoderConfig, dict]:

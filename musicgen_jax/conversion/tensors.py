@@ -51,11 +51,11 @@ def torch_to_numpy(tensor) -> np.ndarray:
 class TensorSource:
     """Named tensors of one checkpoint, read on demand."""
 
-    def __init__(self, readers: dict[str, "_Reader"]):
+    def __init__(self, readers: dict[str, _Reader]):
         self._readers = readers  # tensor name -> reader holding it
 
     @classmethod
-    def open(cls, path: str | Path, prefix: str = "") -> "TensorSource":
+    def open(cls, path: str | Path, prefix: str = "") -> TensorSource:
         """Open a file or a directory; ``prefix`` keeps only names starting with it (stripped)."""
         path = Path(path)
         files = _weight_files(path)
@@ -96,12 +96,22 @@ def _weight_files(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise CheckpointError(f"no checkpoint at {path}")
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json", "params.safetensors.index.json"):
+    for index_name in (
+        "model.safetensors.index.json",
+        "pytorch_model.bin.index.json",
+        "params.safetensors.index.json",
+    ):
         index = path / index_name
         if index.is_file():
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
             return [path / shard for shard in shards]
-    for name in ("model.safetensors", "pytorch_model.bin", "flax_model.msgpack", "state_dict.bin", "params.safetensors"):
+    for name in (
+        "model.safetensors",
+        "pytorch_model.bin",
+        "flax_model.msgpack",
+        "state_dict.bin",
+        "params.safetensors",
+    ):
         if (path / name).is_file():
             return [path / name]
     raise CheckpointError(
@@ -130,8 +140,16 @@ class _Alias(_Reader):
 
 
 _SAFETENSORS_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": ml_dtypes.bfloat16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
 }
 
 
@@ -164,7 +182,9 @@ class _SafetensorsReader(_Reader):
         begin, end = entry["data_offsets"]
         array = np.empty(entry["shape"], dtype=dtype)
         if array.nbytes != end - begin:
-            raise CheckpointError(f"{self._file}: tensor {name} has {end - begin} bytes for shape {entry['shape']}")
+            raise CheckpointError(
+                f"{self._file}: tensor {name} has {end - begin} bytes for shape {entry['shape']}"
+            )
         with open(self._file, "rb") as handle:
             handle.seek(self._data_start + begin)
             if handle.readinto(memoryview(array.reshape(-1).view(np.uint8))) != array.nbytes:

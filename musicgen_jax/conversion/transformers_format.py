@@ -61,11 +61,18 @@ def load_transformers_params(directory: str | Path, dtype: str = "float32") -> t
     """Config and Flax parameters (NumPy) of a transformers MusicGen directory."""
     directory = Path(directory)
     hf_config = read_transformers_config(directory)
-    config = MusicGenConfig.from_transformers(hf_config, name=hf_config.get("_name_or_path") or directory.name)
+    config = MusicGenConfig.from_transformers(
+        hf_config, name=hf_config.get("_name_or_path") or directory.name
+    )
     source = TensorSource.open(directory)
     source.use_tied_copy("text_encoder.shared.weight", "text_encoder.encoder.embed_tokens.weight")
     params = load_params(
-        source.get, source.keys(), musicgen_rules(config), ckpt.expected_shapes(config), dtype, MUSICGEN_IGNORED
+        source.get,
+        source.keys(),
+        musicgen_rules(config),
+        ckpt.expected_shapes(config),
+        dtype,
+        MUSICGEN_IGNORED,
     )
     return config, params
 
@@ -115,7 +122,9 @@ def convert_from_transformers(source_dir: str | Path, output_dir: str | Path, dt
     return output_dir
 
 
-def export_to_transformers(checkpoint_dir: str | Path, output_dir: str | Path, dtype: str | None = None) -> Path:
+def export_to_transformers(
+    checkpoint_dir: str | Path, output_dir: str | Path, dtype: str | None = None
+) -> Path:
     """Write a musicgen-jax checkpoint as a directory transformers loads."""
     checkpoint_dir, output_dir = Path(checkpoint_dir), Path(output_dir)
     config, params = ckpt.load_checkpoint(checkpoint_dir)

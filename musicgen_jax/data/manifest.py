@@ -112,9 +112,7 @@ def read_manifest(path: str | os.PathLike) -> list[AudioMeta]:
             dataclasses.replace(
                 entry,
                 path=str(_resolve(entry.path, path.parent)),
-                info_path=None
-                if entry.info_path is None
-                else str(_resolve(entry.info_path, path.parent)),
+                info_path=None if entry.info_path is None else str(_resolve(entry.info_path, path.parent)),
             )
         )
     return entries

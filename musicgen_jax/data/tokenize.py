@@ -184,7 +184,12 @@ def encode_source(
         augmented, caption, applied = augmenter.apply_logged(audio, rate, description, rng, other)
         copy_metadata = augmented_metadata(metadata, caption, applied)
         out += _encode_audio(
-            codec, augmented, copy_metadata, caption, f"{source.audio_path}#augment{copy}", options,
+            codec,
+            augmented,
+            copy_metadata,
+            caption,
+            f"{source.audio_path}#augment{copy}",
+            options,
             first_index=len(out),
         )
     return out
@@ -533,9 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--extensions", default=",".join(manifest_lib.AUDIO_EXTENSIONS), help="audio suffixes for --audio-dir"
     )
     parser.add_argument(
-        "--augment", help="a YAML AugmentConfig (musicgen_jax.data.augment), optionally under an 'augment:' key"
+        "--augment",
+        help="a YAML AugmentConfig (musicgen_jax.data.augment), optionally under an 'augment:' key",
     )
-    parser.add_argument("--augment-copies", type=int, default=1, help="augmented copies per file (with --augment)")
+    parser.add_argument(
+        "--augment-copies", type=int, default=1, help="augmented copies per file (with --augment)"
+    )
     parser.add_argument("--augment-seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser

@@ -563,7 +563,7 @@ def evaluate_audio_detailed(
             values = (None,) * len(keys)
             for key in keys:
                 notes[key] = str(reason)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             # One metric failing (a library edge case) must not take the others down with it in a
             # server; the note and the log carry the error so it is not lost.
             logger.warning("metric %s failed", "/".join(keys), exc_info=True)

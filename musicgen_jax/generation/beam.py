@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from musicgen_jax.generation import delay_pattern, loop
+from musicgen_jax.generation import loop
 from musicgen_jax.generation.sampling import apply_guidance
 from musicgen_jax.models.musicgen import MusicGenModel
 
@@ -56,7 +56,9 @@ def run(
         if guided:
             logits = apply_guidance(logits, jnp.full((num_beams,), guidance_scale))
         logprobs = jax.nn.log_softmax(logits / temperature, axis=-1)  # [beams, K, vocab]
-        forced, is_forced = loop.forced_tokens(state.position, plan, dec.pad_token_id, codebooks, dec.audio_channels)
+        forced, is_forced = loop.forced_tokens(
+            state.position, plan, dec.pad_token_id, codebooks, dec.audio_channels
+        )
         # At the first position every beam is identical: keep one copy alive.
         first = state.position == 1
         partial = jnp.where(first & (jnp.arange(num_beams) > 0), -jnp.inf, scores)  # [beams]
@@ -78,8 +80,12 @@ def run(
         step_tokens = chosen[:, :, None]
         if guided:
             step_tokens = jnp.concatenate([step_tokens, step_tokens], axis=0)
-        logits, cache = model.apply({"params": params}, step_tokens, state.cache, None, method=MusicGenModel.decode_step)
-        state = state.replace(tokens=tokens, position=state.position + 1, logits=logits[:, :, -1], cache=cache)
+        logits, cache = model.apply(
+            {"params": params}, step_tokens, state.cache, None, method=MusicGenModel.decode_step
+        )
+        state = state.replace(
+            tokens=tokens, position=state.position + 1, logits=logits[:, :, -1], cache=cache
+        )
         return state, partial
 
     scores = jnp.zeros((num_beams,), jnp.float32)
@@ -88,24 +94,43 @@ def run(
     return state.tokens[order], scores[order]
 
 
-def beam_search(generator, params, memory, memory_mask, plan: loop.SequencePlan, num_positions: int, guided: bool):
+def beam_search(
+    generator, params, memory, memory_mask, plan: loop.SequencePlan, num_positions: int, guided: bool
+):
     """Frames ``[K, frames]`` of the best beam for one request, and its length-penalised score."""
     mg = generator.musicgen
     dec = mg.config.decoder
     n = params.num_beams
-    repeat = lambda x: jnp.repeat(x[:1], n, axis=0)  # noqa: E731
+    repeat = lambda x: jnp.repeat(x[:1], n, axis=0)
     memory, memory_mask = repeat(memory), repeat(memory_mask)
     plan = loop.SequencePlan(repeat(plan.num_frames), repeat(plan.prompt), repeat(plan.prompt_frames))
     key = ("beam_start", n, num_positions, memory.shape[1], guided)
     start = generator._compiled_fn(
-        key, loop.start, mg.model, mg.params, memory, memory_mask, plan,
-        num_positions=num_positions, guided=guided, track_seen=False,
+        key,
+        loop.start,
+        mg.model,
+        mg.params,
+        memory,
+        memory_mask,
+        plan,
+        num_positions=num_positions,
+        guided=guided,
+        track_seen=False,
     )
     state = start(mg.params, memory, memory_mask, plan)
     scale = jnp.asarray(params.guidance_scale, jnp.float32)
     temperature = jnp.asarray(params.temperature, jnp.float32)
     search = generator._compiled_fn(
-        ("beam_run",) + key[1:], run, mg.model, mg.params, state, plan, scale, temperature, num_beams=n, guided=guided
+        ("beam_run",) + key[1:],
+        run,
+        mg.model,
+        mg.params,
+        state,
+        plan,
+        scale,
+        temperature,
+        num_beams=n,
+        guided=guided,
     )
     tokens, scores = search(mg.params, state, plan, scale, temperature)
     frames = np.asarray(loop.frames_of(tokens[:1], dec.audio_channels))[0]

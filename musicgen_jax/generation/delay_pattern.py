@@ -32,7 +32,9 @@ def frame_index(positions: jax.Array, num_codebooks: int, audio_channels: int = 
     return positions[None, :] - offsets[:, None] - 1
 
 
-def valid_positions(positions: jax.Array, num_frames, num_codebooks: int, audio_channels: int = 1) -> jax.Array:
+def valid_positions(
+    positions: jax.Array, num_frames, num_codebooks: int, audio_channels: int = 1
+) -> jax.Array:
     """``[codebooks, len(positions)]`` bool: the position holds a real frame (``0 <= f < num_frames``)."""
     frames = frame_index(positions, num_codebooks, audio_channels)
     return (frames >= 0) & (frames < num_frames)

@@ -108,20 +108,37 @@ class Generator:
             self._compiled[key] = compiled
         return compiled
 
-    def _programs(self, memory, memory_mask, plan, controls, steps, num_positions, guided, track_seen, num_candidates):
+    def _programs(
+        self, memory, memory_mask, plan, controls, steps, num_positions, guided, track_seen, num_candidates
+    ):
         """The compiled ``start`` and one ``advance`` per attention span (``loop.kv_buckets``) for
         these shapes, compiled on first use."""
         mg = self.musicgen
         key = (memory.shape[0], num_positions, memory.shape[1], guided, track_seen)
         static = dict(num_positions=num_positions, guided=guided, track_seen=track_seen)
-        start = self._compiled_fn(("start",) + key, loop.start, mg.model, mg.params, memory, memory_mask, plan, **static)
+        start = self._compiled_fn(
+            ("start",) + key, loop.start, mg.model, mg.params, memory, memory_mask, plan, **static
+        )
         state = jax.eval_shape(
-            lambda p, m, mm, pl: loop.start(mg.model, p, m, mm, pl, **static), mg.params, memory, memory_mask, plan
+            lambda p, m, mm, pl: loop.start(mg.model, p, m, mm, pl, **static),
+            mg.params,
+            memory,
+            memory_mask,
+            plan,
         )
         advance = {
             kv: self._compiled_fn(
-                ("advance",) + key + (num_candidates, kv), loop.advance, mg.model, mg.params, state, controls, plan,
-                steps, guided=guided, num_candidates=num_candidates, kv_length=kv,
+                ("advance",) + key + (num_candidates, kv),
+                loop.advance,
+                mg.model,
+                mg.params,
+                state,
+                controls,
+                plan,
+                steps,
+                guided=guided,
+                num_candidates=num_candidates,
+                kv_length=kv,
             )
             for kv in loop.kv_buckets(num_positions, self.kv_splits)
         }
@@ -160,13 +177,24 @@ class Generator:
                 )
                 floats = jax.ShapeDtypeStruct((size,), jnp.float32)
                 controls = SamplingControls(
-                    floats, jax.ShapeDtypeStruct((size,), jnp.int32), floats, floats, floats,
+                    floats,
+                    jax.ShapeDtypeStruct((size,), jnp.int32),
+                    floats,
+                    floats,
+                    floats,
                     jax.ShapeDtypeStruct((size,), jnp.bool_),
                     jax.eval_shape(lambda: jax.vmap(jax.random.key)(jnp.zeros((size,), jnp.uint32))),
                 )
                 steps = jax.ShapeDtypeStruct((), jnp.int32)
                 self._programs(
-                    memory, memory_mask, plan, controls, steps, num_positions, guided, repetition_penalty,
+                    memory,
+                    memory_mask,
+                    plan,
+                    controls,
+                    steps,
+                    num_positions,
+                    guided,
+                    repetition_penalty,
                     candidate_count([top_k], dec.vocab_size),
                 )
         return self.compile_seconds_total - before
@@ -198,7 +226,9 @@ class Generator:
             if request.prompt_codes is not None:
                 codes = np.asarray(request.prompt_codes)
                 if codes.shape[0] != mg.num_codebooks:
-                    raise GenerationParamsError(f"prompt_codes have {codes.shape[0]} codebooks, the model {mg.num_codebooks}")
+                    raise GenerationParamsError(
+                        f"prompt_codes have {codes.shape[0]} codebooks, the model {mg.num_codebooks}"
+                    )
                 if codes.shape[1] >= total:
                     raise GenerationParamsError(
                         f"the audio prompt ({codes.shape[1] / fr:.2f} s) must be shorter than the duration "
@@ -248,7 +278,11 @@ class Generator:
         fr = self.musicgen.frame_rate
         offset = {row: 0 for row in rows}  # absolute frame where the row's current window starts
         prompt = {
-            row: (np.asarray(requests[row].prompt_codes, np.int32) if requests[row].prompt_codes is not None else None)
+            row: (
+                np.asarray(requests[row].prompt_codes, np.int32)
+                if requests[row].prompt_codes is not None
+                else None
+            )
             for row in rows
         }
         if any(p is not None for p in prompt.values()):
@@ -259,7 +293,9 @@ class Generator:
         active = list(rows)
         while active:
             wanted = {row: min(totals[row] - offset[row], window) for row in active}
-            results = self._run_window(requests, active, wanted, prompt, memory, memory_mask, output, report, beams)
+            results = self._run_window(
+                requests, active, wanted, prompt, memory, memory_mask, output, report, beams
+            )
             next_active = []
             for row in active:
                 frames = results[row]
@@ -295,11 +331,15 @@ class Generator:
         params_of = [requests[r].params for r in padded_rows]
         guided = any(p.guidance_scale != 1.0 for p in params_of)
         if beams:
-            result, score = beam.beam_search(self, requests[rows[0]].params, row_memory, row_mask, plan, num_positions, guided)
-            output.steps += int(max(wanted.values())) + loop.delay_pattern.num_delays(dec.num_codebooks, dec.audio_channels)
+            result, score = beam.beam_search(
+                self, requests[rows[0]].params, row_memory, row_mask, plan, num_positions, guided
+            )
+            output.steps += int(max(wanted.values())) + loop.delay_pattern.num_delays(
+                dec.num_codebooks, dec.audio_channels
+            )
             output.beam_scores[rows[0]] = score
             frames = {rows[0]: result[:, : wanted[rows[0]]]}
-            report(rows[0], frames[rows[0]][:, prompt_frames[0]:])
+            report(rows[0], frames[rows[0]][:, prompt_frames[0] :])
             return frames
         track_seen = any(p.repetition_penalty != 1.0 for p in params_of)
         num_candidates = candidate_count([p.top_k for p in params_of], dec.vocab_size)
@@ -313,7 +353,9 @@ class Generator:
             keys=jax.vmap(jax.random.key)(jnp.asarray([p.seed for p in params_of], jnp.uint32)),
         )
         steps = jnp.asarray(self._chunk, jnp.int32)
-        start, advance = self._programs(row_memory, row_mask, plan, controls, steps, num_positions, guided, track_seen, num_candidates)
+        start, advance = self._programs(
+            row_memory, row_mask, plan, controls, steps, num_positions, guided, track_seen, num_candidates
+        )
         state = start(mg.params, row_memory, row_mask, plan)
         end = int(max(wanted.values())) + loop.delay_pattern.num_delays(dec.num_codebooks, dec.audio_channels)
         delays = loop.delay_pattern.delays(dec.num_codebooks, dec.audio_channels)
@@ -338,7 +380,9 @@ class Generator:
                 new = np.zeros((0, 0), np.int32)
                 if self._streaming:
                     # Frame f of codebook k sits at position f + delay_k + 1.
-                    new = np.stack([tokens[i, k, emitted[row] + d + 1 : upto + d + 1] for k, d in enumerate(delays)])
+                    new = np.stack(
+                        [tokens[i, k, emitted[row] + d + 1 : upto + d + 1] for k, d in enumerate(delays)]
+                    )
                 else:
                     new = np.zeros((dec.num_codebooks, upto - emitted[row]), np.int32)
                 emitted[row] = upto

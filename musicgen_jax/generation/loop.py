@@ -52,7 +52,9 @@ def forced_tokens(
     outside = (frame < 0) | (frame >= plan.num_frames[:, None])
     in_prompt = ~outside & (frame < plan.prompt_frames[:, None])
     index = jnp.clip(frame, 0, plan.prompt.shape[-1] - 1)
-    prompt_token = jnp.take_along_axis(plan.prompt, jnp.broadcast_to(index, plan.num_frames.shape + (num_codebooks,))[..., None], axis=-1)[..., 0]
+    prompt_token = jnp.take_along_axis(
+        plan.prompt, jnp.broadcast_to(index, plan.num_frames.shape + (num_codebooks,))[..., None], axis=-1
+    )[..., 0]
     token = jnp.where(outside, special, prompt_token)
     return token.astype(jnp.int32), outside | in_prompt
 
@@ -79,10 +81,14 @@ def kv_bucket(needed: int, num_positions: int, max_splits: int = 4) -> int:
     return next(b for b in kv_buckets(num_positions, max_splits) if b >= min(needed, num_positions))
 
 
-def _decode(model: MusicGenModel, params, tokens: jax.Array, cache: DecoderCache, guided: bool, kv_length: int | None):
+def _decode(
+    model: MusicGenModel, params, tokens: jax.Array, cache: DecoderCache, guided: bool, kv_length: int | None
+):
     if guided:
         tokens = jnp.concatenate([tokens, tokens], axis=0)
-    logits, cache = model.apply({"params": params}, tokens, cache, kv_length, method=MusicGenModel.decode_step)
+    logits, cache = model.apply(
+        {"params": params}, tokens, cache, kv_length, method=MusicGenModel.decode_step
+    )
     return logits[:, :, -1], cache  # [rows, K, vocab]
 
 
@@ -111,7 +117,9 @@ def start(
     logits, cache = _decode(model, params, tokens[:, :, :1], cache, guided, kv_buckets(num_positions)[0])
     end = jnp.max(plan.num_frames) + delay_pattern.num_delays(dec.num_codebooks, dec.audio_channels)
     seen = jnp.zeros((batch, dec.num_codebooks, dec.vocab_size), bool) if track_seen else None
-    return GenerationState(tokens, jnp.ones((), jnp.int32), jnp.minimum(end, num_positions), logits, cache, seen)
+    return GenerationState(
+        tokens, jnp.ones((), jnp.int32), jnp.minimum(end, num_positions), logits, cache, seen
+    )
 
 
 @functools.partial(
@@ -137,7 +145,9 @@ def advance(
     def body(state: GenerationState) -> GenerationState:
         logits = apply_guidance(state.logits, controls.guidance_scale) if guided else state.logits
         sampled = sample_tokens(logits, controls, state.position, num_candidates, state.seen)
-        forced, is_forced = forced_tokens(state.position, plan, dec.pad_token_id, dec.num_codebooks, dec.audio_channels)
+        forced, is_forced = forced_tokens(
+            state.position, plan, dec.pad_token_id, dec.num_codebooks, dec.audio_channels
+        )
         token = jnp.where(is_forced, forced, sampled)  # [batch, K]
         tokens = jax.lax.dynamic_update_slice(state.tokens, token[:, :, None], (0, 0, state.position))
         seen = state.seen
@@ -145,7 +155,9 @@ def advance(
             real = token < dec.vocab_size
             seen = seen | (jax.nn.one_hot(token, dec.vocab_size, dtype=bool) & real[..., None])
         logits, cache = _decode(model, params, token[:, :, None], state.cache, guided, kv_length)
-        return state.replace(tokens=tokens, position=state.position + 1, logits=logits, cache=cache, seen=seen)
+        return state.replace(
+            tokens=tokens, position=state.position + 1, logits=logits, cache=cache, seen=seen
+        )
 
     return jax.lax.while_loop(lambda s: s.position < stop, body, state)
 

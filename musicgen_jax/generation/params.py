@@ -40,7 +40,15 @@ class GenerationParams:
             if not ok:
                 raise GenerationParamsError(message)
 
-        for name in ("duration", "temperature", "top_p", "guidance_scale", "repetition_penalty", "length_penalty", "extend_stride"):
+        for name in (
+            "duration",
+            "temperature",
+            "top_p",
+            "guidance_scale",
+            "repetition_penalty",
+            "length_penalty",
+            "extend_stride",
+        ):
             value = getattr(self, name)
             check(
                 isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
@@ -50,19 +58,34 @@ class GenerationParams:
             MIN_DURATION <= self.duration <= MAX_DURATION,
             f"duration must be between {MIN_DURATION:g} and {MAX_DURATION:g} seconds, got {self.duration:g}",
         )
-        check(self.temperature > 0, f"temperature must be greater than 0, got {self.temperature:g} (use greedy for argmax)")
-        check(isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and self.top_k >= 0, f"top_k must be a whole number >= 0 (0 = off), got {self.top_k!r}")
+        check(
+            self.temperature > 0,
+            f"temperature must be greater than 0, got {self.temperature:g} (use greedy for argmax)",
+        )
+        check(
+            isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and self.top_k >= 0,
+            f"top_k must be a whole number >= 0 (0 = off), got {self.top_k!r}",
+        )
         check(0.0 <= self.top_p <= 1.0, f"top_p must be in (0, 1] (or 0 = off), got {self.top_p:g}")
         check(self.guidance_scale >= 0, f"guidance_scale must be >= 0, got {self.guidance_scale:g}")
-        check(self.repetition_penalty > 0, f"repetition_penalty must be greater than 0, got {self.repetition_penalty:g}")
+        check(
+            self.repetition_penalty > 0,
+            f"repetition_penalty must be greater than 0, got {self.repetition_penalty:g}",
+        )
         check(
             isinstance(self.num_beams, int) and 1 <= self.num_beams <= MAX_BEAMS,
             f"num_beams must be between 1 and {MAX_BEAMS}, got {self.num_beams!r}",
         )
-        check(self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed < 2**32), f"seed must be an integer in [0, 2^32), got {self.seed!r}")
-        check(self.extend_stride > 0, f"extend_stride must be greater than 0 seconds, got {self.extend_stride:g}")
+        check(
+            self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed < 2**32),
+            f"seed must be an integer in [0, 2^32), got {self.seed!r}",
+        )
+        check(
+            self.extend_stride > 0,
+            f"extend_stride must be greater than 0 seconds, got {self.extend_stride:g}",
+        )
 
-    def with_seed(self) -> "GenerationParams":
+    def with_seed(self) -> GenerationParams:
         """A copy with a concrete seed (drawn now when none was given), so results can be repeated."""
         if self.seed is not None:
             return self

@@ -53,9 +53,15 @@ class AttributeEmbedder(nn.Module):
         genre = table("genre", len(vocabulary.GENRES) + 1)[attributes["genre"]]
         moods_hot = attributes["moods"].astype(self.dtype)
         instruments_hot = attributes["instruments"].astype(self.dtype)
-        moods = moods_hot @ table("moods", len(vocabulary.MOODS)) / jnp.maximum(moods_hot.sum(-1, keepdims=True), 1)
-        instruments = instruments_hot @ table("instruments", len(vocabulary.INSTRUMENTS)) / jnp.maximum(
-            instruments_hot.sum(-1, keepdims=True), 1
+        moods = (
+            moods_hot
+            @ table("moods", len(vocabulary.MOODS))
+            / jnp.maximum(moods_hot.sum(-1, keepdims=True), 1)
+        )
+        instruments = (
+            instruments_hot
+            @ table("instruments", len(vocabulary.INSTRUMENTS))
+            / jnp.maximum(instruments_hot.sum(-1, keepdims=True), 1)
         )
 
         def scalar(name: str, value: jax.Array, value_range: tuple[float, float]) -> jax.Array:

@@ -39,7 +39,7 @@ class TextEncoderConfig:
             raise ValueError(f"unsupported T5 feed_forward_proj {self.feed_forward_proj!r}")
 
     @classmethod
-    def from_transformers(cls, data: dict) -> "TextEncoderConfig":
+    def from_transformers(cls, data: dict) -> TextEncoderConfig:
         """From a transformers ``T5Config`` as a dict (``config.json`` of a T5 checkpoint)."""
         if data.get("model_type", "t5") not in ("t5", "mt5", "umt5"):
             raise ValueError(f"only T5 text encoders are supported, got {data.get('model_type')!r}")
@@ -89,9 +89,7 @@ class DecoderConfig:
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
-            )
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.audio_channels not in (1, 2):
             raise ValueError(f"audio_channels must be 1 or 2, got {self.audio_channels}")
         if self.num_codebooks % self.audio_channels:
@@ -169,7 +167,7 @@ class MusicGenConfig:
     # ----------------------------------------------------------------------------------- presets
 
     @classmethod
-    def preset(cls, name: str, overrides: list[str] | tuple[str, ...] = ()) -> "MusicGenConfig":
+    def preset(cls, name: str, overrides: list[str] | tuple[str, ...] = ()) -> MusicGenConfig:
         """A shipped preset (``configs/model/<name>.yaml``) or a YAML path, with dotted overrides."""
         path = Path(name)
         if not path.suffix:
@@ -187,13 +185,13 @@ class MusicGenConfig:
         return config_io.to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "MusicGenConfig":
+    def from_dict(cls, data: dict) -> MusicGenConfig:
         return config_io.from_dict(cls, data)
 
     # ------------------------------------------------------------------------- transformers
 
     @classmethod
-    def from_transformers(cls, hf_config: Any, name: str = "musicgen") -> "MusicGenConfig":
+    def from_transformers(cls, hf_config: Any, name: str = "musicgen") -> MusicGenConfig:
         """From a transformers ``MusicgenConfig`` (object or its ``to_dict()``)."""
         data = hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
         text, audio, dec = data["text_encoder"], data["audio_encoder"], data["decoder"]
@@ -268,5 +266,11 @@ class MusicGenConfig:
         if audio_encoder is None:
             codec = EncodecConfig(sampling_rate=self.audio.sample_rate, audio_channels=1)
         else:
-            codec = EncodecConfig(**{k: v for k, v in audio_encoder.items() if k not in ("model_type", "transformers_version", "architectures")})
+            codec = EncodecConfig(
+                **{
+                    k: v
+                    for k, v in audio_encoder.items()
+                    if k not in ("model_type", "transformers_version", "architectures")
+                }
+            )
         return MusicgenConfig(text_encoder=t5, audio_encoder=codec, decoder=decoder)

@@ -146,7 +146,7 @@ class DecoderLayer(nn.Module):
         cross_attention = Projections(cfg, self.dtype, self.param_dtype, name="cross_attention")
 
         if mode == "project_memory":  # heads-major for the cache
-            heads_major = lambda x: x.transpose(0, 2, 1, 3)  # noqa: E731
+            heads_major = lambda x: x.transpose(0, 2, 1, 3)
             return carry, {
                 "cross_key": heads_major(cross_attention.key(memory)),
                 "cross_value": heads_major(cross_attention.value(memory)),
@@ -170,7 +170,9 @@ class DecoderLayer(nn.Module):
             # the scan's inputs and outputs would copy all of it at every step.
             layer = layer_inputs["layer"]
             at = (layer, 0, 0, cache_index, 0)
-            new_key = key.transpose(0, 2, 1, 3).astype(cache_key.dtype)[None]  # [1, batch, heads, length, head_dim]
+            new_key = key.transpose(0, 2, 1, 3).astype(cache_key.dtype)[
+                None
+            ]  # [1, batch, heads, length, head_dim]
             new_value = value.transpose(0, 2, 1, 3).astype(cache_value.dtype)[None]
             cache_key = jax.lax.dynamic_update_slice(cache_key, new_key, at)
             cache_value = jax.lax.dynamic_update_slice(cache_value, new_value, at)
@@ -180,7 +182,13 @@ class DecoderLayer(nn.Module):
             value = jax.lax.dynamic_slice(cache_value, (layer, 0, 0, 0, 0), window)[0]
         mask = causal_mask(positions, key.shape[2] if cached else key.shape[1])
         attended = dot_product_attention(
-            query, key.astype(self.dtype), value.astype(self.dtype), mask, scale, cfg.attention_dropout, dropout_rng,
+            query,
+            key.astype(self.dtype),
+            value.astype(self.dtype),
+            mask,
+            scale,
+            cfg.attention_dropout,
+            dropout_rng,
             heads_major=cached,
         )
         hidden = residual + dropout(self_attention.out(attended), cfg.dropout)
@@ -190,7 +198,10 @@ class DecoderLayer(nn.Module):
         normed = _layer_norm(cfg, self.dtype, self.param_dtype, "cross_attention_norm")(hidden)
         query = cross_attention.query(normed)
         if mode == "cached":
-            key, value = layer_inputs["cross_key"].astype(self.dtype), layer_inputs["cross_value"].astype(self.dtype)
+            key, value = (
+                layer_inputs["cross_key"].astype(self.dtype),
+                layer_inputs["cross_value"].astype(self.dtype),
+            )
         else:
             key, value = cross_attention.key(memory), cross_attention.value(memory)
         mask = memory_mask.astype(bool)[:, None, None, :]
@@ -241,17 +252,23 @@ class MusicGenDecoder(nn.Module):
     def setup(self) -> None:
         cfg = self.config
         if not 1 <= self.scan_unroll <= cfg.num_layers:
-            raise ValueError(f"scan_unroll must be between 1 and the {cfg.num_layers} layers, got {self.scan_unroll}")
+            raise ValueError(
+                f"scan_unroll must be between 1 and the {cfg.num_layers} layers, got {self.scan_unroll}"
+            )
         self.embed_tokens = self.param(
             "embed_tokens",
-            nn.with_logical_partitioning(nn.initializers.normal(0.02), (axes.CODEBOOKS, axes.VOCAB, axes.EMBED)),
+            nn.with_logical_partitioning(
+                nn.initializers.normal(0.02), (axes.CODEBOOKS, axes.VOCAB, axes.EMBED)
+            ),
             (cfg.num_codebooks, cfg.vocab_size + 1, cfg.hidden_size),
             self.param_dtype,
         )
         layer = DecoderLayer
         if self.remat_policy != "none":
             # kv_length, mode and deterministic are Python values; the count includes self.
-            layer = nn.remat(layer, policy=REMAT_POLICIES[self.remat_policy], prevent_cse=False, static_argnums=(7, 8, 9))
+            layer = nn.remat(
+                layer, policy=REMAT_POLICIES[self.remat_policy], prevent_cse=False, static_argnums=(7, 8, 9)
+            )
         self.layers = nn.scan(
             layer,
             variable_axes={"params": 0},
@@ -267,7 +284,9 @@ class MusicGenDecoder(nn.Module):
         # minor dimension of both operands, which needs no transposed copy of the heads per step.
         self.lm_heads = self.param(
             "lm_heads",
-            nn.with_logical_partitioning(nn.initializers.normal(0.02), (axes.CODEBOOKS, axes.VOCAB, axes.EMBED)),
+            nn.with_logical_partitioning(
+                nn.initializers.normal(0.02), (axes.CODEBOOKS, axes.VOCAB, axes.EMBED)
+            ),
             (cfg.num_codebooks, cfg.vocab_size, cfg.hidden_size),
             self.param_dtype,
         )
@@ -280,7 +299,9 @@ class MusicGenDecoder(nn.Module):
         hidden = table[codebook, tokens].sum(axis=1)  # [batch, length, hidden]
         if cfg.scale_embedding:
             hidden = hidden * math.sqrt(cfg.hidden_size)
-        hidden = (hidden.astype(jnp.float32) + sinusoidal_positions(positions, cfg.hidden_size)[None]).astype(self.dtype)
+        hidden = (hidden.astype(jnp.float32) + sinusoidal_positions(positions, cfg.hidden_size)[None]).astype(
+            self.dtype
+        )
         return self.embed_dropout(hidden, deterministic=deterministic)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
@@ -288,7 +309,9 @@ class MusicGenDecoder(nn.Module):
         logits = jnp.einsum(
             "btd,kvd->bktv", hidden, self.lm_heads.astype(self.dtype), preferred_element_type=jnp.float32
         )
-        return nn.with_logical_constraint(logits, (axes.BATCH, axes.ACT_CODEBOOKS, axes.LENGTH, axes.ACT_VOCAB))
+        return nn.with_logical_constraint(
+            logits, (axes.BATCH, axes.ACT_CODEBOOKS, axes.LENGTH, axes.ACT_VOCAB)
+        )
 
     def __call__(
         self,
@@ -313,7 +336,9 @@ class MusicGenDecoder(nn.Module):
         dtype = cache_dtype or self.dtype
         batch = memory.shape[0]
         dummy = jnp.zeros((batch, 1, cfg.hidden_size), self.dtype)
-        _, cross = self.layers((dummy, None, None), None, memory, memory_mask, None, None, None, "project_memory", True)
+        _, cross = self.layers(
+            (dummy, None, None), None, memory, memory_mask, None, None, None, "project_memory", True
+        )
         self_key, self_value = empty_self_attention(
             cfg.num_layers, batch, max_length, cfg.num_heads, cfg.head_dim, dtype
         )
@@ -345,8 +370,15 @@ class MusicGenDecoder(nn.Module):
         }
         carry = (hidden, cache.self_key, cache.self_value)
         (hidden, self_key, self_value), _ = self.layers(
-            carry, layer_inputs, None, cache.memory_mask, positions, cache.index,
-            kv_length or cache.max_length, "cached", True,
+            carry,
+            layer_inputs,
+            None,
+            cache.memory_mask,
+            positions,
+            cache.index,
+            kv_length or cache.max_length,
+            "cached",
+            True,
         )
         cache = cache.replace(self_key=self_key, self_value=self_value, index=cache.index + length)
         return self.logits(hidden), cache

@@ -32,12 +32,18 @@ class MusicGenModel(nn.Module):
                 cfg.decoder.hidden_size,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
-                kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), (axes.TEXT_EMBED, axes.EMBED)),
+                kernel_init=nn.with_logical_partitioning(
+                    nn.initializers.normal(0.02), (axes.TEXT_EMBED, axes.EMBED)
+                ),
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes.EMBED,)),
             )
         if cfg.uses_learned_attributes:
-            self.attribute_embedder = AttributeEmbedder(cfg.decoder.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype)
-        self.decoder = MusicGenDecoder(cfg.decoder, self.dtype, self.param_dtype, self.remat_policy, self.scan_unroll)
+            self.attribute_embedder = AttributeEmbedder(
+                cfg.decoder.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype
+            )
+        self.decoder = MusicGenDecoder(
+            cfg.decoder, self.dtype, self.param_dtype, self.remat_policy, self.scan_unroll
+        )
 
     # ----------------------------------------------------------------------------- conditioning
 

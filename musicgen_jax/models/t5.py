@@ -95,11 +95,11 @@ class T5Block(nn.Module):
         batch, length, _ = hidden.shape
 
         normed = RMSNorm(cfg.layer_norm_epsilon, self.dtype, self.param_dtype, name="attention_norm")(hidden)
-        dense = lambda n, f, i, o: _dense(f, i, o, self.dtype, self.param_dtype, n)  # noqa: E731
+        dense = lambda n, f, i, o: _dense(f, i, o, self.dtype, self.param_dtype, n)
         q = dense("query", inner, axes.TEXT_EMBED, axes.TEXT_HEADS)(normed)
         k = dense("key", inner, axes.TEXT_EMBED, axes.TEXT_HEADS)(normed)
         v = dense("value", inner, axes.TEXT_EMBED, axes.TEXT_HEADS)(normed)
-        split = lambda t: t.reshape(batch, length, cfg.num_heads, cfg.d_kv)  # noqa: E731
+        split = lambda t: t.reshape(batch, length, cfg.num_heads, cfg.d_kv)
         q, k, v = split(q), split(k), split(v)
         # No 1/sqrt(d) scaling in T5: the bias and the initialisation absorb it.
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
@@ -130,14 +130,18 @@ class T5Encoder(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array, deterministic: bool = True) -> jax.Array:
+    def __call__(
+        self, input_ids: jax.Array, attention_mask: jax.Array, deterministic: bool = True
+    ) -> jax.Array:
         cfg = self.config
         embed = nn.Embed(
             cfg.vocab_size,
             cfg.d_model,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0), (axes.TEXT_VOCAB, axes.TEXT_EMBED)),
+            embedding_init=nn.with_logical_partitioning(
+                nn.initializers.normal(1.0), (axes.TEXT_VOCAB, axes.TEXT_EMBED)
+            ),
             name="token_embedding",
         )
         hidden = embed(input_ids)  # [batch, length, d_model]

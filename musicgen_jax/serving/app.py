@@ -68,7 +68,9 @@ class SafeJSONResponse(JSONResponse):
     """JSON that cannot fail to render: non-finite floats become null, unencodable text is replaced."""
 
     def render(self, content: Any) -> bytes:
-        text = json.dumps(_finite(content), ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=str)
+        text = json.dumps(
+            _finite(content), ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=str
+        )
         return text.encode("utf-8", "replace")
 
 
@@ -151,7 +153,9 @@ async def _send_json(send, status: int, content: dict) -> None:
 # ---------------------------------------------------------------------------------- callers
 
 _bearer = HTTPBearer(auto_error=False, description="API key as a bearer token (when the server has keys)")
-_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key (when the server has keys)")
+_api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="API key (when the server has keys)"
+)
 
 
 @dataclass(frozen=True)
@@ -177,7 +181,9 @@ async def caller(
     owner = service.keys.owner_of(key)
     if owner is None:
         message = "a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
-        raise HTTPException(401, message if key is None else "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, message if key is None else "invalid API key", headers={"WWW-Authenticate": "Bearer"}
+        )
     return Caller(owner, f"key:{owner}")
 
 
@@ -187,7 +193,9 @@ async def limited_caller(request: Request, who: Caller = Depends(caller)) -> Cal
     wait = service.limiter.acquire(who.identity)
     if wait > 0:
         service.metrics.rate_limited.inc()
-        raise HTTPException(429, f"rate limit exceeded; retry in {math.ceil(wait)} s", headers=retry_after_header(wait))
+        raise HTTPException(
+            429, f"rate limit exceeded; retry in {math.ceil(wait)} s", headers=retry_after_header(wait)
+        )
     return who
 
 
@@ -199,7 +207,10 @@ _ERRORS = {
     413: {"model": schemas.ErrorMessage, "description": "request body too large"},
     415: {"model": schemas.ErrorMessage, "description": "unsupported content type"},
     429: {"model": schemas.ErrorMessage, "description": "rate limit exceeded (see Retry-After)"},
-    503: {"model": schemas.ErrorMessage, "description": "not ready yet, or the queue is full (see Retry-After)"},
+    503: {
+        "model": schemas.ErrorMessage,
+        "description": "not ready yet, or the queue is full (see Retry-After)",
+    },
 }
 
 
@@ -218,7 +229,9 @@ def create_app(settings: ServerSettings | None = None, model=None, *, start_work
     from musicgen_jax.runtime import enable_compilation_cache
 
     enable_compilation_cache(settings.compilation_cache_dir)
-    request_model = schemas.request_model(settings.max_prompt_chars, settings.max_duration, settings.default_duration)
+    request_model = schemas.request_model(
+        settings.max_prompt_chars, settings.max_duration, settings.default_duration
+    )
     service = MusicService(settings, model, start_worker=start_worker)
 
     @asynccontextmanager
@@ -262,7 +275,9 @@ def create_app(settings: ServerSettings | None = None, model=None, *, start_work
         status_code=202,
         summary="Queue a generation (JSON, or multipart/form-data with input_audio to continue)",
         response_model=schemas.TaskAccepted,
-        responses={200: {"model": schemas.TaskStatus, "description": "wait=true and the task finished in time"}}
+        responses={
+            200: {"model": schemas.TaskStatus, "description": "wait=true and the task finished in time"}
+        }
         | _errors(400, 401, 413, 415, 429, 503),
         openapi_extra={
             "requestBody": {
@@ -296,7 +311,9 @@ def create_app(settings: ServerSettings | None = None, model=None, *, start_work
         if wait:
             try:
                 # shield: a timeout must not cancel the shared future other waiters may hold
-                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(handle.finished)), settings.sync_timeout_seconds)
+                await asyncio.wait_for(
+                    asyncio.shield(asyncio.wrap_future(handle.finished)), settings.sync_timeout_seconds
+                )
             except TimeoutError:
                 pass
             record = await run_in_threadpool(service.store.get, task_id)
@@ -309,7 +326,9 @@ def create_app(settings: ServerSettings | None = None, model=None, *, start_work
             status_url=f"/generate/{task_id}",
             download_url=f"/download/{task_id}",
         )
-        return SafeJSONResponse(accepted.model_dump(), status_code=202, headers={"Location": f"/generate/{task_id}"})
+        return SafeJSONResponse(
+            accepted.model_dump(), status_code=202, headers={"Location": f"/generate/{task_id}"}
+        )
 
     @app.get(
         "/generate/{task_id}",
@@ -327,7 +346,12 @@ def create_app(settings: ServerSettings | None = None, model=None, *, start_work
         "/download/{task_id}",
         summary="The audio file of a completed task",
         response_class=FileResponse,
-        responses={200: {"content": {media: {} for media in schemas.MEDIA_TYPES.values()}, "description": "the audio file"}}
+        responses={
+            200: {
+                "content": {media: {} for media in schemas.MEDIA_TYPES.values()},
+                "description": "the audio file",
+            }
+        }
         | _errors(401, 404, 409),
     )
     def download(task_id: str, who: Caller = Depends(caller)):
@@ -342,9 +366,18 @@ def create_app(settings: ServerSettings | None = None, model=None, *, start_work
         path = service.store.audio_path(record)
         if path is None or not path.is_file():
             raise HTTPException(404, f"the audio of task {task_id} was deleted")
-        return FileResponse(path, media_type=schemas.MEDIA_TYPES[record.format], filename=f"musicgen-{task_id}.{record.format}")
+        return FileResponse(
+            path,
+            media_type=schemas.MEDIA_TYPES[record.format],
+            filename=f"musicgen-{task_id}.{record.format}",
+        )
 
-    @app.get("/tasks", summary="Recent tasks, newest first", response_model=schemas.TaskList, responses=_errors(401))
+    @app.get(
+        "/tasks",
+        summary="Recent tasks, newest first",
+        response_model=schemas.TaskList,
+        responses=_errors(401),
+    )
     def list_tasks(
         limit: int = Query(20, ge=1, le=200),
         status: schemas.TaskState | None = Query(None),
@@ -376,9 +409,13 @@ def create_app(settings: ServerSettings | None = None, model=None, *, start_work
         reference_audio = None
         try:
             if reference is not None:
-                reference_audio = await loop.run_in_executor(service.audio_pool, read_audio, await reference.read(), limit, "reference")
+                reference_audio = await loop.run_in_executor(
+                    service.audio_pool, read_audio, await reference.read(), limit, "reference"
+                )
             if file is not None:
-                audio, rate = await loop.run_in_executor(service.audio_pool, read_audio, await file.read(), limit, "file")
+                audio, rate = await loop.run_in_executor(
+                    service.audio_pool, read_audio, await file.read(), limit, "file"
+                )
             else:
                 record = await run_in_threadpool(service.store.get, task_id)
                 if not service.visible(record, who.owner):
@@ -386,14 +423,21 @@ def create_app(settings: ServerSettings | None = None, model=None, *, start_work
                 if record.status != "completed":
                     raise HTTPException(409, f"task {task_id} is {record.status}")
                 try:
-                    audio, rate = await loop.run_in_executor(service.audio_pool, service.load_task_audio, record)
+                    audio, rate = await loop.run_in_executor(
+                        service.audio_pool, service.load_task_audio, record
+                    )
                 except FileNotFoundError as error:
                     raise HTTPException(404, str(error)) from None
         except ValueError as error:
             raise _invalid(str(error)) from None
-        result = await loop.run_in_executor(service.audio_pool, service.evaluate, audio, rate, reference_audio)
+        result = await loop.run_in_executor(
+            service.audio_pool, service.evaluate, audio, rate, reference_audio
+        )
         return schemas.Evaluation(
-            source="upload" if file is not None else "task", task_id=task_id, metrics=result.metrics, notes=result.notes
+            source="upload" if file is not None else "task",
+            task_id=task_id,
+            metrics=result.metrics,
+            notes=result.notes,
         )
 
     # ------------------------------------------------------------------ streaming
@@ -402,7 +446,12 @@ def create_app(settings: ServerSettings | None = None, model=None, *, start_work
     async def stream(websocket: WebSocket, session_id: str):
         await serve_stream(websocket, service, session_id)
 
-    @app.get("/stream/sessions", summary="Live streaming sessions", response_model=schemas.StreamSessionList, responses=_errors(401))
+    @app.get(
+        "/stream/sessions",
+        summary="Live streaming sessions",
+        response_model=schemas.StreamSessionList,
+        responses=_errors(401),
+    )
     async def stream_sessions(who: Caller = Depends(caller)):  # on the loop, where sessions change
         sessions = [
             session.info()
@@ -413,13 +462,23 @@ def create_app(settings: ServerSettings | None = None, model=None, *, start_work
 
     # ------------------------------------------------------------------ operations
 
-    @app.get("/health", summary="Liveness: 200 once the model is loaded", response_model=schemas.Health, responses={503: {"model": schemas.Health}})
+    @app.get(
+        "/health",
+        summary="Liveness: 200 once the model is loaded",
+        response_model=schemas.Health,
+        responses={503: {"model": schemas.Health}},
+    )
     def health():
         body = _health(service)
         loaded = service.state in ("warming", "ready")
         return SafeJSONResponse(body.model_dump(), status_code=200 if loaded else 503)
 
-    @app.get("/ready", summary="Readiness: 200 once warmed up (compiled)", response_model=schemas.Health, responses={503: {"model": schemas.Health}})
+    @app.get(
+        "/ready",
+        summary="Readiness: 200 once warmed up (compiled)",
+        response_model=schemas.Health,
+        responses={503: {"model": schemas.Health}},
+    )
     def ready():
         body = _health(service)
         return SafeJSONResponse(body.model_dump(), status_code=200 if service.state == "ready" else 503)
@@ -428,12 +487,19 @@ def create_app(settings: ServerSettings | None = None, model=None, *, start_work
         "/metrics",
         summary="Prometheus metrics",
         response_class=Response,
-        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"}},
+        responses={
+            200: {
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+                "description": "Prometheus text format",
+            }
+        },
     )
     def metrics():
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
-    @app.get("/info", summary="Model, limits and the conditioning vocabulary", response_model=schemas.ServerInfo)
+    @app.get(
+        "/info", summary="Model, limits and the conditioning vocabulary", response_model=schemas.ServerInfo
+    )
     def info():
         model = service.model
         defaults = request_model.model_construct().model_dump()
@@ -495,14 +561,18 @@ def _health(service: MusicService) -> schemas.Health:
     )
 
 
-async def _read_generate_body(request: Request, request_model) -> tuple[schemas.GenerateRequest, bytes | None]:
+async def _read_generate_body(
+    request: Request, request_model
+) -> tuple[schemas.GenerateRequest, bytes | None]:
     """The request fields (JSON or multipart) validated, and the uploaded audio prompt if any."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     audio = None
     if content_type == "application/json" or content_type.endswith("+json"):
         raw = await request.body()
         if not raw.strip():
-            raise _invalid('the body is empty; send a JSON object such as {"prompt": "calm piano", "duration": 10}')
+            raise _invalid(
+                'the body is empty; send a JSON object such as {"prompt": "calm piano", "duration": 10}'
+            )
         try:
             return request_model.model_validate_json(raw), None
         except ValidationError as error:
@@ -526,7 +596,9 @@ async def _read_generate_body(request: Request, request_model) -> tuple[schemas.
             return request_model.model_validate(data), audio
         except ValidationError as error:
             raise RequestValidationError(_located(error)) from None
-    raise HTTPException(415, "send the request as application/json, or as multipart/form-data to upload input_audio")
+    raise HTTPException(
+        415, "send the request as application/json, or as multipart/form-data to upload input_audio"
+    )
 
 
 def _field_of(message: str) -> tuple[str, ...]:
@@ -550,7 +622,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):
         detail = [
-            {"loc": [str(part) if not isinstance(part, int) else part for part in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", "value_error"))}
+            {
+                "loc": [str(part) if not isinstance(part, int) else part for part in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "value_error")),
+            }
             for e in error.errors()
         ]
         return SafeJSONResponse({"detail": detail}, status_code=422)
@@ -570,7 +646,9 @@ async def _cleanup_loop(service: MusicService) -> None:
     while True:
         try:
             await run_in_threadpool(
-                service.store.cleanup, settings.retention_hours * 3600.0, settings.max_storage_mb * 1024 * 1024
+                service.store.cleanup,
+                settings.retention_hours * 3600.0,
+                settings.max_storage_mb * 1024 * 1024,
             )
         except Exception:
             logger.exception("cleanup failed")
@@ -584,7 +662,9 @@ def _install_openapi(app: FastAPI, request_model, auth: bool) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         if not auth:
             schema.get("components", {}).pop("securitySchemes", None)
             for path in schema["paths"].values():
@@ -597,7 +677,9 @@ def _install_openapi(app: FastAPI, request_model, auth: bool) -> None:
         components["GenerateRequest"] = body
         form = copy.deepcopy(body)
         form["title"] = "GenerateForm"
-        form["description"] = "The fields of GenerateRequest as form fields, plus the audio prompt to continue."
+        form["description"] = (
+            "The fields of GenerateRequest as form fields, plus the audio prompt to continue."
+        )
         form["properties"]["input_audio"] = {
             "type": "string",
             "format": "binary",

@@ -43,11 +43,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     log.info(
         "loaded %s: %d Hz, %d channel(s), API keys %s, data in %s",
-        settings.model, model.sample_rate, model.audio_channels, "on" if keys else "off", settings.data_dir.resolve(),
+        settings.model,
+        model.sample_rate,
+        model.audio_channels,
+        "on" if keys else "off",
+        settings.data_dir.resolve(),
     )
     app = create_app(settings, model)
     uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
     )
     return 0

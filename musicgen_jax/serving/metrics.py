@@ -25,30 +25,55 @@ class ServerMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "musicgen_http_requests", "HTTP requests by route template, method and status", ["route", "method", "status"], registry=r
+            "musicgen_http_requests",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.request_seconds = Histogram(
-            "musicgen_http_request_seconds", "HTTP request handling time", ["route"], buckets=_LATENCY_BUCKETS, registry=r
+            "musicgen_http_request_seconds",
+            "HTTP request handling time",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge("musicgen_queue_depth", "requests waiting for the device", registry=r)
         self.tasks = Counter("musicgen_tasks", "tasks finished, by final status", ["status"], registry=r)
         self.task_latency = Histogram(
-            "musicgen_task_latency_seconds", "task submission to audio file written", buckets=_LATENCY_BUCKETS, registry=r
+            "musicgen_task_latency_seconds",
+            "task submission to audio file written",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_wait = Histogram(
-            "musicgen_queue_wait_seconds", "task submission to its batch starting", buckets=_LATENCY_BUCKETS, registry=r
+            "musicgen_queue_wait_seconds",
+            "task submission to its batch starting",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.generation_seconds = Histogram(
-            "musicgen_generation_seconds", "device time of one batch (compilation excluded)", buckets=_LATENCY_BUCKETS, registry=r
+            "musicgen_generation_seconds",
+            "device time of one batch (compilation excluded)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.real_time_factor = Histogram(
-            "musicgen_real_time_factor", "seconds of audio per second of device time, per batch", buckets=_RTF_BUCKETS, registry=r
+            "musicgen_real_time_factor",
+            "seconds of audio per second of device time, per batch",
+            buckets=_RTF_BUCKETS,
+            registry=r,
         )
-        self.batch_size = Histogram("musicgen_batch_size", "requests per generation batch", buckets=_BATCH_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "musicgen_batch_size", "requests per generation batch", buckets=_BATCH_BUCKETS, registry=r
+        )
         self.audio_seconds = Counter("musicgen_audio_seconds", "seconds of audio generated", registry=r)
         self.compile_seconds = Counter("musicgen_compile_seconds", "seconds spent compiling", registry=r)
-        self.stream_sessions = Gauge("musicgen_stream_sessions", "live WebSocket streaming sessions", registry=r)
-        self.rate_limited = Counter("musicgen_rate_limited", "requests refused by the rate limiter", registry=r)
+        self.stream_sessions = Gauge(
+            "musicgen_stream_sessions", "live WebSocket streaming sessions", registry=r
+        )
+        self.rate_limited = Counter(
+            "musicgen_rate_limited", "requests refused by the rate limiter", registry=r
+        )
         self.ready = Gauge("musicgen_ready", "1 once the model is loaded and warmed up", registry=r)
 
     def render(self) -> bytes:
@@ -81,4 +106,3 @@ class MetricsMiddleware:
             label = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(label, scope["method"], str(status["code"])).inc()
             self.metrics.request_seconds.labels(label).observe(time.perf_counter() - began)
-

@@ -237,7 +237,9 @@ class GenerationQueue:
         # first just past the delay pattern and the codec decoder's lookahead) so frames reach the
         # decoder as they complete, at the cost of one host round trip per chunk.
         chunk = max(1, round(0.2 * self.generator.musicgen.frame_rate)) if streaming else None
-        first = chunk and chunk + self.generator.musicgen.num_codebooks // self.generator.musicgen.audio_channels
+        first = (
+            chunk and chunk + self.generator.musicgen.num_codebooks // self.generator.musicgen.audio_channels
+        )
         output = self.generator.generate(
             requests, progress=progress, on_frames=on_frames, chunk_frames=chunk, first_chunk_frames=first
         )

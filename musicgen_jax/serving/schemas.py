@@ -51,17 +51,29 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, title="GenerateRequest")
 
     prompt: Annotated[str, Field(max_length=1000), AfterValidator(_unicode_text)] | None = Field(
-        None, description="text description of the music; empty or absent: unconditional",
+        None,
+        description="text description of the music; empty or absent: unconditional",
         examples=["upbeat jazz piano with smooth saxophone"],
     )
     duration: float | None = Field(
-        None, ge=MIN_DURATION, le=MAX_DURATION,
+        None,
+        ge=MIN_DURATION,
+        le=MAX_DURATION,
         description="seconds of audio, an audio prompt included; absent: the server's default",
     )
     temperature: float = Field(_DEFAULTS.temperature, gt=0, le=100, description="sampling temperature")
-    top_k: int = Field(_DEFAULTS.top_k, ge=0, le=VOCABULARY_SIZE, description="sample among the k likeliest tokens; 0 = off")
-    top_p: float = Field(_DEFAULTS.top_p, ge=0, le=1, description="nucleus sampling mass; 0 = off (applied after top_k: set top_k 0 for top-p alone)")
-    num_beams: int = Field(_DEFAULTS.num_beams, ge=1, le=MAX_BEAMS, description="beam search width (slower, deterministic)")
+    top_k: int = Field(
+        _DEFAULTS.top_k, ge=0, le=VOCABULARY_SIZE, description="sample among the k likeliest tokens; 0 = off"
+    )
+    top_p: float = Field(
+        _DEFAULTS.top_p,
+        ge=0,
+        le=1,
+        description="nucleus sampling mass; 0 = off (applied after top_k: set top_k 0 for top-p alone)",
+    )
+    num_beams: int = Field(
+        _DEFAULTS.num_beams, ge=1, le=MAX_BEAMS, description="beam search width (slower, deterministic)"
+    )
     guidance_scale: float = Field(
         _DEFAULTS.guidance_scale, ge=0, le=100, description="classifier-free guidance; 1 = off"
     )
@@ -76,7 +88,9 @@ class GenerateRequest(BaseModel):
         None, description=f"comma-separated or an array; known: {', '.join(vocabulary.INSTRUMENTS)}"
     )
     key: Word | None = Field(None, description="musical key such as 'A minor'", examples=["C major"])
-    seed: int | None = Field(None, ge=0, lt=2**32, description="random seed; absent: drawn (and reported back)")
+    seed: int | None = Field(
+        None, ge=0, lt=2**32, description="random seed; absent: drawn (and reported back)"
+    )
     format: Format = Field("wav", description="audio file format")
     normalization_strategy: Normalization = Field(
         "loudness", description="level normalisation of the file: loudness (-14 LUFS), peak, rms, clip, none"
@@ -85,23 +99,32 @@ class GenerateRequest(BaseModel):
         0.0, ge=0, le=3600, description="with input_audio: where the prompt starts in it, seconds"
     )
     continuation_end: float | None = Field(
-        None, ge=-1, le=3600, description="with input_audio: where the prompt ends, seconds; null or -1: its end"
+        None,
+        ge=-1,
+        le=3600,
+        description="with input_audio: where the prompt ends, seconds; null or -1: its end",
     )
 
 
-def request_model(max_prompt_chars: int, max_duration: float, default_duration: float) -> type[GenerateRequest]:
+def request_model(
+    max_prompt_chars: int, max_duration: float, default_duration: float
+) -> type[GenerateRequest]:
     """:class:`GenerateRequest` with this server's limits, so the published schema tells the truth."""
     return create_model(
         "GenerateRequest",
         __base__=GenerateRequest,
         prompt=(
             Annotated[str, Field(max_length=max_prompt_chars), AfterValidator(_unicode_text)] | None,
-            Field(None, description=GenerateRequest.model_fields["prompt"].description, examples=["calm piano"]),
+            Field(
+                None, description=GenerateRequest.model_fields["prompt"].description, examples=["calm piano"]
+            ),
         ),
         duration=(
             float | None,
             Field(
-                None, ge=MIN_DURATION, le=max_duration,
+                None,
+                ge=MIN_DURATION,
+                le=max_duration,
                 description=f"seconds of audio, an audio prompt included; absent: {default_duration:g}",
             ),
         ),
@@ -148,7 +171,9 @@ class TaskStatus(BaseModel):
     finished_at: str | None
     queued_seconds: float | None = Field(description="submission to start")
     total_seconds: float | None = Field(description="submission to finish")
-    generate_seconds: float | None = Field(description="device time of the task's batch, compilation excluded")
+    generate_seconds: float | None = Field(
+        description="device time of the task's batch, compilation excluded"
+    )
     compile_seconds: float | None
     decode_seconds: float | None = Field(description="codec decoding and file encoding of this task")
     real_time_factor: float | None = Field(

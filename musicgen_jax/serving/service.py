@@ -77,7 +77,9 @@ class MusicService:
         self.store = TaskStore(settings.data_dir)
         self.keys = KeyRing(settings.load_api_keys())
         self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
-        self.audio_pool = concurrent.futures.ThreadPoolExecutor(settings.audio_workers, thread_name_prefix="musicgen-audio")
+        self.audio_pool = concurrent.futures.ThreadPoolExecutor(
+            settings.audio_workers, thread_name_prefix="musicgen-audio"
+        )
         # The codec's OpenMP threads otherwise spin against the device thread and each other.
         import torch
 
@@ -149,7 +151,9 @@ class MusicService:
         began = time.perf_counter()
         if not settings.warmup_batch_sizes:  # nothing to compile ahead: everything compiles on first use
             settings = settings.model_copy(update={"warmup_text_tokens": []})
-        sizes = sorted({bucket(b, BATCH_BUCKETS) for b in settings.warmup_batch_sizes if b <= settings.max_batch_size})
+        sizes = sorted(
+            {bucket(b, BATCH_BUCKETS) for b in settings.warmup_batch_sizes if b <= settings.max_batch_size}
+        )
         durations = [d for d in settings.warmup_durations if d <= settings.max_duration]
         for tokens in settings.warmup_text_tokens:
             if sizes and durations:
@@ -169,7 +173,11 @@ class MusicService:
 
     def require_ready(self) -> None:
         if self.state != "ready":
-            detail = f"the model failed to load: {self.error}" if self.state == "failed" else f"the model is {self.state}; try again shortly"
+            detail = (
+                f"the model failed to load: {self.error}"
+                if self.state == "failed"
+                else f"the model is {self.state}; try again shortly"
+            )
             raise NotReady(detail)
 
     # ------------------------------------------------------------------------------ requests
@@ -181,14 +189,21 @@ class MusicService:
         """
         settings, model = self.settings, self.model
         if body.prompt is not None and len(body.prompt) > settings.max_prompt_chars:
-            raise ValueError(f"prompt is {len(body.prompt)} characters long; this server takes at most {settings.max_prompt_chars}")
+            raise ValueError(
+                f"prompt is {len(body.prompt)} characters long; this server takes at most {settings.max_prompt_chars}"
+            )
         duration = body.duration if body.duration is not None else settings.default_duration
         if duration > settings.max_duration:
-            raise ValueError(f"duration must be at most {settings.max_duration:g} seconds on this server, got {duration:g}")
+            raise ValueError(
+                f"duration must be at most {settings.max_duration:g} seconds on this server, got {duration:g}"
+            )
         audio_prompt = None
         if input_audio is not None:
             audio, rate = read_audio(input_audio, settings.max_input_audio_seconds, "input_audio")
-            audio_prompt = (continuation_slice(audio, rate, body.continuation_start, body.continuation_end), rate)
+            audio_prompt = (
+                continuation_slice(audio, rate, body.continuation_start, body.continuation_end),
+                rate,
+            )
             prompt_seconds = audio_prompt[0].shape[-1] / rate
             if prompt_seconds >= duration:
                 raise ValueError(
@@ -226,14 +241,21 @@ class MusicService:
         from musicgen_jax.conditioning import render_description
 
         model = self.model
-        text = render_description(request.prompt, request.attributes) if model.config.uses_text_attributes else (request.prompt or "")
+        text = (
+            render_description(request.prompt, request.attributes)
+            if model.config.uses_text_attributes
+            else (request.prompt or "")
+        )
         with self._tokenizer_lock:
             if self._tokenizer is None:
                 self._tokenizer = copy.deepcopy(model.tokenizer)
             count = len(self._tokenizer(text)["input_ids"])
         limit = model.config.conditioning.max_text_tokens
         if count > limit:
-            raise FieldError("prompt", f"the prompt (with its attributes) is {count} tokens long; this model takes at most {limit}")
+            raise FieldError(
+                "prompt",
+                f"the prompt (with its attributes) is {count} tokens long; this model takes at most {limit}",
+            )
 
     def applied_settings(self, body: GenerateRequest, request) -> dict[str, Any]:
         """The settings a task ran with, as its status reports them."""
@@ -277,13 +299,20 @@ class MusicService:
     def submit_task(self, body: GenerateRequest, request, owner: str | None) -> TaskHandle:
         """Record a task and queue it; raises QueueFull."""
         task_id = uuid.uuid4().hex
-        self.store.create(task_id, self.applied_settings(body, request), body.format, request.params.seed, owner)
+        self.store.create(
+            task_id, self.applied_settings(body, request), body.format, request.params.seed, owner
+        )
 
         def on_start(started_at: float, batch_size: int) -> None:
             self.store.mark_running([task_id], started_at, batch_size)
             self.metrics.queue_wait.observe(started_at - handle.job.submitted_at)
 
-        handle = TaskHandle(task_id, self.make_job(request, task_id=task_id, on_start=on_start), body.format, body.normalization_strategy)
+        handle = TaskHandle(
+            task_id,
+            self.make_job(request, task_id=task_id, on_start=on_start),
+            body.format,
+            body.normalization_strategy,
+        )
         with self._live_lock:
             self.live[task_id] = handle
         try:
@@ -325,7 +354,9 @@ class MusicService:
                 path = self.store.new_audio_path(task_id, handle.format)
                 from musicgen_jax.audio import save_audio
 
-                save_audio(path, audio, model.sample_rate, format=handle.format, normalization=handle.normalization)
+                save_audio(
+                    path, audio, model.sample_rate, format=handle.format, normalization=handle.normalization
+                )
             except Exception:
                 logger.exception("task %s: writing its audio failed", task_id)
                 self.store.fail(task_id, "writing the audio file failed (logged on the server)")
@@ -385,7 +416,9 @@ class MusicService:
             status=record.status,
             progress=progress,
             # A queued job no longer in the queue is in the batch being formed: next.
-            queue_position=(self.queue.position(handle.job) or 0) if handle and record.status == "queued" else None,
+            queue_position=(self.queue.position(handle.job) or 0)
+            if handle and record.status == "queued"
+            else None,
             prompt=record.request.get("prompt"),
             request=record.request,
             seed=record.seed,
@@ -478,7 +511,13 @@ def _check_attributes(body: GenerateRequest) -> None:
     """Each attribute on its own, so an error names its field."""
     from musicgen_jax.conditioning import Attributes, InvalidAttributeError
 
-    for field, value in (("genre", body.genre), ("mood", body.mood), ("instruments", body.instruments), ("key", body.key), ("tempo", body.tempo)):
+    for field, value in (
+        ("genre", body.genre),
+        ("mood", body.mood),
+        ("instruments", body.instruments),
+        ("key", body.key),
+        ("tempo", body.tempo),
+    ):
         try:
             Attributes.create(**{field: value})
         except InvalidAttributeError as error:
@@ -493,7 +532,9 @@ def _first_line(error: BaseException) -> str:
 def _iso(seconds: float | None) -> str | None:
     if seconds is None:
         return None
-    return datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc).isoformat(
+        timespec="milliseconds"
+    )
 
 
 def _difference(later: float | None, earlier: float | None) -> float | None:

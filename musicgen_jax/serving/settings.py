@@ -38,7 +38,8 @@ class ServerSettings(BaseSettings):
         default_factory=lambda: [1, 4], description="batch sizes compiled before the server reports ready"
     )
     warmup_durations: Annotated[list[float], NoDecode] = Field(
-        default_factory=lambda: [10.0, 30.0], description="durations (s) whose length buckets are compiled at start"
+        default_factory=lambda: [10.0, 30.0],
+        description="durations (s) whose length buckets are compiled at start",
     )
     warmup_text_tokens: Annotated[list[int], NoDecode] = Field(
         default_factory=lambda: [16, 32], description="prompt token buckets compiled at start"
@@ -51,14 +52,22 @@ class ServerSettings(BaseSettings):
         default_factory=list, description="origins allowed by CORS ('*' for any); empty: no CORS headers"
     )
     shutdown_timeout_seconds: float = Field(
-        10.0, gt=0, description="on SIGTERM, how long open requests and streams may finish before they are cut"
+        10.0,
+        gt=0,
+        description="on SIGTERM, how long open requests and streams may finish before they are cut",
     )
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="log level"
+    )
 
     # ------------------------------------------------------------------ storage
-    data_dir: Path = Field(Path("musicgen-data"), description="directory of the task database and audio files")
+    data_dir: Path = Field(
+        Path("musicgen-data"), description="directory of the task database and audio files"
+    )
     retention_hours: float = Field(168.0, gt=0, description="finished tasks older than this are deleted")
-    max_storage_mb: float = Field(5000.0, gt=0, description="oldest finished tasks are deleted past this total")
+    max_storage_mb: float = Field(
+        5000.0, gt=0, description="oldest finished tasks are deleted past this total"
+    )
     cleanup_interval_seconds: float = Field(600.0, gt=0, description="how often the cleanup runs")
 
     # ------------------------------------------------------------------ queue and batching
@@ -97,7 +106,14 @@ class ServerSettings(BaseSettings):
     )
     rate_limit_burst: int = Field(10, ge=1, description="requests allowed at once before the rate applies")
 
-    @field_validator("warmup_batch_sizes", "warmup_durations", "warmup_text_tokens", "cors_origins", "api_keys", mode="before")
+    @field_validator(
+        "warmup_batch_sizes",
+        "warmup_durations",
+        "warmup_text_tokens",
+        "cors_origins",
+        "api_keys",
+        mode="before",
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         # Environment variables and flags are strings: "1,4" means [1, 4]; "" means [].
@@ -127,8 +143,14 @@ class ServerSettings(BaseSettings):
             try:
                 text = Path(self.api_keys_file).expanduser().read_text()
             except OSError as error:
-                raise ValueError(f"cannot read api_keys_file {self.api_keys_file}: {error.strerror or error}") from None
-            keys += [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+                raise ValueError(
+                    f"cannot read api_keys_file {self.api_keys_file}: {error.strerror or error}"
+                ) from None
+            keys += [
+                line.strip()
+                for line in text.splitlines()
+                if line.strip() and not line.strip().startswith("#")
+            ]
         return keys
 
 
@@ -171,6 +193,7 @@ def make_settings(**values: Any) -> ServerSettings:
         return ServerSettings(**values)
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors(include_url=False)
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+            for e in error.errors(include_url=False)
         )
         raise SettingsError(f"invalid settings: {problems}") from None

@@ -98,7 +98,9 @@ class TaskStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
-            raise RuntimeError(f"{self.path} has schema version {version}; this server reads {SCHEMA_VERSION}")
+            raise RuntimeError(
+                f"{self.path} has schema version {version}; this server reads {SCHEMA_VERSION}"
+            )
         self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -108,7 +110,9 @@ class TaskStore:
 
     # ------------------------------------------------------------------------------ writes
 
-    def create(self, task_id: str, request: dict[str, Any], format: str, seed: int | None, owner: str | None) -> TaskRecord:
+    def create(
+        self, task_id: str, request: dict[str, Any], format: str, seed: int | None, owner: str | None
+    ) -> TaskRecord:
         record = TaskRecord(task_id, owner, "queued", request, format, seed, time.time())
         with self._lock:
             self._db.execute(
@@ -154,10 +158,14 @@ class TaskStore:
 
     def get(self, task_id: str) -> TaskRecord | None:
         with self._lock:
-            row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM tasks WHERE task_id=?", (task_id,)).fetchone()
+            row = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM tasks WHERE task_id=?", (task_id,)
+            ).fetchone()
         return _record(row) if row else None
 
-    def list(self, limit: int = 20, status: str | None = None, owner: str | None = None, any_owner: bool = False) -> list[TaskRecord]:
+    def list(
+        self, limit: int = 20, status: str | None = None, owner: str | None = None, any_owner: bool = False
+    ) -> list[TaskRecord]:
         """The newest tasks of ``owner`` (of everyone when ``any_owner``), newest first."""
         query = f"SELECT {', '.join(_COLUMNS)} FROM tasks WHERE (? OR owner IS ?)"
         args: list[Any] = [any_owner, owner]

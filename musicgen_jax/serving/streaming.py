@@ -153,7 +153,9 @@ async def serve_stream(websocket: WebSocket, service: MusicService, session_id: 
         pass
     except Exception:
         logger.exception("stream session %s failed", session_id)
-        await connection.send_json({"type": "error", "code": 1011, "message": "internal error (logged on the server)"})
+        await connection.send_json(
+            {"type": "error", "code": 1011, "message": "internal error (logged on the server)"}
+        )
         await connection.close(1011)
     finally:
         if session is not None and service.sessions.get(session.session_id) is session:
@@ -169,7 +171,9 @@ def _open_session(websocket: WebSocket, service: MusicService, session_id: str) 
     if service.keys.enabled:
         owner = service.keys.owner_of(key_from(websocket.headers, websocket.query_params))
         if owner is None:
-            raise StreamError(4401, "a valid API key is required (?api_key=..., 'Authorization: Bearer' or 'X-API-Key')")
+            raise StreamError(
+                4401, "a valid API key is required (?api_key=..., 'Authorization: Bearer' or 'X-API-Key')"
+            )
     try:
         service.require_ready()
     except NotReady as error:
@@ -177,7 +181,9 @@ def _open_session(websocket: WebSocket, service: MusicService, session_id: str) 
     if session_id in service.sessions:
         raise StreamError(4409, f"stream session {session_id!r} is already live; choose another id")
     if len(service.sessions) >= service.settings.max_stream_sessions:
-        raise StreamError(4503, f"{len(service.sessions)} streams are live, the most this server runs; try again shortly")
+        raise StreamError(
+            4503, f"{len(service.sessions)} streams are live, the most this server runs; try again shortly"
+        )
     session = StreamSession(session_id, owner, sample_rate=service.model.sample_rate)
     service.sessions[session_id] = session
     service.metrics.stream_sessions.set(len(service.sessions))
@@ -193,7 +199,9 @@ async def _read_start(websocket: WebSocket) -> StreamRequest:
         raise WebSocketDisconnect(message.get("code", 1000))
     text = message.get("text")
     if text is None:
-        raise StreamError(4400, 'the first message must be JSON text: {"type": "start_streaming", "request": {...}}')
+        raise StreamError(
+            4400, 'the first message must be JSON text: {"type": "start_streaming", "request": {...}}'
+        )
     try:
         data = json.loads(text)
     except ValueError:
@@ -201,12 +209,15 @@ async def _read_start(websocket: WebSocket) -> StreamRequest:
     if not isinstance(data, dict) or data.get("type") != "start_streaming":
         raise StreamError(4400, 'the first message must be {"type": "start_streaming", "request": {...}}')
     if not isinstance(data.get("request"), dict):
-        raise StreamError(4400, '"request" must be an object with the generation fields (prompt, duration, ...)')
+        raise StreamError(
+            4400, '"request" must be an object with the generation fields (prompt, duration, ...)'
+        )
     try:
         return StreamRequest.model_validate(data["request"])
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in error.errors(include_url=False)
+            f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}"
+            for e in error.errors(include_url=False)
         )
         raise StreamError(4400, f"invalid request: {problems}") from None
 
@@ -284,7 +295,9 @@ async def _receive_until_stop(connection: _Connection, stop: asyncio.Event) -> N
         if isinstance(data, dict) and data.get("type") == "stop":
             stop.set()
             return
-        await connection.send_json({"type": "warning", "message": 'only {"type": "stop"} is understood during a stream'})
+        await connection.send_json(
+            {"type": "warning", "message": 'only {"type": "stop"} is understood during a stream'}
+        )
 
 
 async def _pump(connection, service, session, body, job, frames_queue, stop, submitted) -> None:
@@ -333,8 +346,13 @@ async def _pump(connection, service, session, body, job, frames_queue, stop, sub
                 payload = np.ascontiguousarray(audio.T, dtype="<f4").tobytes()
                 await connection.send_json(
                     {
-                        "type": "audio", "seq": seq, "offset": offset, "samples": int(audio.shape[-1]),
-                        "sample_rate": model.sample_rate, "channels": int(audio.shape[0]), "dtype": "float32",
+                        "type": "audio",
+                        "seq": seq,
+                        "offset": offset,
+                        "samples": int(audio.shape[-1]),
+                        "sample_rate": model.sample_rate,
+                        "channels": int(audio.shape[0]),
+                        "dtype": "float32",
                         "data": base64.b64encode(payload).decode("ascii"),
                     }
                 )
@@ -350,9 +368,15 @@ async def _pump(connection, service, session, body, job, frames_queue, stop, sub
     if stop.is_set() and not done:
         job.cancelled.set()
         await connection.send_json(
-            {"type": "done", "stopped": True, "chunks": seq, "samples": offset,
-             "audio_seconds": offset / model.sample_rate, "seed": job.request.params.seed,
-             "timings": {"total_seconds": time.time() - submitted}}
+            {
+                "type": "done",
+                "stopped": True,
+                "chunks": seq,
+                "samples": offset,
+                "audio_seconds": offset / model.sample_rate,
+                "seed": job.request.params.seed,
+                "timings": {"total_seconds": time.time() - submitted},
+            }
         )
         await connection.close(1000)
         return
@@ -376,12 +400,21 @@ async def _pump(connection, service, session, body, job, frames_queue, stop, sub
         "generation_finished_at": result.finished_at,
         "first_chunk_at": sent_times[0] if sent_times else None,
         "chunks_before_generation_end": sum(t < result.finished_at for t in sent_times),
-        "real_time_factor": (offset / model.sample_rate) / (finished - result.started_at) if finished > result.started_at else None,
+        "real_time_factor": (offset / model.sample_rate) / (finished - result.started_at)
+        if finished > result.started_at
+        else None,
     }
     await connection.send_json(
-        {"type": "done", "stopped": False, "chunks": seq, "samples": offset,
-         "audio_seconds": offset / model.sample_rate, "seed": result.seed, "batch_size": result.batch_size,
-         "timings": timings}
+        {
+            "type": "done",
+            "stopped": False,
+            "chunks": seq,
+            "samples": offset,
+            "audio_seconds": offset / model.sample_rate,
+            "seed": result.seed,
+            "batch_size": result.batch_size,
+            "timings": timings,
+        }
     )
     await connection.close(1000)
 

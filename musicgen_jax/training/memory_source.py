@@ -53,7 +53,7 @@ class MemoryBatchSource:
         self.next_batch = 0
         self.examples = make_examples(config, model_config, tokenizer)
 
-    def __iter__(self) -> "MemoryBatchSource":
+    def __iter__(self) -> MemoryBatchSource:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:

@@ -96,7 +96,7 @@ class StateLayout:
         rules: Rules,
         frozen: tuple[str, ...],
         use_ema: bool,
-    ) -> "StateLayout":
+    ) -> StateLayout:
         inputs = init_inputs(model.config)
         boxed = jax.eval_shape(lambda rng: model.init(rng, *inputs)["params"], jax.random.key(0))
         boxed_trainable, boxed_frozen = split_params(dict(boxed), frozen)
