@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from musicgen_jax import MusicGen
-    from musicgen_jax.generation.delay_pattern import apply_delay
+    from musicgen_jax.models.delay_pattern import apply_delay
 
     temporary = None
     source = args.model

@@ -296,7 +296,7 @@ def test_one_beam_is_greedy_and_more_beams_score_at_least_as_well(base_model):
 
     def score(codes):
         """Guided log-probability of the codes under the model, teacher-forced."""
-        from musicgen_jax.generation.delay_pattern import apply_delay
+        from musicgen_jax.models.delay_pattern import apply_delay
 
         delayed = np.asarray(apply_delay(jnp.asarray(codes[None]), 2048))
         logits = mg.logits(["warm jazz"], delayed[:, :, :-1])

@@ -18,8 +18,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from musicgen_jax.generation import delay_pattern
 from musicgen_jax.generation.sampling import SamplingControls, apply_guidance, sample_tokens
+from musicgen_jax.models import delay_pattern
 from musicgen_jax.models.cache import DecoderCache
 from musicgen_jax.models.musicgen import MusicGenModel, with_null_condition
 

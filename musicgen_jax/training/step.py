@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from musicgen_jax.generation.delay_pattern import training_pair
+from musicgen_jax.models.delay_pattern import training_pair
 from musicgen_jax.models.musicgen import MusicGenModel
 from musicgen_jax.sharding import axes
 from musicgen_jax.training import loss as loss_lib

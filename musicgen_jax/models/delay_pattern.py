@@ -32,14 +32,6 @@ def frame_index(positions: jax.Array, num_codebooks: int, audio_channels: int = 
     return positions[None, :] - offsets[:, None] - 1
 
 
-def valid_positions(
-    positions: jax.Array, num_frames, num_codebooks: int, audio_channels: int = 1
-) -> jax.Array:
-    """``[codebooks, len(positions)]`` bool: the position holds a real frame (``0 <= f < num_frames``)."""
-    frames = frame_index(positions, num_codebooks, audio_channels)
-    return (frames >= 0) & (frames < num_frames)
-
-
 def apply_delay(frames: jax.Array, special_token: int, audio_channels: int = 1) -> jax.Array:
     """``[batch, codebooks, T]`` frames to the delayed ``[batch, codebooks, T + C]`` sequence."""
     batch, num_codebooks, length = frames.shape
