@@ -34,12 +34,12 @@ def guided_argmax(model, prompts, delayed: np.ndarray, scale: float) -> np.ndarr
     """Argmax of the guided logits for every position of ``delayed`` [batch, K, T] (teacher forced)."""
     from musicgen_jax.models.musicgen import MusicGenModel
 
-    batch = model.prepare_text(prompts)
-    memory, mask = model.encode(batch)
-    apply = lambda m, mm: model.model.apply(
-        {"params": model.params}, jnp.asarray(delayed), m, mm, method=MusicGenModel.decode
+    engine = model.engine
+    memory, mask = engine.encode(engine.prepare_text(prompts))
+    apply = lambda m, mm: engine.model.apply(
+        {"params": engine.params}, jnp.asarray(delayed), m, mm, method=MusicGenModel.decode
     )
-    with model.numerics():  # the float32 model's products in float32 on a GPU too (not TF32)
+    with engine.numerics():  # the float32 model's products in float32 on a GPU too (not TF32)
         cond = np.asarray(apply(memory, mask), np.float32)
         null = np.asarray(apply(jnp.zeros_like(memory), jnp.zeros_like(mask)), np.float32)
     return np.argmax(null + (cond - null) * scale, axis=-1)

@@ -174,25 +174,27 @@ def run_jax(args) -> dict:
 
     if os.environ.get(CACHE_DIR_VARIABLE):  # a persistent cache only when asked for (the GPU suite)
         enable_compilation_cache()
-    model = MusicGen.from_pretrained(args.checkpoint, dtype=args.dtype, layer_unroll=args.layer_unroll)
-    model.generator.kv_splits = args.kv_splits
+    model = MusicGen.from_pretrained(
+        args.checkpoint, dtype=args.dtype, layer_unroll=args.layer_unroll, kv_splits=args.kv_splits
+    )
     prompts = prompts_for(args.batch)
     frames = int(args.seconds * 50)
     began = time.perf_counter()
-    model.generator.warmup(batch_sizes=(args.batch,), durations=(args.seconds,), text_tokens=16)
+    model.engine.warmup(batch_sizes=(args.batch,), durations=(args.seconds,), text_tokens=16)
     compile_seconds = time.perf_counter() - began
     model.generate_tokens(prompts, duration=1.0, seed=0)  # the encoder's compile, outside the timing
     began = time.perf_counter()
-    output = model.generator.generate(model.make_requests(prompts, duration=args.seconds, seed=1))
+    output = model.engine.generate(model.make_requests(prompts, duration=args.seconds, seed=1))
     seconds = time.perf_counter() - began
     kernels = None
     if args.profile:
         from profile_trace import kernel_table, programs_summary
 
         with jax.profiler.trace(args.profile, create_perfetto_trace=True):
-            model.generator.generate(model.make_requests(prompts, duration=args.seconds, seed=2))
+            model.engine.generate(model.make_requests(prompts, duration=args.seconds, seed=2))
         kernels = dict(
-            table=kernel_table(args.profile, steps=frames + 3), programs=programs_summary(model.generator)
+            table=kernel_table(args.profile, steps=frames + 3),
+            programs=programs_summary(model.engine.programs),
         )
     decode_seconds = None
     try:

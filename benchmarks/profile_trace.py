@@ -87,10 +87,10 @@ def hlo_counts(text: str) -> dict[str, int]:
     return dict(counts)
 
 
-def programs_summary(generator) -> str:
-    """One line per compiled generation program: its kind and HLO counts."""
+def programs_summary(programs) -> str:
+    """One line per compiled generation program (a ``ProgramCache``): its kind and HLO counts."""
     lines = []
-    for key, compiled in generator._compiled.items():
+    for key, compiled in zip(programs.keys(), programs.compiled()):
         counts = hlo_counts(compiled.as_text())
         detail = ", ".join(f"{count} {op}" for op, count in sorted(counts.items()))
         lines.append(f"- {key[0]} {key[1:]}: {detail}")

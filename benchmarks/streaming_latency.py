@@ -35,7 +35,7 @@ def main() -> None:
     delays = model.num_codebooks // model.audio_channels
     chunk = max(1, round(args.chunk_seconds * model.frame_rate))
     first = chunk + delays
-    model.generator.warmup(batch_sizes=(1,), durations=(args.seconds,))
+    model.engine.warmup(batch_sizes=(1,), durations=(args.seconds,))
     codec = model.codec
     codec.decode(np.zeros((1, model.num_codebooks, 16), np.int32))  # the codec's first-call costs
 
@@ -53,7 +53,7 @@ def main() -> None:
         requests = model.make_requests(
             ["Upbeat jazz piano with smooth saxophone"], duration=args.seconds, seed=run
         )
-        model.generator.generate(requests, on_frames=on_frames, chunk_frames=chunk, first_chunk_frames=first)
+        model.engine.generate(requests, on_frames=on_frames, chunk_frames=chunk, first_chunk_frames=first)
         decoder.flush()
         totals.append(time.perf_counter() - began)
         firsts.append(first_audio[0] if first_audio else float("nan"))

@@ -17,7 +17,8 @@ from musicgen_jax.models.config import (
     TextEncoderConfig,
 )
 from musicgen_jax.models.musicgen import MusicGenModel
-from musicgen_jax.pipeline import GeneratedAudio, MusicGen, PromptError
+from musicgen_jax.conditioning.text import PromptError
+from musicgen_jax.pipeline import GeneratedAudio, MusicGen
 
 __version__ = "0.1.0"
 

@@ -1,76 +1,35 @@
-"""``MusicGen``: the user-facing model object: load from anywhere, condition, score, generate.
+"""``MusicGen``: the user's facade: load from anywhere, then generate, score or decode.
 
-``MusicGen.from_pretrained`` accepts a musicgen-jax checkpoint directory, a transformers MusicGen
-directory (converted on the fly), an audiocraft LM checkpoint (with a T5 directory), or a hub id
-of any of those. The object holds the parameters on the device, the tokenizer and (lazily) the
-PyTorch codec bridge; compiled programs are cached per shape bucket.
+Loading goes through :func:`~musicgen_jax.conversion.loader.load_model` (a musicgen-jax checkpoint,
+a transformers MusicGen directory, an audiocraft LM checkpoint, or a hub id of any of those);
+generation through the model's :class:`~musicgen_jax.generation.engine.GenerationEngine`
+(``model.engine``: parameters, numerics, text path, compiled programs); audio through the codec,
+loaded on first use.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
-import logging
-import threading
+import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from musicgen_jax import hub
-from musicgen_jax.conditioning import Attributes, encode_attributes, null_attributes, render_description
+from musicgen_jax.conditioning import Attributes
+from musicgen_jax.conditioning.text import PromptError
 from musicgen_jax.conversion import checkpoint as ckpt
+from musicgen_jax.conversion.loader import LoadedModel, load_model
 from musicgen_jax.conversion.tensors import CheckpointError
+from musicgen_jax.conversion.transformers_format import is_transformers_checkpoint, write_codec_directory
+from musicgen_jax.dtypes import resolve_dtype
+from musicgen_jax.generation.engine import GenerationEngine
+from musicgen_jax.generation.params import GenerationParams, GenerationRequest
 from musicgen_jax.models.config import MusicGenConfig
-from musicgen_jax.models.musicgen import MusicGenModel
 
-logger = logging.getLogger(__name__)
-
-COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-DTYPE_CHOICES = ("auto",) + tuple(COMPUTE_DTYPES)
-
-
-def resolve_dtype(dtype: str) -> str:
-    """``auto``: bfloat16 on GPUs and TPUs (half the bytes each decode step reads), float32 on CPUs
-    (whose bfloat16 matmuls are slow or emulated)."""
-    if dtype == "auto":
-        return "bfloat16" if jax.default_backend() in ("gpu", "cuda", "rocm", "tpu") else "float32"
-    if dtype not in COMPUTE_DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
-    return dtype
-
-
-def _to_device(tree: dict, dtype) -> dict:
-    """Move host parameters to the device leaf by leaf, replacing them in place so each host array
-    is released as soon as its copy exists (a large model never sits twice in host memory)."""
-    for key, value in tree.items():
-        tree[key] = _to_device(value, dtype) if isinstance(value, dict) else jnp.asarray(value, dtype)
-    return tree
-
-
-TEXT_LENGTH_BUCKET = 16  # prompts are padded to a multiple of this, so lengths share compiled programs
-
-
-class PromptError(ValueError):
-    """A prompt the model cannot take (too long, wrong type)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TextBatch:
-    """Tokenised prompts: ``ids``/``mask`` ``[batch, text_len]`` (padded to a bucket) and the text."""
-
-    ids: np.ndarray
-    mask: np.ndarray
-    texts: tuple[str, ...]
-    attributes: dict[str, np.ndarray] | None = None
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return max(multiple, -(-value // multiple) * multiple)
+__all__ = ["GeneratedAudio", "MusicGen", "PromptError"]
 
 
 class MusicGen:
@@ -78,33 +37,24 @@ class MusicGen:
 
     def __init__(
         self,
-        config: MusicGenConfig,
-        params: dict,
-        tokenizer: Any,
+        loaded: LoadedModel,
         *,
         dtype: str = "auto",
-        codec_source: str | Path | None = None,
-        generation_defaults: dict | None = None,
-        source: str | None = None,
         layer_unroll: int = 1,
+        kv_splits: int = 4,
     ):
-        dtype = resolve_dtype(dtype)
-        self.config = config
-        self.dtype = dtype
-        self.model = MusicGenModel(
-            config, dtype=COMPUTE_DTYPES[dtype], param_dtype=COMPUTE_DTYPES[dtype], scan_unroll=layer_unroll
+        self.codec_source = loaded.codec_source
+        self.generation_defaults = dict(loaded.generation_defaults)
+        self.source = loaded.source
+        self.engine = GenerationEngine(
+            loaded.config,
+            loaded.params,
+            loaded.tokenizer,
+            dtype=dtype,
+            layer_unroll=layer_unroll,
+            kv_splits=kv_splits,
         )
-        self.params = _to_device(params, COMPUTE_DTYPES[dtype])
-        self.tokenizer = tokenizer
-        self.codec_source = codec_source
-        self.generation_defaults = dict(generation_defaults or {})
-        self.source = source
         self._codec = None
-        self._generator = None
-        self._tokenizer_lock = threading.Lock()
-        self._compiled: dict = {}
-
-    # ------------------------------------------------------------------------------ loading
 
     @classmethod
     def from_pretrained(
@@ -116,6 +66,7 @@ class MusicGen:
         preset: str | None = None,
         codec: str | Path | None = None,
         layer_unroll: int = 1,
+        kv_splits: int = 4,
     ) -> MusicGen:
         """Load a model.
 
@@ -124,83 +75,48 @@ class MusicGen:
         float32 matrix products everywhere, also on GPUs (whose default would be TF32) and TPUs.
         ``layer_unroll``: decoder layers per iteration of the compiled layer loop (1 to the number
         of layers; results are the same, only compile time and step time change; 1 is fastest on
-        CPUs).
+        CPUs). ``kv_splits``: attention spans compiled per length bucket (same results).
         ``text_encoder`` (a T5 directory or hub id, default ``t5-base``), ``preset`` (the model
         shape) and ``codec`` (an EnCodec directory or hub id) are needed only for audiocraft's own
         checkpoints, which hold just the language model.
         """
-        directory = hub.resolve(name_or_path)
-        dtype = resolve_dtype(dtype)
-        storage_dtype = dtype  # parameters are read straight into the dtype they will run in
-        from musicgen_jax.conversion import audiocraft_format, transformers_format
-
-        if ckpt.is_checkpoint(directory):
-            config, params = ckpt.load_checkpoint(directory, storage_dtype)
-            tokenizer = _load_tokenizer(directory / ckpt.TOKENIZER)
-            codec_source = directory / ckpt.CODEC if (directory / ckpt.CODEC).is_dir() else config.audio.codec
-            generation = ckpt.load_generation_config(directory)
-        elif transformers_format.is_transformers_checkpoint(directory):
-            config, params = transformers_format.load_transformers_params(directory, storage_dtype)
-            tokenizer = _load_tokenizer(directory)
-            codec_source = directory
-            path = directory / "generation_config.json"
-            generation = json.loads(path.read_text()) if path.is_file() else {}
-        elif audiocraft_format.is_audiocraft_checkpoint(directory):
-            if preset is None:
-                raise CheckpointError(
-                    f"{directory} is an audiocraft LM checkpoint, which does not record its shape: pass preset= "
-                    f"(one of {', '.join(MusicGenConfig.preset_names())})"
-                )
-            config = MusicGenConfig.preset(preset)
-            t5_dir = hub.resolve(text_encoder or "t5-base")
-            params = audiocraft_format.load_audiocraft_params(directory, t5_dir, config, storage_dtype)
-            tokenizer = _load_tokenizer(t5_dir)
-            codec_source = codec or config.audio.codec
-            generation = {}
-        else:
-            raise CheckpointError(
-                f"{directory} is neither a musicgen-jax checkpoint (musicgen_jax.json), a transformers MusicGen "
-                "directory (config.json with model_type 'musicgen'), nor an audiocraft LM (state_dict.bin)"
-            )
-        return cls(
-            config,
-            params,
-            tokenizer,
-            dtype=dtype,
-            codec_source=codec or codec_source,
-            generation_defaults=generation,
-            source=str(name_or_path),
-            layer_unroll=layer_unroll,
-        )
+        dtype = resolve_dtype(dtype)  # parameters are read straight into the dtype they will run in
+        loaded = load_model(name_or_path, dtype=dtype, text_encoder=text_encoder, preset=preset, codec=codec)
+        return cls(loaded, dtype=dtype, layer_unroll=layer_unroll, kv_splits=kv_splits)
 
     def save_pretrained(self, directory: str | Path, dtype: str | None = None) -> Path:
         """Write a musicgen-jax checkpoint (parameters in ``dtype``, default as loaded)."""
         directory = Path(directory)
-        params = jax.tree.map(np.asarray, self.params)
+        params = jax.tree.map(np.asarray, self.engine.params)
         ckpt.save_checkpoint(
             directory,
             self.config,
             params,
-            tokenizer=self.tokenizer,
+            tokenizer=self.engine.tokenizer,
             generation_config=self.generation_defaults or None,
             dtype=dtype,
         )
         codec_source = Path(self.codec_source) if self.codec_source is not None else None
         if codec_source is not None and codec_source.is_dir() and codec_source != directory / ckpt.CODEC:
-            from musicgen_jax.conversion.transformers_format import (
-                is_transformers_checkpoint,
-                write_codec_directory,
-            )
-
             if is_transformers_checkpoint(codec_source):
                 write_codec_directory(codec_source, directory / ckpt.CODEC)
             else:
-                import shutil
-
                 shutil.copytree(codec_source, directory / ckpt.CODEC, dirs_exist_ok=True)
         return directory
 
     # ------------------------------------------------------------------------------ facts
+
+    @property
+    def config(self) -> MusicGenConfig:
+        return self.engine.config
+
+    @property
+    def dtype(self) -> str:
+        return self.engine.dtype
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
 
     @property
     def sample_rate(self) -> int:
@@ -218,97 +134,13 @@ class MusicGen:
     def audio_channels(self) -> int:
         return self.config.decoder.audio_channels
 
-    def numerics(self):
-        """The context every program of this model is traced in: a float32 model gets float32
-        matrix products (``jax.default_matmul_precision``), not the TF32 or bfloat16 passes GPUs
-        and TPUs use by default, so ``dtype="float32"`` is the exact path on every device."""
-        if self.dtype == "float32":
-            return jax.default_matmul_precision("float32")
-        return contextlib.nullcontext()
-
-    # ------------------------------------------------------------------------------ conditioning
-
-    def prepare_text(
-        self,
-        texts: Sequence[str | None],
-        attributes: Sequence[Attributes | None] | None = None,
-        length_bucket: int = TEXT_LENGTH_BUCKET,
-    ) -> TextBatch:
-        """Render attributes into the descriptions (for text-attribute models), tokenise, pad."""
-        if isinstance(texts, str):
-            raise PromptError("pass a list of prompts, not a single string")
-        attributes = list(attributes) if attributes is not None else [None] * len(texts)
-        if len(attributes) != len(texts):
-            raise PromptError(f"{len(texts)} prompts but {len(attributes)} attribute sets")
-        rendered = []
-        for text, attrs in zip(texts, attributes):
-            if text is not None and not isinstance(text, str):
-                raise PromptError(f"a prompt must be a string, got {type(text).__name__}")
-            rendered.append(
-                render_description(text, attrs) if self.config.uses_text_attributes else (text or "")
-            )
-        with self._tokenizer_lock:  # fast tokenizers are not safe to share between threads
-            encoded = self.tokenizer(rendered, padding=True, return_tensors="np")
-        ids, mask = encoded["input_ids"].astype(np.int32), encoded["attention_mask"].astype(np.int32)
-        limit = self.config.conditioning.max_text_tokens
-        longest = int(mask.sum(axis=1).max()) if len(rendered) else 0
-        if longest > limit:
-            raise PromptError(f"a prompt is {longest} tokens long; this model takes at most {limit}")
-        padded = _round_up(ids.shape[1], length_bucket)
-        pad_id = self.tokenizer.pad_token_id or 0
-        ids = np.pad(ids, ((0, 0), (0, padded - ids.shape[1])), constant_values=pad_id)
-        mask = np.pad(mask, ((0, 0), (0, padded - mask.shape[1])))
-        # An empty description means "no condition": mask it all, like the null condition.
-        for row, text in enumerate(rendered):
-            if not text.strip():
-                mask[row] = 0
-        encoded_attributes = None
-        if self.config.uses_learned_attributes:
-            encoded_attributes = encode_attributes(attributes).as_dict()
-        return TextBatch(ids, mask, tuple(rendered), encoded_attributes)
-
-    def encode(self, batch: TextBatch) -> tuple[jax.Array, jax.Array]:
-        """Cross-attention memory and mask for a :class:`TextBatch` (compiled per shape)."""
-        fn = self._compiled.get("encode")
-        if fn is None:
-            model = self.model
-
-            def encode(params, ids, mask, attributes):
-                return model.apply({"params": params}, ids, mask, attributes, method=MusicGenModel.encode)
-
-            fn = self._compiled["encode"] = jax.jit(encode)
-        attributes = batch.attributes
-        if self.config.uses_learned_attributes and attributes is None:
-            attributes = null_attributes(len(batch.ids)).as_dict()
-        with self.numerics():
-            return fn(self.params, batch.ids, batch.mask, attributes)
+    # ------------------------------------------------------------------------------ scoring
 
     def logits(self, texts: Sequence[str], decoder_input_ids: np.ndarray, attributes=None) -> np.ndarray:
         """Teacher-forced logits ``[batch, codebooks, length, vocab]`` (float32) for delayed tokens."""
-        batch = self.prepare_text(texts, attributes)
-        memory, memory_mask = self.encode(batch)
-        fn = self._compiled.get("decode")
-        if fn is None:
-            model = self.model
-            fn = self._compiled["decode"] = jax.jit(
-                lambda params, tokens, memory, mask: model.apply(
-                    {"params": params}, tokens, memory, mask, method=MusicGenModel.decode
-                )
-            )
-        with self.numerics():
-            logits = fn(self.params, jnp.asarray(decoder_input_ids, jnp.int32), memory, memory_mask)
-        return np.asarray(logits)
+        return self.engine.logits(self.engine.prepare_text(texts, attributes), decoder_input_ids)
 
     # ------------------------------------------------------------------------------ generation
-
-    @property
-    def generator(self):
-        """The request scheduler holding this model's compiled generation programs."""
-        if self._generator is None:
-            from musicgen_jax.generation.generator import Generator
-
-            self._generator = Generator(self)
-        return self._generator
 
     def make_requests(
         self,
@@ -323,15 +155,13 @@ class MusicGen:
         audio_prompt: np.ndarray | None = None,
         audio_prompt_sample_rate: int | None = None,
         **params,
-    ) -> list:
+    ) -> list[GenerationRequest]:
         """Validated :class:`~musicgen_jax.generation.params.GenerationRequest` objects.
 
         ``params`` are :class:`~musicgen_jax.generation.params.GenerationParams` fields
         (``duration``, ``temperature``, ``top_k``, ``top_p``, ``guidance_scale``, ``greedy``,
         ``num_beams``, ``seed``, ...). A seed given for a batch seeds row ``i`` with ``seed + i``.
         """
-        from musicgen_jax.generation.params import GenerationParams, GenerationRequest
-
         if texts is None or isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
@@ -377,16 +207,14 @@ class MusicGen:
 
     def generate_tokens(self, texts=None, *, progress=None, **kwargs) -> np.ndarray:
         """Codec codes ``[batch, codebooks, frames]`` (the delay pattern reverted)."""
-        output = self.generator.generate(self.make_requests(texts, **kwargs), progress=progress)
+        output = self.engine.generate(self.make_requests(texts, **kwargs), progress=progress)
         return _stack_frames(output.frames)
 
     def generate(self, texts=None, *, progress=None, **kwargs) -> GeneratedAudio:
         """Audio ``[batch, channels, samples]`` at :attr:`sample_rate` (see :meth:`make_requests`)."""
-        import time
-
         requests = self.make_requests(texts, **kwargs)
         codec = self.codec  # loaded before the clock starts: its import is not decoding time
-        output = self.generator.generate(requests, progress=progress)
+        output = self.engine.generate(requests, progress=progress)
         codes = _stack_frames(output.frames)
         began = time.perf_counter()
         audio = codec.decode(codes)
@@ -399,6 +227,7 @@ class MusicGen:
             compile_seconds=output.compile_seconds,
             decode_seconds=time.perf_counter() - began,
             steps=output.steps,
+            beam_scores=output.beam_scores,
         )
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
@@ -411,7 +240,7 @@ class MusicGen:
     def codec(self):
         """The PyTorch EnCodec bridge, loaded on first use."""
         if self._codec is None:
-            from musicgen_jax.codec import EncodecBridge
+            from musicgen_jax.codec import EncodecBridge  # torch is imported only when audio is needed
 
             if self.codec_source is None:
                 raise CheckpointError("this model has no codec; pass codec= to from_pretrained")
@@ -429,6 +258,7 @@ class GeneratedAudio:
     compile_seconds: float
     decode_seconds: float
     steps: int
+    beam_scores: list[float | None] = dataclasses.field(default_factory=list)  # per row, beams only
 
     @property
     def duration(self) -> float:
@@ -448,10 +278,8 @@ def _stack_frames(frames: list[np.ndarray]) -> np.ndarray:
     return np.stack(frames).astype(np.int32)
 
 
-def _load_tokenizer(directory: Path):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(directory))
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{directory}: could not load the tokenizer ({error})") from None
+def _stack_frames(frames: list[np.ndarray]) -> np.ndarray:
+    lengths = {f.shape[1] for f in frames}
+    if len(lengths) != 1:
+        raise ValueError("rows have different lengths; use engine.generate for per-row durations")
+    return np.stack(frames).astype(np.int32)

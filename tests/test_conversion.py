@@ -74,7 +74,7 @@ def test_from_pretrained_reads_both_formats_alike(tiny_hf_dir, tiny_jax_dir):
 
 def test_bfloat16_load(tiny_hf_dir, tmp_path):
     model = MusicGen.from_pretrained(tiny_hf_dir, dtype="bfloat16")
-    leaf = model.params["decoder"]["lm_heads"]
+    leaf = model.engine.params["decoder"]["lm_heads"]
     assert leaf.dtype == "bfloat16"
     reference = MusicGen.from_pretrained(tiny_hf_dir)
     tokens = np.random.default_rng(0).integers(0, 2049, size=(1, 4, 6))

@@ -13,7 +13,9 @@ import torch
 from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 
 from musicgen_jax import MusicGen
+from musicgen_jax.conversion.loader import load_model
 from musicgen_jax.generation import beam, loop
+from musicgen_jax.generation.call import GenerationCall
 from musicgen_jax.generation.params import GenerationParams, GenerationParamsError
 from musicgen_jax.generation.sampling import SamplingControls, apply_guidance, sample_tokens
 
@@ -207,41 +209,40 @@ def test_a_row_does_not_depend_on_its_batch(base_model):
     reqs[1] = type(reqs[1])(
         prompt="dark techno", params=GenerationParams(duration=1.0, seed=11, top_k=50, temperature=0.8)
     )
-    together = base_model.generator.generate(reqs)
+    together = base_model.engine.generate(reqs)
     np.testing.assert_array_equal(together.frames[1], alone[0])
 
 
 def test_other_duration_in_the_bucket_does_not_recompile(tiny_hf_dir):
     model = MusicGen.from_pretrained(tiny_hf_dir, dtype="float32")
     model.generate_tokens(["jazz"], duration=2.0)
-    compiled = model.generator.compile_count
+    compiled = model.engine.compile_count
     out = model.generate_tokens(["rock"], duration=4.5)  # same 5 s bucket, same text bucket
     assert out.shape[-1] == 225
-    assert model.generator.compile_count == compiled
+    assert model.engine.compile_count == compiled
     model.generate_tokens(["rock"], duration=7.0)  # the 10 s bucket: one more start, an advance per span
-    assert model.generator.compile_count == compiled + 1 + len(loop.kv_buckets(500 + 4))
+    assert model.engine.compile_count == compiled + 1 + len(loop.kv_buckets(500 + 4))
 
 
 def test_warmup_compiles_what_requests_then_use(tiny_hf_dir):
     model = MusicGen.from_pretrained(tiny_hf_dir, dtype="float32")
-    seconds = model.generator.warmup(batch_sizes=(1, 2), durations=(5.0,))
-    programs = 2 * (1 + len(loop.kv_buckets(250 + 4)))  # two batch buckets: start and the spans' advances
-    assert seconds > 0 and model.generator.compile_count == programs
+    seconds = model.engine.warmup(batch_sizes=(1, 2), durations=(5.0,))
+    # Per batch bucket (two): the text encoder, start, and the spans' advances.
+    programs = 2 * (2 + len(loop.kv_buckets(250 + 4)))
+    assert seconds > 0 and model.engine.compile_count == programs
     model.generate_tokens(["jazz", "rock"], duration=3.0)
     model.generate_tokens(["jazz"], duration=5.0)
-    assert model.generator.compile_count == programs
+    assert model.engine.compile_count == programs
 
 
 def test_layer_unroll_and_attention_spans_do_not_change_the_music(tiny_hf_dir, base_model):
     """The speed knobs (layers per loop iteration, attention spans per length bucket) give the
     same tokens, sampled and greedy, over a bucket long enough to have several spans."""
     want = base_model.generate_tokens(["dark techno", "jazz"], duration=11.0, seed=5)
-    positions = base_model.generator.length_bucket(550) + loop.delay_pattern.num_delays(
-        4, 1
-    )  # the 15 s bucket
+    positions = base_model.engine.shapes.positions(base_model.engine.shapes.length_bucket(550))  # 15 s
     assert len(loop.kv_buckets(positions)) > 1
-    unrolled = MusicGen.from_pretrained(tiny_hf_dir, dtype="float32", layer_unroll=2)
-    unrolled.generator.kv_splits = 1  # one span: always the whole cache
+    # One span: always the whole cache.
+    unrolled = MusicGen.from_pretrained(tiny_hf_dir, dtype="float32", layer_unroll=2, kv_splits=1)
     np.testing.assert_array_equal(
         unrolled.generate_tokens(["dark techno", "jazz"], duration=11.0, seed=5), want
     )
@@ -255,12 +256,12 @@ def test_layer_unroll_and_attention_spans_do_not_change_the_music(tiny_hf_dir, b
 def test_float32_models_compile_float32_matrix_products(tiny_hf_dir, base_model):
     """GPUs default to TF32 for float32 dots (TPUs to bfloat16 passes): a float32 model asks for
     float32 in every program it compiles, so its results do not depend on the device."""
-    base_model.generator.warmup(batch_sizes=(1,), durations=(1.0,))
-    programs = [p.as_text() for p in base_model.generator._compiled.values()]
+    base_model.engine.warmup(batch_sizes=(1,), durations=(1.0,))
+    programs = [program.as_text() for program in base_model.engine.programs.compiled()]
     dots = [line for text in programs for line in text.splitlines() if " dot(" in line]
     assert dots and all("operand_precision={highest,highest}" in line for line in dots)
     bf16 = MusicGen.from_pretrained(tiny_hf_dir, dtype="bfloat16")
-    assert isinstance(bf16.numerics(), contextlib.nullcontext)
+    assert isinstance(bf16.engine.numerics(), contextlib.nullcontext)
 
 
 def test_bad_parameters_are_named():
@@ -284,15 +285,13 @@ def test_bad_parameters_are_named():
 def test_one_beam_is_greedy_and_more_beams_score_at_least_as_well(base_model):
     greedy = base_model.generate_tokens(["warm jazz"], duration=1.0, greedy=True)
     mg = base_model
-    batch = mg.prepare_text(["warm jazz"])
-    memory, mask = mg.encode(batch)
-    frames = 50
-    plan = loop.SequencePlan(
-        jnp.asarray([frames]), jnp.zeros((1, 4, 250), jnp.int32), jnp.zeros((1,), jnp.int32)
-    )
-    one_beam = GenerationParams(duration=1.0, num_beams=1)
-    tokens, _ = beam.beam_search(mg.generator, one_beam, memory, mask, plan, 254, True)
-    np.testing.assert_array_equal(tokens[:, :frames], greedy[0])
+    memory, mask = mg.engine.encode(mg.engine.prepare_text(["warm jazz"]))
+    one_beam = mg.make_requests(["warm jazz"], duration=1.0, num_beams=1)
+    # A one-beam request runs the beam search program (num_beams=1 there means "one beam").
+    call = GenerationCall(mg.engine, progress=None, on_frames=None, chunk_frames=50, first_chunk_frames=50)
+    plan = loop.SequencePlan(jnp.asarray([50]), jnp.zeros((1, 4, 250), jnp.int32), jnp.zeros((1,), jnp.int32))
+    tokens, _ = beam.beam_search(call, one_beam[0].params, memory, mask, plan, 254, True)
+    np.testing.assert_array_equal(tokens[:, :50], greedy[0])
 
     def score(codes):
         """Guided log-probability of the codes under the model, teacher-forced."""
@@ -300,12 +299,12 @@ def test_one_beam_is_greedy_and_more_beams_score_at_least_as_well(base_model):
 
         delayed = np.asarray(apply_delay(jnp.asarray(codes[None]), 2048))
         logits = mg.logits(["warm jazz"], delayed[:, :, :-1])
-        null = mg.model.apply(
-            {"params": mg.params},
+        null = mg.engine.model.apply(
+            {"params": mg.engine.params},
             jnp.asarray(delayed[:, :, :-1]),
             jnp.zeros_like(memory),
             jnp.zeros_like(mask),
-            method=type(mg.model).decode,
+            method=type(mg.engine.model).decode,
         )
         guided = np.asarray(null) + (logits - np.asarray(null)) * 3.0
         logp = np.asarray(jax.nn.log_softmax(guided, axis=-1))
@@ -314,16 +313,20 @@ def test_one_beam_is_greedy_and_more_beams_score_at_least_as_well(base_model):
         picked = np.take_along_axis(logp, np.minimum(target, 2047)[..., None], axis=-1)[..., 0]
         return float((picked * valid).sum())
 
-    four = mg.generate_tokens(["warm jazz"], duration=1.0, num_beams=4)
-    assert score(four[0]) >= score(greedy[0]) - 1e-3
+    four = mg.generate(["warm jazz"], duration=1.0, num_beams=4)
+    assert score(four.codes[0]) >= score(greedy[0]) - 1e-3
+    # The reported score is the beam's summed log-probability over its length.
+    length = four.codes.shape[-1] * 4
+    assert four.beam_scores[0] == pytest.approx(score(four.codes[0]) / length, abs=1e-3)
 
 
 def test_long_form_windows_follow_audiocraft(tiny_hf_dir):
     """Past the window, each window is prompted with the last (window - stride) of the previous one."""
     import dataclasses
 
-    model = MusicGen.from_pretrained(tiny_hf_dir, dtype="float32")
-    model.config = dataclasses.replace(model.config, max_duration=2.0)  # a 100-frame window for speed
+    loaded = load_model(tiny_hf_dir)
+    loaded = dataclasses.replace(loaded, config=dataclasses.replace(loaded.config, max_duration=2.0))
+    model = MusicGen(loaded, dtype="float32")  # a 100-frame window, for speed
     out = model.generate_tokens(["epic orchestral"], duration=5.0, greedy=True, extend_stride=1.2)
     assert out.shape == (1, 4, 250)
     # Window 2 starts at frame 60 with frames 60..99 as its prompt and makes frames 100..159.
@@ -336,14 +339,14 @@ def test_long_form_windows_follow_audiocraft(tiny_hf_dir):
     np.testing.assert_array_equal(again[0], out[0, :, :100])
     reqs = model.make_requests(["epic orchestral"], duration=2.0, greedy=True)
     reqs = [dataclasses.replace(reqs[0], prompt_codes=out[0, :, 60:100])]
-    window2 = model.generator.generate(reqs).frames[0]
+    window2 = model.engine.generate(reqs).frames[0]
     np.testing.assert_array_equal(window2[:, 40:], out[0, :, 100:160])
 
 
 def test_streamed_frames_add_up_to_the_result(base_model):
     streamed: dict[int, list[np.ndarray]] = {}
     requests = base_model.make_requests(["jazz", "rock"], duration=2.0, seed=5)
-    out = base_model.generator.generate(
+    out = base_model.engine.generate(
         requests,
         on_frames=lambda row, new: streamed.setdefault(row, []).append(new),
         chunk_frames=13,

@@ -554,14 +554,18 @@ def test_store_recovers_interrupted_tasks_and_cleans_up_by_age_and_size(tmp_path
     assert store.get("new").status == "completed" and (store.audio_dir / "new.wav").exists()
 
 
-class _FakeGenerator:
-    """Stands in for the model's generator: fails any batch that holds a 'bad' prompt."""
+class _FakeEngine:
+    """Stands in for the model's generation engine: fails any batch that holds a 'bad' prompt."""
 
     def __init__(self):
+        from musicgen_jax.generation.shapes import ShapePlan
+        from musicgen_jax.models.config import MusicGenConfig
+
+        self.shapes = ShapePlan(MusicGenConfig.preset("tiny"))
         self.batches = []
 
     def generate(self, requests, progress=None, on_frames=None, **chunking):
-        from musicgen_jax.generation.generator import GenerationOutput
+        from musicgen_jax.generation.call import GenerationOutput
 
         self.batches.append([r.prompt for r in requests])
         if any(r.prompt == "bad" for r in requests):
@@ -574,8 +578,8 @@ class _FakeGenerator:
 def test_queue_batches_by_shape_and_one_bad_request_fails_alone():
     from musicgen_jax.generation.params import GenerationParams, GenerationRequest
 
-    generator = _FakeGenerator()
-    queue = GenerationQueue(generator, max_batch=4, window=0.2)
+    engine = _FakeEngine()
+    queue = GenerationQueue(engine, max_batch=4, window=0.2)
     jobs = [
         Job(GenerationRequest(prompt, GenerationParams(seed=i)), key=key)
         for i, (prompt, key) in enumerate([("a", 1), ("bad", 1), ("c", 1), ("d", 2)])
@@ -590,8 +594,8 @@ def test_queue_batches_by_shape_and_one_bad_request_fails_alone():
     assert isinstance(results[1], ValueError)
     assert results[0].batch_size == 1 and results[0].seed == 0 and results[3].seed == 3
     # One batch of key 1 padded to the bucket (4), the retries one by one, then key 2 alone.
-    assert generator.batches[0] == ["a", "bad", "c", "a"]
-    assert generator.batches[1:4] == [["a"], ["bad"], ["c"]] and generator.batches[4] == ["d"]
+    assert engine.batches[0] == ["a", "bad", "c", "a"]
+    assert engine.batches[1:4] == [["a"], ["bad"], ["c"]] and engine.batches[4] == ["d"]
 
 
 def test_settings_from_environment_and_flags(monkeypatch, tmp_path):

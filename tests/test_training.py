@@ -373,7 +373,7 @@ def test_killed_run_resumes_exactly(tmp_path, compilation_cache):
     # keep=2 newest, plus the best by train loss (it may be one of them).
     kept = Checkpointer(tmp_path / "killed").all_steps()
     assert kept[-2:] == [50, 60] and len(kept) <= 3
-    resolved = (tmp_path / "killed" / "config.yaml").read_text()
+    resolved = (tmp_path / "killed" / "train_config.yaml").read_text()
     assert "steps: 60" in resolved and "frames: 16" in resolved and "dropout: 0.1" in resolved
     assert list((tmp_path / "killed" / "tensorboard").glob("events.out.tfevents.*"))
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from musicgen_jax import hub
 from musicgen_jax.config_io import ConfigError
+from musicgen_jax.dtypes import RUN_DTYPE_NAMES
 
 DEFAULT_MODEL = "facebook/musicgen-small"
 FORMATS = ("wav", "flac", "mp3")  # musicgen_jax.audio.io.FORMATS, without importing the audio stack
@@ -35,7 +36,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype",
         default="auto",
-        choices=("auto", "float32", "bfloat16", "float16"),
+        choices=RUN_DTYPE_NAMES,
         help="auto: bfloat16 on GPU/TPU, float32 on CPU",
     )
     parser.add_argument("--cache-dir", default=None, help="persistent compilation cache ('' to disable)")
@@ -304,9 +305,7 @@ def run_generate_batch(args: argparse.Namespace) -> int:
                 requests.append(GenerationRequest(prompt=prompt, params=params, attributes=attributes))
             offset = done_frames
             total = int(seconds * model.frame_rate)
-            output = model.generator.generate(
-                requests, progress=lambda d, _t, o=offset: progress(o + d, total)
-            )
+            output = model.engine.generate(requests, progress=lambda d, _t, o=offset: progress(o + d, total))
             done_frames += sum(f.shape[1] for f in output.frames)
             for (prompt, kwargs, path, fmt, entry), frames, seed in zip(chunk, output.frames, output.seeds):
                 audio = model.decode(frames[None])[0]

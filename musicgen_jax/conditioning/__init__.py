@@ -8,11 +8,15 @@ from musicgen_jax.conditioning.attributes import (
     null_attributes,
     render_description,
 )
+from musicgen_jax.conditioning.text import PromptError, TextBatch, TextTokenizer
 
 __all__ = [
     "Attributes",
     "EncodedAttributes",
     "InvalidAttributeError",
+    "PromptError",
+    "TextBatch",
+    "TextTokenizer",
     "encode_attributes",
     "null_attributes",
     "render_description",

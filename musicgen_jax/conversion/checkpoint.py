@@ -24,7 +24,8 @@ import numpy as np
 
 from musicgen_jax import config_io
 from musicgen_jax.conversion.params import flatten_paths
-from musicgen_jax.conversion.tensors import CheckpointError, TensorSource, numpy_dtype, save_safetensors
+from musicgen_jax.conversion.tensors import CheckpointError, TensorSource, save_safetensors
+from musicgen_jax.dtypes import numpy_dtype
 from musicgen_jax.models.config import MusicGenConfig
 
 FORMAT = "musicgen-jax"

@@ -11,8 +11,7 @@ from musicgen_jax import hub
 from musicgen_jax.config_io import ConfigError
 from musicgen_jax.conversion import checkpoint as ckpt
 from musicgen_jax.conversion.tensors import CheckpointError
-
-DTYPES = ("float32", "bfloat16", "float16")
+from musicgen_jax.dtypes import DTYPE_NAMES
 
 
 def add_hf_to_jax_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +19,7 @@ def add_hf_to_jax_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", required=True, help="transformers MusicGen directory or hub id (or audiocraft LM)"
     )
     parser.add_argument("--output", required=True, help="directory to write the musicgen-jax checkpoint into")
-    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="parameter dtype to store")
+    parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="parameter dtype to store")
     parser.add_argument(
         "--preset", help="model shape, for audiocraft checkpoints (small, medium, large, ...)"
     )
@@ -33,7 +32,7 @@ def add_hf_to_jax_arguments(parser: argparse.ArgumentParser) -> None:
 def add_jax_to_hf_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="musicgen-jax checkpoint directory (or hub id)")
     parser.add_argument("--output", required=True, help="directory to write the transformers checkpoint into")
-    parser.add_argument("--dtype", choices=DTYPES, help="tensor dtype to write (default: as stored)")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, help="tensor dtype to write (default: as stored)")
 
 
 def run_hf_to_jax(args: argparse.Namespace) -> Path:

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from musicgen_jax.conversion.key_maps import Rule, to_flax, to_torch
-from musicgen_jax.conversion.tensors import CheckpointError, numpy_dtype
+from musicgen_jax.conversion.tensors import CheckpointError
+from musicgen_jax.dtypes import numpy_dtype
 
 
 def _set(tree: dict, path: tuple[str, ...], value) -> None:

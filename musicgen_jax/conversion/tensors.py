@@ -16,26 +16,11 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
-DTYPES = {
-    "float32": np.float32,
-    "fp32": np.float32,
-    "bfloat16": ml_dtypes.bfloat16,
-    "bf16": ml_dtypes.bfloat16,
-    "float16": np.float16,
-    "fp16": np.float16,
-}
+from musicgen_jax.dtypes import numpy_dtype
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, or does not fit the model."""
-
-
-def numpy_dtype(dtype: str | np.dtype | type) -> np.dtype:
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise CheckpointError(f"unknown dtype {dtype!r}; choose one of float32, bfloat16, float16")
-        return np.dtype(DTYPES[dtype])
-    return np.dtype(dtype)
 
 
 def torch_to_numpy(tensor) -> np.ndarray:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ import grain
 import numpy as np
 
 from musicgen_jax.conditioning import encode_attributes
+from musicgen_jax.conditioning.text import TextTokenizer
 from musicgen_jax.data import records
 from musicgen_jax.data.metadata import MusicInfo, attributes_from_info, dropped_attributes
 from musicgen_jax.data.text import render_info, training_text
@@ -157,18 +157,9 @@ class ExampleTransform(grain.transforms.RandomMap):
 
     def __init__(self, config: DataConfig, tokenizer: Any, *, train: bool = True):
         self.config = config
-        self.tokenizer = tokenizer
+        # Metadata text is rendered above (augmented in training); tokenising is the shared path.
+        self.text = TextTokenizer(tokenizer, max_tokens=config.max_text_len, render_attributes=True)
         self.train = train
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:  # picklable for grain worker processes
-        state = dict(self.__dict__)
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def random_map(
         self, element: bytes | records.TokenRecord, rng: np.random.Generator
@@ -215,17 +206,8 @@ class ExampleTransform(grain.transforms.RandomMap):
     def tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """int32 ``[max_text_len]`` ids (truncated, end token kept, padded) and mask; "" gives an
         all-zero mask, as audiocraft's T5 conditioner masks empty descriptions."""
-        length = self.config.max_text_len
-        # Fast tokenizers keep truncation settings as mutable state: one thread at a time.
-        with self._lock:
-            ids = self.tokenizer(text, truncation=True, max_length=length)["input_ids"]
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        text_ids = np.full((length,), pad, np.int32)
-        text_ids[: len(ids)] = ids
-        text_mask = np.zeros((length,), np.int32)
-        if text:
-            text_mask[: len(ids)] = 1
-        return text_ids, text_mask
+        ids, mask = self.text.tokenize([text], length=self.config.max_text_len, truncate=True)
+        return ids[0], mask[0]
 
 
 # ----------------------------------------------------------------------------- datasets

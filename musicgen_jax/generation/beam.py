@@ -94,22 +94,24 @@ def run(
     return state.tokens[order], scores[order]
 
 
-def beam_search(
-    generator, params, memory, memory_mask, plan: loop.SequencePlan, num_positions: int, guided: bool
-):
-    """Frames ``[K, frames]`` of the best beam for one request, and its length-penalised score."""
-    mg = generator.musicgen
-    dec = mg.config.decoder
+def beam_search(call, params, memory, memory_mask, plan: loop.SequencePlan, num_positions: int, guided: bool):
+    """Frames ``[K, frames]`` of the best beam for one request, and its length-penalised score.
+
+    ``call`` is the :class:`~musicgen_jax.generation.call.GenerationCall` running it: its
+    ``program`` compiles through the engine's cache and counts the seconds against the call.
+    """
+    engine = call.engine
+    dec = engine.config.decoder
     n = params.num_beams
     repeat = lambda x: jnp.repeat(x[:1], n, axis=0)
     memory, memory_mask = repeat(memory), repeat(memory_mask)
     plan = loop.SequencePlan(repeat(plan.num_frames), repeat(plan.prompt), repeat(plan.prompt_frames))
     key = ("beam_start", n, num_positions, memory.shape[1], guided)
-    start = generator._compiled_fn(
+    start = call.program(
         key,
         loop.start,
-        mg.model,
-        mg.params,
+        engine.model,
+        engine.params,
         memory,
         memory_mask,
         plan,
@@ -117,14 +119,14 @@ def beam_search(
         guided=guided,
         track_seen=False,
     )
-    state = start(mg.params, memory, memory_mask, plan)
+    state = start(engine.params, memory, memory_mask, plan)
     scale = jnp.asarray(params.guidance_scale, jnp.float32)
     temperature = jnp.asarray(params.temperature, jnp.float32)
-    search = generator._compiled_fn(
+    search = call.program(
         ("beam_run",) + key[1:],
         run,
-        mg.model,
-        mg.params,
+        engine.model,
+        engine.params,
         state,
         plan,
         scale,
@@ -132,7 +134,7 @@ def beam_search(
         num_beams=n,
         guided=guided,
     )
-    tokens, scores = search(mg.params, state, plan, scale, temperature)
+    tokens, scores = search(engine.params, state, plan, scale, temperature)
     frames = np.asarray(loop.frames_of(tokens[:1], dec.audio_channels))[0]
     length = int(plan.num_frames[0]) * dec.num_codebooks
     return frames, float(scores[0]) / max(length, 1) ** params.length_penalty

@@ -24,7 +24,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from musicgen_jax.generation.generator import BATCH_BUCKETS, bucket
 from musicgen_jax.generation.params import GenerationRequest
 
 logger = logging.getLogger(__name__)
@@ -70,19 +69,19 @@ class JobResult:
 
 
 class GenerationQueue:
-    """Pending jobs and the worker thread that runs them on ``generator`` (a
-    :class:`~musicgen_jax.generation.generator.Generator`; may be set by the start-up hook)."""
+    """Pending jobs and the worker thread that runs them on ``engine`` (a
+    :class:`~musicgen_jax.generation.engine.GenerationEngine`; may be set by the start-up hook)."""
 
     def __init__(
         self,
-        generator=None,
+        engine=None,
         *,
         max_batch: int = 8,
         window: float = 0.03,
         max_pending: int = 256,
         on_batch: Callable[[list[Job], float, float], None] | None = None,
     ):
-        self.generator = generator
+        self.engine = engine
         self.max_batch = max_batch
         self.window = window
         self.max_pending = max_pending
@@ -216,7 +215,7 @@ class GenerationQueue:
         requests = [job.request for job in jobs]
         if all(r.params.num_beams == 1 for r in requests):
             # Pad to the batch bucket with copies of the first row (beams run row by row: no padding).
-            requests += [requests[0]] * (bucket(len(requests), BATCH_BUCKETS) - len(requests))
+            requests += [requests[0]] * (self.engine.shapes.batch_bucket(len(requests)) - len(requests))
 
         def on_frames(row: int, frames: np.ndarray) -> None:
             if row >= len(jobs):
@@ -236,11 +235,10 @@ class GenerationQueue:
         # A stream wants its first audio early: run the loop in short chunks (0.2 s of frames, the
         # first just past the delay pattern and the codec decoder's lookahead) so frames reach the
         # decoder as they complete, at the cost of one host round trip per chunk.
-        chunk = max(1, round(0.2 * self.generator.musicgen.frame_rate)) if streaming else None
-        first = (
-            chunk and chunk + self.generator.musicgen.num_codebooks // self.generator.musicgen.audio_channels
-        )
-        output = self.generator.generate(
+        shapes = self.engine.shapes
+        chunk = max(1, shapes.frames(0.2)) if streaming else None
+        first = chunk and chunk + shapes.num_delays
+        output = self.engine.generate(
             requests, progress=progress, on_frames=on_frames, chunk_frames=chunk, first_chunk_frames=first
         )
         finished = time.time()

@@ -16,7 +16,6 @@ import dataclasses
 import datetime
 import io
 import logging
-import math
 import threading
 import time
 import uuid
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from musicgen_jax.conditioning.text import PromptError
 from musicgen_jax.serving.metrics import ServerMetrics
 from musicgen_jax.serving.queue import Cancelled, GenerationQueue, Job, JobResult
 from musicgen_jax.serving.schemas import GenerateRequest, TaskStatus
@@ -91,8 +91,6 @@ class MusicService:
             max_pending=settings.max_queue_size,
             on_batch=self._record_batch,
         )
-        self._tokenizer = None  # a private copy: HF fast tokenizers must not be shared across threads
-        self._tokenizer_lock = threading.Lock()
         self.live: dict[str, TaskHandle] = {}
         self.sessions: dict[str, Any] = {}  # session id -> streaming.StreamSession
         self._live_lock = threading.Lock()
@@ -132,11 +130,11 @@ class MusicService:
 
                 logger.info("loading %s (%s)", self.settings.model, self.settings.dtype)
                 self.model = MusicGen.from_pretrained(self.settings.model, dtype=self.settings.dtype)
-            self.queue.generator = self.model.generator
+            self.queue.engine = self.model.engine
             self.state = "warming"
             self._warm_up()
             self.state = "ready"
-            logger.info("ready: %d compiled programs", self.model.generator.compile_count)
+            logger.info("ready: %d compiled programs", self.model.engine.compile_count)
         except Exception as error:
             self.state, self.error = "failed", f"{type(error).__name__}: {error}"
             raise
@@ -144,24 +142,21 @@ class MusicService:
     def _warm_up(self) -> None:
         """Compile the configured buckets and touch every lazily initialised library once."""
         from musicgen_jax.audio import save_audio
-        from musicgen_jax.generation.generator import BATCH_BUCKETS, bucket
-        from musicgen_jax.pipeline import TextBatch
 
         settings, model = self.settings, self.model
+        engine, shapes = model.engine, model.engine.shapes
         began = time.perf_counter()
         if not settings.warmup_batch_sizes:  # nothing to compile ahead: everything compiles on first use
             settings = settings.model_copy(update={"warmup_text_tokens": []})
         sizes = sorted(
-            {bucket(b, BATCH_BUCKETS) for b in settings.warmup_batch_sizes if b <= settings.max_batch_size}
+            {shapes.batch_bucket(b) for b in settings.warmup_batch_sizes if b <= settings.max_batch_size}
         )
         durations = [d for d in settings.warmup_durations if d <= settings.max_duration]
         for tokens in settings.warmup_text_tokens:
             if sizes and durations:
-                model.generator.warmup(batch_sizes=sizes, durations=durations, text_tokens=tokens)
+                engine.warmup(batch_sizes=sizes, durations=durations, text_tokens=tokens)
             # The text encoder compiles per (batch, text length); batches are padded to buckets.
-            for size in sorted({bucket(b, BATCH_BUCKETS) for b in range(1, settings.max_batch_size + 1)}):
-                ids = np.ones((size, tokens), np.int32)
-                model.encode(TextBatch(ids, np.ones_like(ids), ("",) * size))
+            engine.warmup_text_encoder(shapes.batch_buckets_up_to(settings.max_batch_size), tokens)
         frames = max(8, int(model.frame_rate // 5))
         audio = model.decode(np.zeros((1, model.num_codebooks, frames), np.int32))[0]
         path = self.store.data_dir / f".warmup-{uuid.uuid4().hex[:8]}.wav"
@@ -235,27 +230,12 @@ class MusicService:
         return request
 
     def _check_prompt_tokens(self, request) -> None:
-        """The token-count check generation would do, now, on this thread's own tokenizer copy."""
-        import copy
-
-        from musicgen_jax.conditioning import render_description
-
-        model = self.model
-        text = (
-            render_description(request.prompt, request.attributes)
-            if model.config.uses_text_attributes
-            else (request.prompt or "")
-        )
-        with self._tokenizer_lock:
-            if self._tokenizer is None:
-                self._tokenizer = copy.deepcopy(model.tokenizer)
-            count = len(self._tokenizer(text)["input_ids"])
-        limit = model.config.conditioning.max_text_tokens
-        if count > limit:
-            raise FieldError(
-                "prompt",
-                f"the prompt (with its attributes) is {count} tokens long; this model takes at most {limit}",
-            )
+        """The token-count check generation would do, now, through the model's own text path."""
+        text = self.model.engine.text
+        try:
+            text.check_length(text.render(request.prompt, request.attributes))
+        except PromptError as error:
+            raise FieldError(error.field, str(error)) from None
 
     def applied_settings(self, body: GenerateRequest, request) -> dict[str, Any]:
         """The settings a task ran with, as its status reports them."""
@@ -282,18 +262,11 @@ class MusicService:
 
     def shape_key(self, request) -> tuple:
         """Jobs batch together when their compiled programs agree (see :mod:`.queue`)."""
-        generator = self.model.generator
-        frames = round(request.params.duration * self.model.frame_rate)
-        window = generator.window_frames
-        windows = 1
-        if frames > window:
-            stride = round(request.params.extend_stride * self.model.frame_rate)
-            windows = 1 + math.ceil((frames - window) / stride)
-        return (generator.length_bucket(min(frames, window)), windows, request.params.num_beams > 1)
+        return self.model.engine.shapes.shape_key(request)
 
     def make_job(self, request, **fields: Any) -> Job:
         job = Job(request, self.shape_key(request), **fields)
-        job.frames_total = round(request.params.duration * self.model.frame_rate)
+        job.frames_total = self.model.engine.shapes.frames(request.params.duration)
         return job
 
     def submit_task(self, body: GenerateRequest, request, owner: str | None) -> TaskHandle:

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from musicgen_jax.dtypes import RUN_DTYPE_NAMES
+
 # Settings a flag may not set (secrets); they come from the environment or a file.
 _NOT_FLAGS = {"api_keys"}
 
@@ -27,7 +29,7 @@ class ServerSettings(BaseSettings):
 
     # ------------------------------------------------------------------ model and device
     model: str = Field("facebook/musicgen-small", description="hub id or local directory of the model")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+    dtype: Literal[RUN_DTYPE_NAMES] = Field(
         "auto", description="parameter/compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)"
     )
     compilation_cache_dir: str | None = Field(

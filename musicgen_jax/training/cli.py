@@ -13,6 +13,7 @@ import logging
 import sys
 
 from musicgen_jax.config_io import ConfigError
+from musicgen_jax.dtypes import DTYPE_NAMES
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -39,9 +40,7 @@ def _export_parser() -> argparse.ArgumentParser:
     parser.add_argument("output_dir", help="where to write the musicgen-jax inference checkpoint")
     parser.add_argument("--step", type=int, help="checkpoint step (default: newest)")
     parser.add_argument("--ema", action="store_true", help="export the moving average of the weights")
-    parser.add_argument(
-        "--dtype", choices=("float32", "bfloat16", "float16"), help="parameter dtype to store"
-    )
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, help="parameter dtype to store")
     parser.add_argument(
         "--transformers", metavar="DIR", help="also write a transformers MusicGen directory here"
     )

@@ -20,9 +20,8 @@ from musicgen_jax.conversion import checkpoint as ckpt
 from musicgen_jax.models.config import MusicGenConfig
 from musicgen_jax.training.checkpointing import Checkpointer
 from musicgen_jax.training.config import TrainConfig
-from musicgen_jax.training.model_source import CODEC_DIR, GENERATION_FILE, MODEL_CONFIG_FILE, TOKENIZER_DIR
 from musicgen_jax.training.state import build_model, frozen_keys, init_inputs, merge_params, split_params
-from musicgen_jax.training.trainer import CONFIG_FILE
+from musicgen_jax.training.trainer import TRAIN_CONFIG_FILE
 
 
 def export_run(
@@ -36,8 +35,8 @@ def export_run(
 ) -> Path:
     """Write the inference checkpoint of ``run_dir``'s checkpoint at ``step`` (default: newest)."""
     run_dir, output_dir = Path(run_dir), Path(output_dir)
-    train_config = config_io.load(TrainConfig, run_dir / CONFIG_FILE)
-    model_config = config_io.load(MusicGenConfig, run_dir / MODEL_CONFIG_FILE)
+    train_config = config_io.load(TrainConfig, run_dir / TRAIN_CONFIG_FILE)
+    model_config = config_io.load(MusicGenConfig, run_dir / ckpt.CONFIG)
     has_ema = train_config.training.ema_decay is not None
     if use_ema and not has_ema:
         raise ValueError(f"{run_dir} was trained without an EMA of the weights (training.ema_decay)")
@@ -56,13 +55,13 @@ def export_run(
 
     chosen = restored["ema_params"] if use_ema else restored["params"]
     params = jax.tree.map(np.asarray, merge_params(chosen, restored["frozen_params"]))
-    generation = run_dir / GENERATION_FILE
+    generation = run_dir / ckpt.GENERATION
     ckpt.save_checkpoint(
         output_dir,
         model_config,
         params,
-        tokenizer_dir=run_dir / TOKENIZER_DIR,
-        codec_dir=run_dir / CODEC_DIR if (run_dir / CODEC_DIR).is_dir() else None,
+        tokenizer_dir=run_dir / ckpt.TOKENIZER,
+        codec_dir=run_dir / ckpt.CODEC if (run_dir / ckpt.CODEC).is_dir() else None,
         generation_config=json.loads(generation.read_text()) if generation.is_file() else None,
         dtype=dtype,
     )

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from musicgen_jax.conditioning import Attributes, encode_attributes, render_description, vocabulary
+from musicgen_jax.conditioning import Attributes, encode_attributes, vocabulary
+from musicgen_jax.conditioning.text import TextTokenizer
 from musicgen_jax.models.config import MusicGenConfig
 from musicgen_jax.training.config import MemoryDataConfig
 
@@ -100,7 +101,7 @@ def make_examples(
     for i in np.flatnonzero(rng.random(size) < config.padded_fraction):
         frame_mask[i, int(rng.integers(max(1, frames // 2), frames)) :] = False
 
-    attributes, captions = [], []
+    attributes, descriptions = [], []
     for _ in range(size):
         attrs = Attributes(
             genre=str(rng.choice(vocabulary.GENRES)),
@@ -115,15 +116,15 @@ def make_examples(
             duration=frames / model_config.audio.frame_rate,
         )
         attributes.append(attrs)
-        captions.append(render_description(str(rng.choice(_DESCRIPTIONS)), attrs))
-    encoded = tokenizer(
-        captions, padding="max_length", truncation=True, max_length=config.max_text_len, return_tensors="np"
-    )
+        descriptions.append(str(rng.choice(_DESCRIPTIONS)))
+    text = TextTokenizer.for_model(tokenizer, model_config)
+    captions = [text.render(d, a) for d, a in zip(descriptions, attributes)]
+    text_ids, text_mask = text.tokenize(captions, length=config.max_text_len, truncate=True)
     batch = {
         "codes": codes.astype(np.int32),
         "frame_mask": frame_mask,
-        "text_ids": encoded["input_ids"].astype(np.int32),
-        "text_mask": encoded["attention_mask"].astype(np.int32),
+        "text_ids": text_ids,
+        "text_mask": text_mask,
     }
     batch.update(encode_attributes(attributes).as_dict())
     return batch

@@ -1,8 +1,11 @@
-"""Where a run's model comes from: a preset (random init, optionally a pretrained T5), or a
-checkpoint to fine-tune (musicgen-jax directory, transformers directory, or a hub id of either).
+"""Where a run's model comes from: a preset (random init, optionally a pretrained T5), or any source
+the loader reads (musicgen-jax checkpoint, transformers directory, audiocraft LM, or a hub id) to
+fine-tune.
 
-Returns host (NumPy) parameters, the tokenizer and the codec/generation files to carry along, so
-that a run directory is self-contained and exports to the inference format without its source.
+Returns host (NumPy) parameters, the tokenizer and the codec/generation files to carry along. A run
+directory uses the checkpoint layout's names (:mod:`musicgen_jax.conversion.checkpoint`: model
+config, tokenizer, codec, generation defaults), so it is self-contained and exports to the
+inference format without its source.
 """
 
 from __future__ import annotations
@@ -14,19 +17,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from musicgen_jax import hub
+from musicgen_jax import config_io, hub
 from musicgen_jax.conversion import checkpoint as ckpt
 from musicgen_jax.conversion import transformers_format
+from musicgen_jax.conversion.loader import load_model, load_tokenizer
+from musicgen_jax.conversion.t5_format import load_t5_encoder
 from musicgen_jax.conversion.tensors import CheckpointError
 from musicgen_jax.models.config import MusicGenConfig
 from musicgen_jax.training.config import ModelSpec, resolve_model_config
 
 logger = logging.getLogger(__name__)
-
-TOKENIZER_DIR = "tokenizer"
-CODEC_DIR = "codec"
-GENERATION_FILE = "generation_config.json"
-MODEL_CONFIG_FILE = "model_config.yaml"
 
 
 @dataclasses.dataclass
@@ -39,84 +39,50 @@ class ModelSource:
     generation_config: dict | None
 
 
-def _load_tokenizer(source: str | Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(hub.resolve(source)))
-
-
 def load_model_source(spec: ModelSpec) -> ModelSource:
     if spec.init_from is not None:
-        source = _load_pretrained(spec)
-    else:
-        source = _from_preset(spec)
-    if spec.tokenizer is not None:
-        source.tokenizer = _load_tokenizer(spec.tokenizer)
-    return source
+        return _load_pretrained(spec)
+    return _from_preset(spec)
 
 
 def _load_pretrained(spec: ModelSpec) -> ModelSource:
-    directory = hub.resolve(spec.init_from)
-    if ckpt.is_checkpoint(directory):
-        base, params = ckpt.load_checkpoint(directory, "float32")
-        tokenizer = (
-            _load_tokenizer(directory / ckpt.TOKENIZER) if (directory / ckpt.TOKENIZER).is_dir() else None
-        )
-        codec = directory / ckpt.CODEC if (directory / ckpt.CODEC).is_dir() else None
-        generation = ckpt.load_generation_config(directory) or None
-    elif transformers_format.is_transformers_checkpoint(directory):
-        base, params = transformers_format.load_transformers_params(directory, "float32")
-        tokenizer = _load_tokenizer(directory)
-        codec = directory
-        path = directory / "generation_config.json"
-        generation = json.loads(path.read_text()) if path.is_file() else None
-    else:
-        raise CheckpointError(
-            f"model.init_from: {directory} is neither a musicgen-jax checkpoint nor a transformers MusicGen "
-            "directory (convert audiocraft checkpoints with convert/hf_to_jax.py first)"
-        )
-    config = resolve_model_config(spec, base)
-    if tokenizer is None:
-        raise CheckpointError(f"model.init_from: {directory} has no tokenizer; set model.tokenizer")
-    return ModelSource(config, params, {}, tokenizer, codec, generation)
+    try:
+        loaded = load_model(spec.init_from, dtype="float32", tokenizer=spec.tokenizer)
+    except CheckpointError as error:
+        raise CheckpointError(f"model.init_from: {error}") from None
+    config = resolve_model_config(spec, loaded.config)
+    generation = loaded.generation_defaults or None
+    return ModelSource(config, loaded.params, {}, loaded.tokenizer, loaded.codec_dir, generation)
 
 
 def _from_preset(spec: ModelSpec) -> ModelSource:
     config = resolve_model_config(spec)
     overrides: dict = {}
-    tokenizer = None
+    tokenizer_from = spec.tokenizer
     if spec.text_encoder_from is not None:
-        from musicgen_jax.conversion.t5_format import load_t5_encoder
-
         t5_dir = hub.resolve(spec.text_encoder_from)
-        t5_config, t5_params = load_t5_encoder(t5_dir, "float32")
+        t5_config, overrides = load_t5_encoder(t5_dir, "float32")
         if t5_config != config.text_encoder:
             raise CheckpointError(
                 f"model.text_encoder_from: {t5_dir} is {t5_config}, "
                 f"but the model config asks for {config.text_encoder}"
             )
-        overrides = t5_params
-        tokenizer = _load_tokenizer(t5_dir)
-    if tokenizer is None:
-        from musicgen_jax.tiny_models import build_tokenizer
-
-        vocab = config.text_encoder.vocab_size
-        logger.warning(
-            "no tokenizer given: using the built-in word-level tokenizer (ids < %d)", min(vocab, 128)
+        tokenizer_from = tokenizer_from or t5_dir
+    if tokenizer_from is None:
+        raise CheckpointError(
+            "a model trained from a preset needs its tokenizer: set model.tokenizer (a tokenizer directory "
+            "or hub id) or model.text_encoder_from (a T5 whose tokenizer is used)"
         )
-        tokenizer = build_tokenizer(min(vocab, 128))
-    return ModelSource(config, None, overrides, tokenizer, None, None)
+    return ModelSource(config, None, overrides, load_tokenizer(tokenizer_from), None, None)
 
 
 def write_run_files(source: ModelSource, output_dir: Path) -> None:
     """The model config, tokenizer, codec and generation defaults beside the checkpoints."""
-    from musicgen_jax import config_io
-
-    config_io.save_yaml(source.config, output_dir / MODEL_CONFIG_FILE)
-    source.tokenizer.save_pretrained(str(output_dir / TOKENIZER_DIR))
+    config_io.save_yaml(source.config, output_dir / ckpt.CONFIG)
+    source.tokenizer.save_pretrained(str(output_dir / ckpt.TOKENIZER))
     if source.generation_config is not None:
-        (output_dir / GENERATION_FILE).write_text(json.dumps(source.generation_config, indent=2))
-    codec_dir = output_dir / CODEC_DIR
+        (output_dir / ckpt.GENERATION).write_text(json.dumps(source.generation_config, indent=2))
+    codec_dir = output_dir / ckpt.CODEC
     if source.codec_from is not None and not codec_dir.is_dir():
         if transformers_format.is_transformers_checkpoint(source.codec_from):
             transformers_format.write_codec_directory(source.codec_from, codec_dir)

@@ -26,7 +26,7 @@ from musicgen_jax.training.state import StateLayout, TrainState, build_model, fr
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
+TRAIN_CONFIG_FILE = "train_config.yaml"  # beside the model config of the checkpoint layout
 
 
 @dataclasses.dataclass
@@ -129,7 +129,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     source = load_model_source(config.model)
     if primary:
         output_dir.mkdir(parents=True, exist_ok=True)
-        config_io.save_yaml(config, output_dir / CONFIG_FILE)
+        config_io.save_yaml(config, output_dir / TRAIN_CONFIG_FILE)
         write_run_files(source, output_dir)
 
     mesh = mesh_lib.create_mesh(config.mesh)

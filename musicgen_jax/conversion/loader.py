@@ -1,0 +1,112 @@
+"""One loader: any model source to (config, parameters, tokenizer, codec, generation defaults).
+
+A source is a musicgen-jax checkpoint directory (the layout of :mod:`checkpoint`, which training
+runs write too), a transformers MusicGen directory (converted tensor by tensor on the way in), an
+audiocraft LM checkpoint (``state_dict.bin``, with a T5 directory for its text encoder), or a
+Hugging Face hub id of any of those. Inference (``MusicGen.from_pretrained``) and training
+(``model.init_from``) both load through :func:`load_model`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from musicgen_jax import hub
+from musicgen_jax.conversion import audiocraft_format, transformers_format
+from musicgen_jax.conversion import checkpoint as ckpt
+from musicgen_jax.conversion.tensors import CheckpointError
+from musicgen_jax.models.config import MusicGenConfig
+
+DEFAULT_TEXT_ENCODER = "t5-base"  # audiocraft's MusicGen text encoder
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    config: MusicGenConfig
+    params: dict  # host (NumPy) parameter tree in the dtype asked for
+    tokenizer: Any
+    codec_source: str | Path | None  # EncodecModel directory, MusicGen directory holding one, or hub id
+    generation_defaults: dict
+    source: str
+
+    @property
+    def codec_dir(self) -> Path | None:
+        """The codec as a local directory, when it is one (a hub id is fetched by the codec itself)."""
+        if self.codec_source is None:
+            return None
+        path = Path(self.codec_source)
+        return path if path.is_dir() else None
+
+
+def load_tokenizer(name_or_path: str | Path):
+    """A Hugging Face tokenizer from a directory or hub id."""
+    from transformers import AutoTokenizer
+
+    directory = hub.resolve(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(str(directory))
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{directory}: could not load the tokenizer ({error})") from None
+
+
+def read_generation_config(directory: Path) -> dict:
+    """The ``generation_config.json`` beside a model, or nothing."""
+    path = directory / ckpt.GENERATION
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def load_model(
+    name_or_path: str | Path,
+    *,
+    dtype: str = "float32",
+    tokenizer: str | Path | None = None,
+    text_encoder: str | Path | None = None,
+    preset: str | None = None,
+    codec: str | Path | None = None,
+) -> LoadedModel:
+    """Load any supported source; parameters are read straight into ``dtype``.
+
+    ``tokenizer`` replaces the source's own tokenizer. ``text_encoder`` (a T5 directory or hub id,
+    default ``t5-base``) and ``preset`` (the model shape) are read only for audiocraft checkpoints,
+    which hold just the language model; ``codec`` (an EnCodec directory or hub id) replaces the
+    source's codec.
+    """
+    directory = hub.resolve(name_or_path)
+    if ckpt.is_checkpoint(directory):
+        config, params = ckpt.load_checkpoint(directory, dtype)
+        tokenizer_dir: str | Path = directory / ckpt.TOKENIZER
+        if tokenizer is None and not Path(tokenizer_dir).is_dir():
+            raise CheckpointError(f"{directory} has no {ckpt.TOKENIZER}/ directory; name a tokenizer")
+        codec_dir = directory / ckpt.CODEC
+        codec_source = codec_dir if codec_dir.is_dir() else config.audio.codec
+        generation = read_generation_config(directory)
+    elif transformers_format.is_transformers_checkpoint(directory):
+        config, params = transformers_format.load_transformers_params(directory, dtype)
+        tokenizer_dir, codec_source = directory, directory
+        generation = read_generation_config(directory)
+    elif audiocraft_format.is_audiocraft_checkpoint(directory):
+        if preset is None:
+            raise CheckpointError(
+                f"{directory} is an audiocraft LM checkpoint, which does not record its shape: pass preset= "
+                f"(one of {', '.join(MusicGenConfig.preset_names())})"
+            )
+        config = MusicGenConfig.preset(preset)
+        t5_dir = hub.resolve(text_encoder or DEFAULT_TEXT_ENCODER)
+        params = audiocraft_format.load_audiocraft_params(directory, t5_dir, config, dtype)
+        tokenizer_dir, codec_source, generation = t5_dir, config.audio.codec, {}
+    else:
+        raise CheckpointError(
+            f"{directory} is neither a musicgen-jax checkpoint ({ckpt.MARKER}), a transformers MusicGen "
+            "directory (config.json with model_type 'musicgen'), nor an audiocraft LM (state_dict.bin)"
+        )
+    return LoadedModel(
+        config=config,
+        params=params,
+        tokenizer=load_tokenizer(tokenizer if tokenizer is not None else tokenizer_dir),
+        codec_source=codec if codec is not None else codec_source,
+        generation_defaults=generation,
+        source=str(name_or_path),
+    )
