@@ -23,14 +23,16 @@ from musicgen_jax.conversion import (
     save_checkpoint,
 )
 from musicgen_jax.conversion.key_maps import musicgen_rules
-from musicgen_jax.conversion.params import export_params, flatten_paths
+from flax import traverse_util
+
+from musicgen_jax.conversion.params import export_params
 from musicgen_jax.models.config import MusicGenConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _flat(params):
-    return {"/".join(k): np.asarray(v) for k, v in flatten_paths(params).items()}
+    return {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
 
 
 def test_round_trip_is_bit_exact_and_transformers_runs_the_export(tiny_hf_dirs, tmp_path):
@@ -167,7 +169,7 @@ def test_audiocraft_state_dict_imports_with_equal_logits(tiny_hf_dir, tmp_path):
     config_io.save_yaml(config, preset)
     imported = MusicGen.from_pretrained(lm_dir, preset=str(preset), text_encoder=t5_dir, codec=tiny_hf_dir)
     for name, value in _flat(params).items():
-        assert np.array_equal(np.asarray(_flat(imported.params)[name]), value), name
+        assert np.array_equal(np.asarray(_flat(imported.engine.params)[name]), value), name
 
 
 def test_missing_and_misshapen_tensors_are_named(tiny_hf_dir, tmp_path):

@@ -21,9 +21,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from flax import traverse_util
 
 from musicgen_jax import config_io
-from musicgen_jax.conversion.params import flatten_paths
 from musicgen_jax.conversion.tensors import CheckpointError, TensorSource, save_safetensors
 from musicgen_jax.dtypes import numpy_dtype
 from musicgen_jax.models.config import MusicGenConfig
@@ -57,7 +57,7 @@ def expected_shapes(config: MusicGenConfig) -> dict[tuple[str, ...], tuple[int, 
     attributes = null_attributes(1).as_dict() if config.uses_learned_attributes else None
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), text, text, tokens, attributes))
     params = nn.unbox(shapes["params"])
-    return {path: tuple(leaf.shape) for path, leaf in flatten_paths(params).items()}
+    return {path: tuple(leaf.shape) for path, leaf in traverse_util.flatten_dict(params).items()}
 
 
 def save_checkpoint(
@@ -76,7 +76,7 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     target = numpy_dtype(dtype) if dtype else None
     flat = {}
-    for path, leaf in flatten_paths(params).items():
+    for path, leaf in traverse_util.flatten_dict(params).items():
         array = np.asarray(leaf)
         flat["/".join(path)] = array.astype(target) if target is not None else array
     stored_dtype = str(next(iter(flat.values())).dtype) if flat else "float32"
@@ -121,18 +121,15 @@ def load_checkpoint(directory: str | Path, dtype: str | None = None) -> tuple[Mu
             + (f"; missing {', '.join(missing[:6])}" if missing else "")
             + (f"; unexpected {', '.join(extra[:6])}" if extra else "")
         )
-    params: dict = {}
+    flat: dict[tuple[str, ...], np.ndarray] = {}
     for name, path in names.items():
         array = source.get(name, dtype)
         if tuple(array.shape) != shapes[path]:
             raise CheckpointError(
                 f"{directory}: {name} has shape {array.shape}, config implies {shapes[path]}"
             )
-        node = params
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = array
-    return config, params
+        flat[path] = array
+    return config, traverse_util.unflatten_dict(flat)
 
 
 def load_generation_config(directory: str | Path) -> dict:

@@ -10,7 +10,6 @@ Hugging Face hub id of any of those. Inference (``MusicGen.from_pretrained``) an
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +51,6 @@ def load_tokenizer(name_or_path: str | Path):
         raise CheckpointError(f"{directory}: could not load the tokenizer ({error})") from None
 
 
-def read_generation_config(directory: Path) -> dict:
-    """The ``generation_config.json`` beside a model, or nothing."""
-    path = directory / ckpt.GENERATION
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def load_model(
     name_or_path: str | Path,
     *,
@@ -82,11 +75,11 @@ def load_model(
             raise CheckpointError(f"{directory} has no {ckpt.TOKENIZER}/ directory; name a tokenizer")
         codec_dir = directory / ckpt.CODEC
         codec_source = codec_dir if codec_dir.is_dir() else config.audio.codec
-        generation = read_generation_config(directory)
+        generation = ckpt.load_generation_config(directory)
     elif transformers_format.is_transformers_checkpoint(directory):
         config, params = transformers_format.load_transformers_params(directory, dtype)
         tokenizer_dir, codec_source = directory, directory
-        generation = read_generation_config(directory)
+        generation = ckpt.load_generation_config(directory)
     elif audiocraft_format.is_audiocraft_checkpoint(directory):
         if preset is None:
             raise CheckpointError(

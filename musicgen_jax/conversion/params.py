@@ -11,16 +11,11 @@ import re
 from collections.abc import Callable, Iterable
 
 import numpy as np
+from flax import traverse_util
 
 from musicgen_jax.conversion.key_maps import Rule, to_flax, to_torch
 from musicgen_jax.conversion.tensors import CheckpointError
 from musicgen_jax.dtypes import numpy_dtype
-
-
-def _set(tree: dict, path: tuple[str, ...], value) -> None:
-    for part in path[:-1]:
-        tree = tree.setdefault(part, {})
-    tree[path[-1]] = value
 
 
 def _get(tree: dict, path: tuple[str, ...]):
@@ -47,7 +42,7 @@ def load_params(
     target = numpy_dtype(dtype)
     available = set(keys)
     consumed: set[str] = set()
-    params: dict = {}
+    flat: dict[tuple[str, ...], np.ndarray] = {}
     missing = [k for rule in rules for k in rule.torch_keys() if k not in available]
     if missing:
         shown = ", ".join(missing[:8]) + (f" (and {len(missing) - 8} more)" if len(missing) > 8 else "")
@@ -74,7 +69,7 @@ def load_params(
                 )
             leaf = np.array(array, dtype=target)
             consumed.add(rule.key)
-        _set(params, rule.path, leaf)
+        flat[rule.path] = leaf
     patterns = [re.compile(p) for p in ignored]
     left = sorted(k for k in available - consumed if not any(p.fullmatch(k) for p in patterns))
     if left:
@@ -83,7 +78,7 @@ def load_params(
     unfilled = sorted("/".join(p) for p in expected_shapes if p not in {r.path for r in rules})
     if unfilled:
         raise CheckpointError(f"the checkpoint format has no tensors for: {', '.join(unfilled)}")
-    return params
+    return traverse_util.unflatten_dict(flat)
 
 
 def export_params(
@@ -102,13 +97,3 @@ def export_params(
         else:
             tensors[rule.key] = np.ascontiguousarray(to_torch(leaf, rule))
     return tensors
-
-
-def flatten_paths(tree: dict, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], object]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten_paths(value, prefix + (key,)))
-        else:
-            flat[prefix + (key,)] = value
-    return flat

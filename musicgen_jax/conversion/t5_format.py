@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from musicgen_jax.conversion.key_maps import t5_encoder_rules, t5_ignored_keys
-from musicgen_jax.conversion.params import flatten_paths, load_params
+from musicgen_jax.conversion.params import load_params
 from musicgen_jax.conversion.tensors import CheckpointError, TensorSource
 from musicgen_jax.models.config import TextEncoderConfig
 
@@ -32,7 +32,7 @@ def expected_t5_shapes(config: TextEncoderConfig) -> dict[tuple[str, ...], tuple
     shapes = jax.eval_shape(lambda: T5Encoder(config).init(jax.random.key(0), ids, ids))
     return {
         ("text_encoder",) + path: tuple(leaf.shape)
-        for path, leaf in flatten_paths(nn.unbox(shapes["params"])).items()
+        for path, leaf in traverse_util.flatten_dict(nn.unbox(shapes["params"])).items()
     }
 
 

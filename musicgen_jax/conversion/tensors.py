@@ -15,6 +15,7 @@ from pathlib import Path
 
 import ml_dtypes
 import numpy as np
+from flax import traverse_util
 
 from musicgen_jax.dtypes import numpy_dtype
 
@@ -216,7 +217,7 @@ class _FlaxMsgpackReader(_Reader):
         except Exception as error:
             raise CheckpointError(f"{file}: not a readable Flax msgpack file ({error})") from None
         self._tensors: dict[str, np.ndarray] = {}
-        for path, value in _flatten(tree):
+        for path, value in traverse_util.flatten_dict(tree).items():
             leaf = path[-1]
             stem = ".".join(path[:-1])
             if leaf == "kernel":
@@ -231,14 +232,6 @@ class _FlaxMsgpackReader(_Reader):
 
     def get(self, name: str) -> np.ndarray:
         return self._tensors[name]
-
-
-def _flatten(tree: dict, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], object]]:
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, prefix + (str(key),))
-        else:
-            yield prefix + (str(key),), value
 
 
 def _open_reader(file: Path) -> _Reader:

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from musicgen_jax.models.activations import ACTIVATIONS
 from musicgen_jax.models.attention import causal_mask, dot_product_attention
 from musicgen_jax.models.cache import DecoderCache, empty_self_attention
 from musicgen_jax.models.config import DecoderConfig
@@ -24,12 +25,6 @@ from musicgen_jax.sharding import axes
 
 Mode = Literal["full", "project_memory", "cached"]
 
-_ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # transformers' "gelu" is the erf form
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,
-}
 
 REMAT_POLICIES = {
     "none": None,
@@ -223,7 +218,7 @@ class DecoderLayer(nn.Module):
             name="fc1",
         )(normed)
         up = nn.with_logical_constraint(up, (axes.BATCH, axes.LENGTH, axes.ACT_MLP))
-        up = dropout(_ACTIVATIONS[cfg.activation](up), cfg.activation_dropout)
+        up = dropout(ACTIVATIONS[cfg.activation](up), cfg.activation_dropout)
         down = nn.Dense(
             cfg.hidden_size,
             use_bias=False,

@@ -14,15 +14,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from musicgen_jax.models.activations import ACTIVATIONS
 from musicgen_jax.models.config import TextEncoderConfig
 from musicgen_jax.sharding import axes
-
-_ACTIVATIONS = {
-    "relu": jax.nn.relu,
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "silu": jax.nn.silu,
-}
 
 
 def relative_position_bucket(
@@ -110,7 +104,7 @@ class T5Block(nn.Module):
         hidden = hidden + nn.Dropout(cfg.dropout_rate)(out, deterministic=deterministic)
 
         normed = RMSNorm(cfg.layer_norm_epsilon, self.dtype, self.param_dtype, name="mlp_norm")(hidden)
-        act = _ACTIVATIONS[cfg.activation]
+        act = ACTIVATIONS[cfg.activation]
         if cfg.is_gated:
             gate = act(dense("wi_0", cfg.d_ff, axes.TEXT_EMBED, axes.TEXT_MLP)(normed))
             ff = gate * dense("wi_1", cfg.d_ff, axes.TEXT_EMBED, axes.TEXT_MLP)(normed)
