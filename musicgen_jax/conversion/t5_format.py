@@ -8,10 +8,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+
 from musicgen_jax.conversion.key_maps import t5_encoder_rules, t5_ignored_keys
 from musicgen_jax.conversion.params import load_params
 from musicgen_jax.conversion.tensors import CheckpointError, TensorSource
 from musicgen_jax.models.config import TextEncoderConfig
+from musicgen_jax.models.t5 import T5Encoder
 
 
 def text_encoder_config_from_json(data: dict) -> TextEncoderConfig:
@@ -22,12 +28,6 @@ def text_encoder_config_from_json(data: dict) -> TextEncoderConfig:
 
 
 def expected_t5_shapes(config: TextEncoderConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
-
-    from musicgen_jax.models.t5 import T5Encoder
-
     ids = jnp.ones((1, 2), jnp.int32)
     shapes = jax.eval_shape(lambda: T5Encoder(config).init(jax.random.key(0), ids, ids))
     return {
