@@ -8,6 +8,7 @@ The public API::
 
 from musicgen_jax.audio import load_audio, save_audio
 from musicgen_jax.conditioning import Attributes, InvalidAttributeError
+from musicgen_jax.conditioning.text import PromptError
 from musicgen_jax.generation.params import GenerationParams, GenerationParamsError, GenerationRequest
 from musicgen_jax.models.config import (
     AudioConfig,
@@ -17,7 +18,6 @@ from musicgen_jax.models.config import (
     TextEncoderConfig,
 )
 from musicgen_jax.models.musicgen import MusicGenModel
-from musicgen_jax.conditioning.text import PromptError
 from musicgen_jax.pipeline import GeneratedAudio, MusicGen
 
 __version__ = "0.1.0"

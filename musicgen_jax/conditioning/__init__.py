@@ -1,6 +1,7 @@
 """What the model is conditioned on: text descriptions and structured musical attributes."""
 
 from musicgen_jax.conditioning.attributes import (
+    ATTRIBUTE_KEYS,
     Attributes,
     EncodedAttributes,
     InvalidAttributeError,
@@ -11,6 +12,7 @@ from musicgen_jax.conditioning.attributes import (
 from musicgen_jax.conditioning.text import PromptError, TextBatch, TextTokenizer
 
 __all__ = [
+    "ATTRIBUTE_KEYS",
     "Attributes",
     "EncodedAttributes",
     "InvalidAttributeError",

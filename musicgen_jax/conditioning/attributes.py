@@ -174,6 +174,10 @@ class EncodedAttributes:
         return dataclasses.asdict(self)
 
 
+# The arrays a batch carries for learned attribute embeddings (training batches and generation).
+ATTRIBUTE_KEYS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(EncodedAttributes))
+
+
 def encode_attributes(batch: Sequence[Attributes | None]) -> EncodedAttributes:
     """Encode a batch of attributes (None = no attributes) as arrays."""
     size = len(batch)

@@ -20,6 +20,8 @@ import json
 import shutil
 from pathlib import Path
 
+import flax.linen as nn
+import jax
 import numpy as np
 from flax import traverse_util
 
@@ -27,6 +29,7 @@ from musicgen_jax import config_io
 from musicgen_jax.conversion.tensors import CheckpointError, TensorSource, save_safetensors
 from musicgen_jax.dtypes import numpy_dtype
 from musicgen_jax.models.config import MusicGenConfig
+from musicgen_jax.models.musicgen import MusicGenModel, init_inputs
 
 FORMAT = "musicgen-jax"
 VERSION = 1
@@ -44,18 +47,8 @@ def is_checkpoint(directory: str | Path) -> bool:
 
 def expected_shapes(config: MusicGenConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
     """Every parameter path of the model with its shape, from ``jax.eval_shape`` (no memory used)."""
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
-
-    from musicgen_jax.conditioning import null_attributes
-    from musicgen_jax.models.musicgen import MusicGenModel
-
     model = MusicGenModel(config)
-    text = jnp.ones((1, 2), jnp.int32)
-    tokens = jnp.zeros((1, config.decoder.num_codebooks, 2), jnp.int32)
-    attributes = null_attributes(1).as_dict() if config.uses_learned_attributes else None
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), text, text, tokens, attributes))
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *init_inputs(config)))
     params = nn.unbox(shapes["params"])
     return {path: tuple(leaf.shape) for path, leaf in traverse_util.flatten_dict(params).items()}
 

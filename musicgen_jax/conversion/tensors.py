@@ -271,7 +271,7 @@ def save_safetensors(
         path = directory / f"{stem}-{number:05d}-of-{len(shards):05d}.safetensors"
         save_file(shard, str(path), metadata={"format": "pt"})
         paths.append(path)
-        weight_map.update({name: path.name for name in shard})
+        weight_map.update(dict.fromkeys(shard, path.name))
     total = sum(a.nbytes for a in tensors.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (directory / f"{stem}.safetensors.index.json").write_text(json.dumps(index, indent=2))

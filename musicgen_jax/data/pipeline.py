@@ -39,7 +39,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from musicgen_jax.conditioning import encode_attributes
+from musicgen_jax.conditioning import ATTRIBUTE_KEYS, encode_attributes
 from musicgen_jax.conditioning.text import TextTokenizer
 from musicgen_jax.data import records
 from musicgen_jax.data.metadata import MusicInfo, attributes_from_info, dropped_attributes
@@ -57,19 +57,7 @@ __all__ = [
     "resolve_shards",
 ]
 
-BATCH_KEYS: tuple[str, ...] = (
-    "codes",
-    "frame_mask",
-    "text_ids",
-    "text_mask",
-    "genre",
-    "moods",
-    "instruments",
-    "tempo",
-    "tempo_present",
-    "duration",
-    "duration_present",
-)
+BATCH_KEYS: tuple[str, ...] = ("codes", "frame_mask", "text_ids", "text_mask", *ATTRIBUTE_KEYS)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from musicgen_jax.conditioning import null_attributes
 from musicgen_jax.models.attribute_embedder import AttributeEmbedder
 from musicgen_jax.models.cache import DecoderCache
 from musicgen_jax.models.config import MusicGenConfig
@@ -110,6 +111,15 @@ class MusicGenModel(nn.Module):
     ) -> jax.Array:
         memory, memory_mask = self.encode(text_ids, text_mask, attributes, deterministic)
         return self.decode(tokens, memory, memory_mask, deterministic)
+
+
+def init_inputs(config: MusicGenConfig) -> tuple:
+    """The smallest arguments of ``MusicGenModel.__call__`` (``init`` and ``jax.eval_shape``): text ids
+    and mask ``[1, 2]``, tokens ``[1, codebooks, 2]``, and null attributes for learned-attribute models."""
+    text = jnp.ones((1, 2), jnp.int32)
+    tokens = jnp.zeros((1, config.decoder.num_codebooks, 2), jnp.int32)
+    attributes = null_attributes(1).as_dict() if config.uses_learned_attributes else None
+    return text, text, tokens, attributes
 
 
 def null_condition(memory: jax.Array, memory_mask: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -189,7 +189,7 @@ class TaskStore:
     def counts(self) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status").fetchall()
-        return {status: 0 for status in STATUSES} | dict(rows)
+        return dict.fromkeys(STATUSES, 0) | dict(rows)
 
     def audio_path(self, record: TaskRecord) -> Path | None:
         return self.audio_dir / record.file_name if record.file_name else None

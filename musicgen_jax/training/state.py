@@ -22,9 +22,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from musicgen_jax.conditioning import null_attributes
 from musicgen_jax.models.config import MusicGenConfig
-from musicgen_jax.models.musicgen import MusicGenModel
+from musicgen_jax.models.musicgen import MusicGenModel, init_inputs
 from musicgen_jax.training.config import ModelSpec
 from musicgen_jax.training.mesh import Rules, logical_shardings, replicated
 
@@ -66,13 +65,6 @@ def split_params(params: dict, frozen: tuple[str, ...]) -> tuple[dict, dict]:
 
 def merge_params(trainable: dict, frozen: dict) -> dict:
     return {**frozen, **trainable}
-
-
-def init_inputs(config: MusicGenConfig) -> tuple:
-    text = jnp.ones((1, 2), jnp.int32)
-    tokens = jnp.zeros((1, config.decoder.num_codebooks, 2), jnp.int32)
-    attributes = null_attributes(1).as_dict() if config.uses_learned_attributes else None
-    return text, text, tokens, attributes
 
 
 @dataclasses.dataclass

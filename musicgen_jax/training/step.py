@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from musicgen_jax.conditioning import ATTRIBUTE_KEYS
 from musicgen_jax.models.delay_pattern import training_pair
 from musicgen_jax.models.musicgen import MusicGenModel
 from musicgen_jax.sharding import axes
@@ -26,7 +27,6 @@ from musicgen_jax.training.optimizer import learning_rate_schedule
 from musicgen_jax.training.state import StateLayout, TrainState, merge_params
 
 Batch = dict[str, jax.Array]
-ATTRIBUTE_KEYS = ("genre", "moods", "instruments", "tempo", "tempo_present", "duration", "duration_present")
 
 
 def prepare_targets(batch: Batch, model: MusicGenModel) -> tuple[jax.Array, jax.Array, jax.Array]:
