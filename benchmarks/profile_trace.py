@@ -90,7 +90,7 @@ def hlo_counts(text: str) -> dict[str, int]:
 def programs_summary(programs) -> str:
     """One line per compiled generation program (a ``ProgramCache``): its kind and HLO counts."""
     lines = []
-    for key, compiled in zip(programs.keys(), programs.compiled()):
+    for key, compiled in zip(programs.shape_keys(), programs.compiled()):
         counts = hlo_counts(compiled.as_text())
         detail = ", ".join(f"{count} {op}" for op, count in sorted(counts.items()))
         lines.append(f"- {key[0]} {key[1:]}: {detail}")

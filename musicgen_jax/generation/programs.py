@@ -32,7 +32,7 @@ class ProgramCache:
     def __contains__(self, key: tuple) -> bool:
         return key in self._programs
 
-    def keys(self) -> list[tuple]:
+    def shape_keys(self) -> list[tuple]:
         """The shape keys compiled so far (``key[0]`` names the program)."""
         return list(self._programs)
 
