@@ -324,7 +324,7 @@ def main() -> None:
                 if args.profile and impl == "jax" and repetition == 0:
                     command += ["--profile", str(Path(args.profile) / f"batch{batch}")]
                 done = subprocess.run(command, capture_output=True, text=True)
-                line = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
+                line = [text for text in done.stdout.splitlines() if text.startswith("RESULT ")]
                 if done.returncode or not line:
                     print(f"{impl} batch {batch} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
                     continue
@@ -339,12 +339,17 @@ def main() -> None:
                 print(f"  {impl:12s} batch {batch}: {result['steps_per_s']:.1f} steps/s", file=sys.stderr)
     reference = args.reference_dtype or args.dtype
     print(
-        f"\nmusicgen-{args.shape}, musicgen-jax {args.dtype} (layer unroll {args.layer_unroll}, {args.kv_splits} kv splits), "
-        f"transformers {reference}, {args.seconds:g} s per row, sampling top-k 250, guidance 3.0 on {machine()}"
+        f"\nmusicgen-{args.shape}, musicgen-jax {args.dtype} "
+        f"(layer unroll {args.layer_unroll}, {args.kv_splits} kv splits), "
+        f"transformers {reference}, {args.seconds:g} s per row, sampling top-k 250, "
+        f"guidance 3.0 on {machine()}"
         + (f"; median of {args.repeat} alternating runs" if args.repeat > 1 else "")
         + "\n"
     )
-    header = "| impl | batch | steps/s | ms/step | RTF tokens | RTF +decode | compile s | peak RSS GB | device peak GB |"
+    header = (
+        "| impl | batch | steps/s | ms/step | RTF tokens | RTF +decode | compile s | peak RSS GB "
+        "| device peak GB |"
+    )
     print(header + (" runs (steps/s) |" if args.repeat > 1 else ""))
     print("|---|---|---|---|---|---|---|---|---|" + ("---|" if args.repeat > 1 else ""))
     rows, medians = [], {}
@@ -368,7 +373,8 @@ def main() -> None:
     for r in rows:
         if r.get("kernels"):
             print(
-                f"\nmusicgen-jax batch {r['batch']}, one profiled run:\n{r['kernels']['programs']}\n{r['kernels']['table']}"
+                f"\nmusicgen-jax batch {r['batch']}, one profiled run:\n"
+                f"{r['kernels']['programs']}\n{r['kernels']['table']}"
             )
     print()
     for batch in args.batch:

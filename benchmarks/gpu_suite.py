@@ -99,11 +99,13 @@ class Suite:
             code = -1
         with open(self.out / "suite.log", "a") as log:
             log.write(
-                f"## {stage}\n$ {' '.join(command)}\n{output}\n(exit {code}, {time.monotonic() - began:.0f} s)\n\n"
+                f"## {stage}\n$ {' '.join(command)}\n{output}\n"
+                f"(exit {code}, {time.monotonic() - began:.0f} s)\n\n"
             )
         if code != 0:
             self.summary.append(
-                f"**{stage}: `{' '.join(command[1:3])}` exited {code}**; see suite.log:\n```\n{output[-1500:]}\n```"
+                f"**{stage}: `{' '.join(command[1:3])}` exited {code}**; see suite.log:\n"
+                f"```\n{output[-1500:]}\n```"
             )
         return output
 
@@ -168,8 +170,10 @@ class Suite:
             "x = jnp.ones((1024, 1024, 512), jnp.float32)  # 2 GiB\n"
             "f = jax.jit(lambda a: a + 1)\n"
             "f(x).block_until_ready()\n"
-            "t = time.perf_counter(); [f(x).block_until_ready() for _ in range(10)]; s = (time.perf_counter() - t) / 10\n"
-            "print(f'device: {d.device_kind} ({jax.default_backend()}); jax {jax.__version__}, flax {flax.__version__}, '\n"
+            "t = time.perf_counter(); [f(x).block_until_ready() for _ in range(10)]; "
+            "s = (time.perf_counter() - t) / 10\n"
+            "print(f'device: {d.device_kind} ({jax.default_backend()}); "
+            "jax {jax.__version__}, flax {flax.__version__}, '\n"
             "      f'torch {torch.__version__}, transformers {transformers.__version__}')\n"
             "print(f'read+write bandwidth: {2 * x.nbytes / s / 1e9:.0f} GB/s (x + 1 over 2 GiB)')\n"
         )

@@ -58,8 +58,9 @@ def main() -> None:
         "one array a layer": (jax.jit(one_array_a_layer), separate),
     }
     print(
-        f"{args.layers} layers of {args.hidden}x{args.ffn} and back, {weight_bytes / 1e9:.2f} GB of {args.dtype} "
-        f"weights a pass, on {jax.devices()[0].device_kind}; best of {args.repeat}"
+        f"{args.layers} layers of {args.hidden}x{args.ffn} and back, "
+        f"{weight_bytes / 1e9:.2f} GB of {args.dtype} weights a pass, "
+        f"on {jax.devices()[0].device_kind}; best of {args.repeat}"
     )
     print("| rows | " + " | ".join(variants) + " |")
     print("|---" * (len(variants) + 1) + "|")

@@ -254,9 +254,11 @@ def main(argv: list[str] | None = None) -> int:
             f"({args.clients} clients, durations {args.durations} s)\n"
             f"throughput: {summary['throughput_tasks_per_s']:.2f} tasks/s, "
             f"{summary['throughput_audio_s_per_s']:.2f} s of audio per s\n"
-            f"latency (submit to file): p50 {summary['latency_p50_s'] or 0:.2f} s, p90 {summary['latency_p90_s'] or 0:.2f} s, "
+            f"latency (submit to file): p50 {summary['latency_p50_s'] or 0:.2f} s, "
+            f"p90 {summary['latency_p90_s'] or 0:.2f} s, "
             f"p99 {summary['latency_p99_s'] or 0:.2f} s, max {summary['latency_max_s'] or 0:.2f} s\n"
-            f"queue wait p50 {summary['queue_wait_p50_s'] or 0:.2f} s; batch size mean {summary['mean_batch_size'] or 0:.2f}, "
+            f"queue wait p50 {summary['queue_wait_p50_s'] or 0:.2f} s; "
+            f"batch size mean {summary['mean_batch_size'] or 0:.2f}, "
             f"max {summary['max_batch_size']}\n"
             f"every task finished: {'yes' if summary['all_completed'] else 'NO'}"
         )

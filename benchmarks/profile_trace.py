@@ -63,8 +63,10 @@ def kernel_table(folder: str | Path, steps: int, top: int = 15) -> str:
     total = sum(sum(d) for d in kernels.values())
     launches = sum(len(d) for d in kernels.values())
     lines = [
-        f"device busy {total / steps:.1f} µs a step in {launches / steps:.1f} kernels a step "
-        f"(mean {total / max(launches, 1):.2f} µs a kernel); top {top}:",
+        (
+            f"device busy {total / steps:.1f} µs a step in {launches / steps:.1f} kernels a step "
+            f"(mean {total / max(launches, 1):.2f} µs a kernel); top {top}:"
+        ),
         "| kernel | per step | µs a step | share |",
         "|---|---|---|---|",
     ]

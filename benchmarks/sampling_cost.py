@@ -28,7 +28,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     print(
-        f"{args.steps} steps in one compiled loop on {jax.devices()[0].device_kind}, top-k 250 (256 candidates), guidance 3"
+        f"{args.steps} steps in one compiled loop on {jax.devices()[0].device_kind}, "
+        "top-k 250 (256 candidates), guidance 3"
     )
     print("| batch | full sampling | greedy argmax | lax.top_k alone | Gumbel noise + argmax |")
     print("|---|---|---|---|---|")
@@ -44,13 +45,13 @@ def main() -> None:
         )
         logits = jax.random.normal(jax.random.key(0), (2 * batch, args.codebooks, args.vocab))
 
-        def noise_argmax(guided, step):
+        def noise_argmax(guided, step, controls=controls):
             keys = jax.vmap(lambda key: jax.random.fold_in(key, step))(controls.keys)
             noise = jax.vmap(lambda key: jax.random.gumbel(key, guided.shape[1:]))(keys)
             return jnp.argmax(guided + noise, axis=-1)
 
         variants = {
-            "full": lambda guided, step: sample_tokens(guided, controls, step, 256),
+            "full": lambda guided, step, controls=controls: sample_tokens(guided, controls, step, 256),
             "greedy": lambda guided, step: jnp.argmax(guided, axis=-1),
             "top_k": lambda guided, step: jax.lax.top_k(guided, 256)[1][..., 0],
             "noise": noise_argmax,
@@ -59,7 +60,7 @@ def main() -> None:
         for choose in variants.values():
 
             @jax.jit
-            def run(logits, choose=choose):
+            def run(logits, choose=choose, controls=controls, batch=batch):
                 def body(step, total):
                     # The running total feeds back into the logits, so no step can be hoisted.
                     guided = apply_guidance(

@@ -45,7 +45,15 @@ def main() -> None:
         first_audio: list[float] = []
         began = time.perf_counter()
 
-        def on_frames(row: int, frames: np.ndarray) -> None:
+        # This run's decoder, list and start time, bound now: the callback belongs to this run only.
+        def on_frames(
+            row: int,
+            frames: np.ndarray,
+            *,
+            decoder: StreamingDecoder = decoder,
+            first_audio: list[float] = first_audio,
+            began: float = began,
+        ) -> None:
             audio = decoder.push(frames[None])
             if audio.shape[-1] and not first_audio:
                 first_audio.append(time.perf_counter() - began)
@@ -58,10 +66,12 @@ def main() -> None:
         totals.append(time.perf_counter() - began)
         firsts.append(first_audio[0] if first_audio else float("nan"))
         print(
-            f"run {run}: first audio after {firsts[-1] * 1e3:.0f} ms, the whole {args.seconds:g} s clip after {totals[-1]:.2f} s"
+            f"run {run}: first audio after {firsts[-1] * 1e3:.0f} ms, "
+            f"the whole {args.seconds:g} s clip after {totals[-1]:.2f} s"
         )
     print(
-        f"\n{model.config.name} ({model.dtype}): time to first audio median {statistics.median(firsts) * 1e3:.0f} ms "
+        f"\n{model.config.name} ({model.dtype}): "
+        f"time to first audio median {statistics.median(firsts) * 1e3:.0f} ms "
         f"(first chunk {first} positions, then {chunk}; codec lookahead included)"
     )
 

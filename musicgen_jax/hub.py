@@ -43,7 +43,8 @@ def resolve(
     name = str(name_or_path)
     if not looks_like_hub_id(name):
         raise ModelNotFoundError(
-            f"no model directory at {path} (and {name!r} is not a Hugging Face hub id such as facebook/musicgen-small)"
+            f"no model directory at {path} "
+            f"(and {name!r} is not a Hugging Face hub id such as facebook/musicgen-small)"
         )
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from flax import traverse_util
 from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 
 from musicgen_jax import MusicGen
@@ -23,8 +24,6 @@ from musicgen_jax.conversion import (
     save_checkpoint,
 )
 from musicgen_jax.conversion.key_maps import musicgen_rules
-from flax import traverse_util
-
 from musicgen_jax.conversion.params import export_params
 from musicgen_jax.models.config import MusicGenConfig
 
@@ -84,7 +83,7 @@ def test_bfloat16_load(tiny_hf_dir, tmp_path):
     # bf16 keeps ~3 significant digits: agreement to a few percent of the logit scale.
     assert np.abs(low - high).max() / np.abs(high).max() < 0.05
     saved = model.save_pretrained(tmp_path / "bf16")
-    config, params = load_checkpoint(saved)
+    _, params = load_checkpoint(saved)
     assert params["decoder"]["lm_heads"].dtype.name == "bfloat16"
 
 
@@ -108,7 +107,7 @@ def test_t5_loads_from_every_weight_format(tiny_hf_dirs, tmp_path, weights):
             parts = name.split(".")
             leaf = parts.pop()
             if parts[-1] in ("shared", "embed_tokens", "relative_attention_bias"):
-                leaf, value = "embedding", value
+                leaf = "embedding"
             elif leaf == "weight" and value.ndim == 2:
                 leaf, value = "kernel", value.T
             node = tree

@@ -293,6 +293,7 @@ def run_generate_batch(args: argparse.Namespace) -> int:
     progress = _Progress(model.frame_rate)
     began = time.perf_counter()
     done_frames = 0
+    total = int(seconds * model.frame_rate)
     try:
         for start in range(0, len(jobs), args.batch_size):
             chunk = jobs[start : start + args.batch_size]
@@ -304,10 +305,9 @@ def run_generate_batch(args: argparse.Namespace) -> int:
                 params = GenerationParams(**kwargs, seed=seed)
                 requests.append(GenerationRequest(prompt=prompt, params=params, attributes=attributes))
             offset = done_frames
-            total = int(seconds * model.frame_rate)
             output = model.engine.generate(requests, progress=lambda d, _t, o=offset: progress(o + d, total))
             done_frames += sum(f.shape[1] for f in output.frames)
-            for (prompt, kwargs, path, fmt, entry), frames, seed in zip(chunk, output.frames, output.seeds):
+            for (prompt, _kwargs, path, fmt, entry), frames, seed in zip(chunk, output.frames, output.seeds):
                 audio = model.decode(frames[None])[0]
                 _write(model, audio, path, fmt, entry.get("normalization", args.normalization))
                 print(
@@ -324,7 +324,8 @@ def run_generate_batch(args: argparse.Namespace) -> int:
         progress.close()
     wall = time.perf_counter() - began
     print(
-        f"wrote {len(jobs)} files ({seconds:.1f} s of audio) in {wall:.1f} s: real-time factor {seconds / wall:.2f}x",
+        f"wrote {len(jobs)} files ({seconds:.1f} s of audio) in {wall:.1f} s: "
+        f"real-time factor {seconds / wall:.2f}x",
         file=sys.stderr,
     )
     return 0
@@ -395,7 +396,8 @@ def run_interactive(args: argparse.Namespace) -> int:
         progress.close()
         _write(model, result.audio[0], path, args.format or "wav", args.normalization)
         print(
-            f"wrote {path} ({result.duration:.1f} s, seed {result.seeds[0]}, real-time factor {result.real_time_factor:.2f}x)"
+            f"wrote {path} ({result.duration:.1f} s, seed {result.seeds[0]}, "
+            f"real-time factor {result.real_time_factor:.2f}x)"
         )
 
 

@@ -58,12 +58,13 @@ def load_audiocraft_params(
     wanted = (dec.hidden_size, dec.num_layers, dec.num_codebooks, dec.vocab_size, dec.ffn_dim)
     if found != wanted:
         raise CheckpointError(
-            f"{lm_path}: the LM is {shape}, but the config is hidden {dec.hidden_size}, layers {dec.num_layers}, "
-            f"codebooks {dec.num_codebooks}, vocab {dec.vocab_size}, ffn {dec.ffn_dim}; choose the matching preset"
+            f"{lm_path}: the LM is {shape}, but the config is hidden {dec.hidden_size}, "
+            f"layers {dec.num_layers}, codebooks {dec.num_codebooks}, vocab {dec.vocab_size}, "
+            f"ffn {dec.ffn_dim}; choose the matching preset"
         )
     state = {
         name: source.get(name)
-        for name in source.keys()
+        for name in source.keys()  # noqa: SIM118 -- a TensorSource is not a dict: keys() is its listing
         if not name.startswith("condition_provider.conditioners.self_wav")
     }
     renamed = audiocraft_to_transformers_names(state, dec.hidden_size)

@@ -57,7 +57,8 @@ def load_params(
                 array = to_flax(get(key), rule)
                 if array.shape != want[1:]:
                     raise CheckpointError(
-                        f"{key}: shape {array.shape} after layout {rule.layout!r}, but the config implies {want[1:]}"
+                        f"{key}: shape {array.shape} after layout {rule.layout!r}, "
+                        f"but the config implies {want[1:]}"
                     )
                 leaf[i] = array
                 consumed.add(key)
@@ -65,7 +66,8 @@ def load_params(
             array = to_flax(get(rule.key), rule)
             if array.shape != want:
                 raise CheckpointError(
-                    f"{rule.key}: shape {array.shape} after layout {rule.layout!r}, but the config implies {want}"
+                    f"{rule.key}: shape {array.shape} after layout {rule.layout!r}, "
+                    f"but the config implies {want}"
                 )
             leaf = np.array(array, dtype=target)
             consumed.add(rule.key)

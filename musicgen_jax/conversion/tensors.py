@@ -10,6 +10,8 @@ two full float32 copies in host memory.
 from __future__ import annotations
 
 import json
+import pickle
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,7 +50,7 @@ class TensorSource:
         readers: dict[str, _Reader] = {}
         for file in files:
             reader = _open_reader(file)
-            for name in reader.keys():
+            for name in reader.keys():  # noqa: SIM118 -- a _Reader is not a dict: keys() is all it offers
                 if name.startswith(prefix):
                     readers[name[len(prefix) :]] = _Alias(reader, name) if prefix else reader
         if not readers:
@@ -178,6 +180,31 @@ class _SafetensorsReader(_Reader):
         return array
 
 
+# What torch.load raises on a file it cannot read: OSError from the file; RuntimeError from the zip
+# reader and from the mmap check on a file in the legacy (non-zip) format; pickle.UnpicklingError from
+# the weights-only unpickler (a class outside its allow-list, such as audiocraft's OmegaConf config) and
+# from pickle; EOFError, struct.error, ValueError, TypeError, LookupError and AssertionError on a
+# truncated or malformed pickle; ImportError and AttributeError when a pickled class cannot be found.
+_TORCH_LOAD_ERRORS = (
+    OSError,
+    RuntimeError,
+    pickle.UnpicklingError,
+    EOFError,
+    struct.error,
+    ValueError,
+    TypeError,
+    LookupError,
+    AssertionError,
+    ImportError,
+    AttributeError,
+)
+
+# What flax's msgpack_restore raises on bytes it cannot read: msgpack's ValueErrors (incomplete input,
+# ExtraData, FormatError, StackError, bad UTF-8); ValueError and TypeError from NumPy on an array
+# record with a bad dtype, shape or layout; LookupError on a malformed chunked array.
+_MSGPACK_RESTORE_ERRORS = (OSError, ValueError, TypeError, LookupError)
+
+
 class _TorchReader(_Reader):
     """``pytorch_model.bin`` or audiocraft's ``state_dict.bin`` (memory-mapped where possible)."""
 
@@ -186,10 +213,10 @@ class _TorchReader(_Reader):
 
         try:
             data = torch.load(str(file), map_location="cpu", mmap=True, weights_only=True)
-        except Exception:
+        except _TORCH_LOAD_ERRORS:
             try:  # audiocraft packages carry an OmegaConf config beside the weights
                 data = torch.load(str(file), map_location="cpu", weights_only=False)
-            except Exception as error:
+            except _TORCH_LOAD_ERRORS as error:
                 raise CheckpointError(f"{file}: not a readable PyTorch checkpoint ({error})") from None
         if isinstance(data, dict) and "best_state" in data:
             data = data["best_state"]
@@ -214,7 +241,7 @@ class _FlaxMsgpackReader(_Reader):
 
         try:
             tree = serialization.msgpack_restore(file.read_bytes())
-        except Exception as error:
+        except _MSGPACK_RESTORE_ERRORS as error:
             raise CheckpointError(f"{file}: not a readable Flax msgpack file ({error})") from None
         self._tensors: dict[str, np.ndarray] = {}
         for path, value in traverse_util.flatten_dict(tree).items():
