@@ -14,11 +14,8 @@ import jax.numpy as jnp
 
 from musicgen_jax.models.cache import DecoderCache, empty_self_attention
 from musicgen_jax.models.config import DecoderConfig
-from musicgen_jax.models.decoder_layer import DecoderLayer, Mode, Projections, layer_norm
+from musicgen_jax.models.decoder_layer import DecoderLayer, layer_norm
 from musicgen_jax.sharding import axes
-
-# The layer names are re-exported: they were defined here before the layer had its own module.
-__all__ = ["REMAT_POLICIES", "DecoderLayer", "Mode", "MusicGenDecoder", "Projections", "sinusoidal_positions"]
 
 REMAT_POLICIES = {
     "none": None,
