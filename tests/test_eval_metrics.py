@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from musicgen_jax.audio import resample
+from musicgen_jax.audio import normalize_audio, resample
 from musicgen_jax.eval import METRIC_DOCS, REFERENCE_KEYS, evaluate_audio, evaluate_audio_detailed, metrics
 from musicgen_jax.eval.cli import main as eval_main
 from musicgen_jax.eval.metrics import evaluate as evaluate_module
@@ -148,6 +148,14 @@ def test_loudness_follows_gain(k):
     assert metrics.peak_dbfs(k * signal) - metrics.peak_dbfs(signal) == pytest.approx(
         20 * math.log10(k), abs=1e-4
     )
+
+
+def test_level_metrics_read_what_normalisation_targets():
+    # One loudness and one peak measurement serve both: the metric reads the normaliser's target.
+    loud = normalize_audio(chord(), RATE, "loudness", target_lufs=-14.0, peak_db=0.0)
+    assert metrics.integrated_loudness_lufs(loud, RATE) == pytest.approx(-14.0, abs=0.01)
+    peaked = normalize_audio(chord(), RATE, "peak", peak_db=-3.0)
+    assert metrics.peak_dbfs(peaked) == pytest.approx(-3.0, abs=1e-4)
 
 
 def test_loudness_of_full_scale_sine_is_minus_three_lufs():
