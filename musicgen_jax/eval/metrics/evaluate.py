@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from musicgen_jax.audio.io import resample
-from musicgen_jax.audio.layout import as_channels_first
+from musicgen_jax.audio.layout import as_channels_first, require_finite
 from musicgen_jax.eval.metrics.analysis import MetricUnavailable
 from musicgen_jax.eval.metrics.level import (
     clipped_fraction,
@@ -91,8 +91,7 @@ def evaluate_audio_detailed(
 
 def _checked(audio: np.ndarray, name: str) -> np.ndarray:
     audio = as_channels_first(audio)
-    if not np.all(np.isfinite(audio)):
-        raise ValueError(f"{name} holds NaN or infinite samples")
+    require_finite(audio, name)
     return audio
 
 
