@@ -9,14 +9,20 @@ import pytest
 import soundfile
 
 from musicgen_jax.audio import (
+    AUDIO_SUFFIXES,
     FORMATS,
     NORMALIZATIONS,
+    as_channels_first,
+    check_channels_first,
     integrated_loudness,
     load_audio,
     normalize_audio,
     resolve_format,
     save_audio,
+    to_mono,
 )
+from musicgen_jax.audio.formats import DEFAULT_NORMALIZATION, MEDIA_TYPES
+from musicgen_jax.audio.layout import MAX_CHANNELS, require_finite
 
 SAMPLE_RATE = 32000
 PCM16_STEP = 1.0 / 32768
@@ -190,3 +196,34 @@ def test_unwritable_and_unreadable_paths(tmp_path):
         load_audio(tmp_path / "absent.wav")
     with pytest.raises(ValueError, match="cannot read"):
         load_audio(blocker)
+
+
+def test_channels_first_layout_is_one_check():
+    mono = np.arange(5, dtype=np.float64)
+    promoted = as_channels_first(mono)
+    assert promoted.shape == (1, 5) and promoted.dtype == np.float32
+    np.testing.assert_array_equal(promoted[0], mono)
+    stereo = np.array([[1.0, 3.0, 5.0], [3.0, 5.0, 7.0]])
+    np.testing.assert_array_equal(as_channels_first(stereo), stereo)
+    np.testing.assert_array_equal(to_mono(stereo), [2.0, 4.0, 6.0])
+    # Up to MAX_CHANNELS rows is a channel layout, even over few columns; one more over few is not.
+    check_channels_first(np.zeros((MAX_CHANNELS, MAX_CHANNELS)))
+    check_channels_first(np.zeros((MAX_CHANNELS + 1, MAX_CHANNELS + 1)))
+    with pytest.raises(ValueError, match=r"shape \(9, 8\) looks like \[samples, channels\]; pass \[channels"):
+        as_channels_first(np.zeros((MAX_CHANNELS + 1, MAX_CHANNELS)))
+    with pytest.raises(ValueError, match=r"looks like \[batch, samples, channels\]; pass \[batch, channels"):
+        check_channels_first(np.zeros((2, 640, 1)))
+    with pytest.raises(ValueError, match=r"\[channels, samples\] or \[samples\], got shape \(1, 2, 3\)"):
+        as_channels_first(np.zeros((1, 2, 3)))
+    with pytest.raises(ValueError, match="reference contains NaN"):
+        require_finite(np.array([0.0, np.inf]), "reference")
+
+
+def test_formats_and_normalizations_are_named_once_and_agree():
+    for format in FORMATS:
+        assert resolve_format(f"clip.{format}")[1] == format
+        assert f".{format}" in AUDIO_SUFFIXES  # what is written can be found again by suffix
+    assert set(MEDIA_TYPES) == set(FORMATS)
+    assert DEFAULT_NORMALIZATION in NORMALIZATIONS
+    for strategy in NORMALIZATIONS:
+        normalize_audio(music_like(1), SAMPLE_RATE, strategy)  # every named strategy is implemented

@@ -174,6 +174,7 @@ def test_every_transform_is_reproducible_under_a_seed(name):
     second, _, _ = augmenter.apply_logged(audio, RATE, "piano", np.random.default_rng(7), other)
     third, _, _ = augmenter.apply_logged(audio, RATE, "piano", np.random.default_rng(8), other)
     assert [a.name for a in applied] == [name]
+    assert caption == ("piano and bells" if name == "polymix" else "piano")
     assert first.dtype == np.float32 and first.shape[0] == 2
     assert np.array_equal(first, second)
     assert first.shape != third.shape or not np.array_equal(first, third)
@@ -186,8 +187,81 @@ def test_all_transforms_together_mono_and_stereo():
     )
     assert mono.ndim == 1 and np.all(np.isfinite(mono))
     assert caption == "piano and bass" and [a.name for a in applied] == list(ORDER)
-    stereo, _ = augmenter.apply(np.stack([tone(440.0), tone(330.0)]), RATE, "piano", np.random.default_rng(0))
-    assert stereo.ndim == 2 and stereo.shape[0] == 2  # polymix skipped without another clip
+    assert len(mono) == pytest.approx(RATE / logged(applied, "time_stretch")["rate"], abs=1)
+    stereo, _, applied = augmenter.apply_logged(
+        np.stack([tone(440.0), tone(330.0)]), RATE, "piano", np.random.default_rng(0)
+    )
+    assert [a.name for a in applied] == [name for name in ORDER if name != "polymix"]  # no other clip
+    assert stereo.shape == (2, pytest.approx(RATE / logged(applied, "time_stretch")["rate"], abs=1))
+
+
+# ----------------------------------------------------------------------------- drawn parameters take effect
+
+
+def logged(applied, name: str) -> dict:
+    """The parameters ``name`` drew, from ``apply_logged``'s record of what fired."""
+    (parameters,) = [a.parameters for a in applied if a.name == name]
+    return parameters
+
+
+def augment_with(name: str, audio, seed: int, other=None, **parameters):
+    """``name`` alone, always on, with the ranges given: the output and the parameters it drew."""
+    out, _, applied = Augmenter(only(name, **parameters)).apply_logged(
+        audio, RATE, "piano", np.random.default_rng(seed), other
+    )
+    return out, logged(applied, name)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_drawn_pitch_shift_moves_the_tone_by_two_to_the_semitones_over_twelve(seed):
+    shifted, drawn = augment_with("pitch_shift", tone(220.0), seed, min_semitones=-5, max_semitones=5)
+    assert dominant_frequency(shifted) / 220.0 == pytest.approx(2 ** (drawn["semitones"] / 12), rel=1e-3)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_drawn_time_stretch_scales_the_duration_and_keeps_the_pitch(seed):
+    stretched, drawn = augment_with("time_stretch", tone(440.0), seed, min_rate=0.8, max_rate=1.25)
+    assert len(stretched) == pytest.approx(RATE / drawn["rate"], abs=1)
+    assert dominant_frequency(stretched) == pytest.approx(440.0, rel=1e-3)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_drawn_noise_sits_at_the_drawn_snr(seed):
+    clean = np.stack([tone(440.0), tone(550.0)])
+    noisy, drawn = augment_with("noise", clean, seed, min_snr_db=0.0, max_snr_db=30.0)
+    noise = (noisy - clean).astype(np.float64)
+    measured = 10 * math.log10(np.mean(clean.astype(np.float64) ** 2) / np.mean(noise**2))
+    assert measured == pytest.approx(drawn["snr_db"], abs=0.01)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_drawn_polymix_gain_sets_the_level_of_the_added_clip(seed):
+    """A gain of g dB puts the added clip's RMS g dB from the clip's own (both quiet: no rescaling)."""
+    audio, other = tone(440.0, amplitude=0.2), tone(660.0, amplitude=0.05)
+    mixed, drawn = augment_with("polymix", audio, seed, (other, "bells"), min_gain_db=-12.0, max_gain_db=0.0)
+    added = mixed - audio
+    measured = 20 * math.log10(np.sqrt(np.mean(added**2)) / np.sqrt(np.mean(audio**2)))
+    assert measured == pytest.approx(drawn["gain_db"], abs=0.01)
+    np.testing.assert_allclose(added / np.max(np.abs(added)), other / np.max(np.abs(other)), atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_drawn_time_mask_silences_the_regions_it_logs_and_nothing_far_from_them(seed):
+    audio = np.ones((2, RATE), np.float32)
+    masked, drawn = augment_with("time_mask", audio, seed, max_fraction=0.3, count=2, fade_ms=1.0)
+    fade = int(RATE / 1000)
+    untouched = np.ones(RATE, bool)
+    for start, end in drawn["regions"]:
+        assert np.all(masked[:, start:end] == 0.0)
+        untouched[max(0, start - fade) : end + fade] = False
+    assert np.all(masked[:, untouched] == 1.0)
+
+
+def test_layout_is_checked_like_everywhere_else():
+    with pytest.raises(ValueError, match=r"looks like \[samples, channels\]"):
+        augment.add_noise(np.zeros((RATE, 2), np.float32), 10.0, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="got shape"):
+        augment.distortion(np.zeros((1, 2, 100), np.float32), 6.0)
 
 
 def test_output_depends_only_on_the_generator_state():

@@ -10,8 +10,39 @@ import pytest
 
 from musicgen_jax.conditioning import Attributes, vocabulary
 from musicgen_jax.data import manifest, synthetic
+from musicgen_jax.eval import metrics
 
 RATE = 16000
+
+
+def spec(**fields) -> synthetic.PieceSpec:
+    """A D major pop piece at 120 bpm with piano, bass and drums, with ``fields`` changed."""
+    defaults = dict(
+        genre="pop",
+        tempo=120,
+        tonic=2,
+        mode="major",
+        moods=("happy",),
+        timbres=("piano", "bass", "drums"),
+        progression=(0, 3, 0, 4),
+        loudness=0.8,
+        rising=False,
+    )
+    return synthetic.PieceSpec(**{**defaults, **fields})
+
+
+def piece(spec: synthetic.PieceSpec, duration: float = 4.0, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """``spec`` composed and rendered: float32 ``[channels, samples]``."""
+    rng = np.random.default_rng(seed)
+    notes = synthetic.compose(spec, duration, rng)
+    return synthetic.render(notes, duration, RATE, rng, channels=channels, loudness=spec.loudness)
+
+
+def band_fraction(y: np.ndarray, low: float, high: float) -> float:
+    """The fraction of ``y``'s energy between ``low`` and ``high`` Hz."""
+    power = np.abs(np.fft.rfft(y)) ** 2
+    frequencies = np.fft.rfftfreq(len(y), 1.0 / RATE)
+    return float(power[(frequencies >= low) & (frequencies < high)].sum() / power.sum())
 
 
 def test_same_seed_same_piece_and_other_seed_another():
@@ -105,10 +136,70 @@ def test_rendered_tempo_and_key_are_the_stated_ones():
     assert tonic_hits >= 7, tonic_hits  # the chroma peak is the tonic (pieces return to it every other bar)
 
 
+@pytest.mark.parametrize("tempo", [96, 123, 140])
+def test_the_project_beat_tracker_measures_the_requested_tempo(tempo):
+    # At 80 bpm and below the tracker may lock onto double time; these tempos it reads at the beat.
+    measured = metrics.estimate_tempo(piece(spec(tempo=tempo), duration=8.0), RATE).bpm
+    assert measured == pytest.approx(tempo, rel=0.006)  # under one bpm
+
+
+def test_generated_pieces_with_drums_have_their_stated_tempo():
+    examples = [synthetic.generate_example(i, seed=1, duration=8.0, sample_rate=RATE) for i in range(8)]
+    drummed = [example for example in examples if "drums" in example.spec.timbres]
+    assert len(drummed) >= 5
+    for example in drummed:
+        measured = metrics.estimate_tempo(example.audio, RATE).bpm
+        assert measured == pytest.approx(example.spec.tempo, rel=0.01), example.spec
+
+
+def test_requested_instruments_show_in_the_spectrum():
+    # The bass plays MIDI 36-47 (65-123 Hz), below every piano note (from MIDI 50, 147 Hz); only the
+    # drums' hi-hat and snare noise reach above 5 kHz.
+    piano = piece(spec(timbres=("piano",)))[0]
+    with_bass = piece(spec(timbres=("piano", "bass")))[0]
+    with_drums = piece(spec(timbres=("piano", "drums")))[0]
+    assert band_fraction(piano, 0, 130) < 0.01 < 0.3 < band_fraction(with_bass, 0, 130)
+    assert band_fraction(piano, 5000, 8000) < 1e-4 < 0.01 < band_fraction(with_drums, 5000, 8000)
+
+
+@pytest.mark.parametrize("mode", ["major", "minor"])
+def test_every_requested_key_peaks_at_its_tonic_in_the_chroma(mode):
+    librosa = pytest.importorskip("librosa")
+    chromas = []
+    for tonic in range(12):
+        y = piece(spec(tonic=tonic, mode=mode, timbres=("piano", "pad")))[0]
+        chromas.append(librosa.feature.chroma_cqt(y=y, sr=RATE, hop_length=1024).mean(axis=1))  # [12]
+    assert [int(np.argmax(chroma)) for chroma in chromas] == list(range(12))
+    # A transposed piece has the chroma of the first rolled by the interval.
+    for tonic, chroma in enumerate(chromas):
+        rolled = np.roll(chromas[0], tonic)
+        assert np.dot(rolled, chroma) / (np.linalg.norm(rolled) * np.linalg.norm(chroma)) > 0.98
+
+
+@pytest.mark.parametrize("timbre", synthetic.TIMBRES)
+def test_stereo_pans_each_timbre_by_constant_power(timbre):
+    audio = piece(spec(timbres=(timbre,)), duration=2.0, channels=2)  # [2, samples]
+    assert audio.shape == (2, 2 * RATE)
+    angle = (synthetic._PAN[timbre] + 1.0) * np.pi / 4
+    left_over_right = np.sqrt(np.mean(audio[0] ** 2) / np.mean(audio[1] ** 2))
+    assert left_over_right == pytest.approx(np.cos(angle) / np.sin(angle), rel=1e-4)
+
+
 def test_stereo_pans_the_timbres():
     example = synthetic.generate_example(0, seed=0, duration=1.0, sample_rate=RATE, channels=2)
     assert example.audio.shape == (2, RATE)
     assert not np.allclose(example.audio[0], example.audio[1])
+
+
+def test_a_larger_dataset_extends_a_smaller_one(tmp_path):
+    soundfile = pytest.importorskip("soundfile")
+    small = synthetic.write_dataset(tmp_path / "small", 2, duration=0.5, sample_rate=RATE, seed=5)
+    large = synthetic.write_dataset(tmp_path / "large", 3, duration=0.5, sample_rate=RATE, seed=5)
+    small_entries, large_entries = manifest.read_manifest(small), manifest.read_manifest(large)
+    assert len(small_entries) == 2 and len(large_entries) == 3
+    for ours, theirs in zip(small_entries, large_entries):
+        np.testing.assert_array_equal(soundfile.read(ours.path)[0], soundfile.read(theirs.path)[0])
+        assert manifest.sidecar_path(ours.path).read_text() == manifest.sidecar_path(theirs.path).read_text()
 
 
 def test_cli_writes_audio_sidecars_and_manifest(tmp_path):

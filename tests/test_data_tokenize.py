@@ -14,6 +14,7 @@ import soundfile
 from musicgen_jax.audio.io import load_audio
 from musicgen_jax.data import manifest, synthetic, tokenize
 from musicgen_jax.data.tokenize import TokenizeOptions, iter_records, tokenize_dataset
+from musicgen_jax.data.tokenize import run as tokenize_run
 
 SOURCE_RATE = 24000  # not the codec's 32 kHz: the tokeniser must resample
 OPTIONS = TokenizeOptions(segment_seconds=1.0, min_segment_seconds=0.5, shard_size=3, batch_size=2)
@@ -102,10 +103,10 @@ def test_a_run_killed_halfway_resumes_to_the_same_records(codec, tokenised, tmp_
                 raise KeyboardInterrupt
             return real_encode(*args, **kwargs)
 
-        monkeypatch.setattr(tokenize, "encode_source", encode)
+        monkeypatch.setattr(tokenize_run, "encode_source", encode)
         with pytest.raises(KeyboardInterrupt):
             tokenize_dataset(sources, codec, resumed, options, progress=False)
-        monkeypatch.setattr(tokenize, "encode_source", real_encode)
+        monkeypatch.setattr(tokenize_run, "encode_source", real_encode)
 
     resumed = tmp_path / "resumed"
     # Dies on the second piece while the first one's records sit in an open shard: the shard is

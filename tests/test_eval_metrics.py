@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import soundfile
 
+from musicgen_jax.audio import normalize_audio, resample
 from musicgen_jax.eval import METRIC_DOCS, REFERENCE_KEYS, evaluate_audio, evaluate_audio_detailed, metrics
 from musicgen_jax.eval.cli import main as eval_main
+from musicgen_jax.eval.metrics import evaluate as evaluate_module
 
 RATE = 22050
 C_MAJOR = (261.63, 329.63, 392.00)
@@ -148,6 +150,14 @@ def test_loudness_follows_gain(k):
     )
 
 
+def test_level_metrics_read_what_normalisation_targets():
+    # One loudness and one peak measurement serve both: the metric reads the normaliser's target.
+    loud = normalize_audio(chord(), RATE, "loudness", target_lufs=-14.0, peak_db=0.0)
+    assert metrics.integrated_loudness_lufs(loud, RATE) == pytest.approx(-14.0, abs=0.01)
+    peaked = normalize_audio(chord(), RATE, "peak", peak_db=-3.0)
+    assert metrics.peak_dbfs(peaked) == pytest.approx(-3.0, abs=1e-4)
+
+
 def test_loudness_of_full_scale_sine_is_minus_three_lufs():
     # BS.1770: a 0 dBFS 997 Hz sine in one channel reads -3.01 LUFS.
     assert metrics.integrated_loudness_lufs(tone(997.0, 3.0, 1.0, 48000), 48000) == pytest.approx(
@@ -204,16 +214,14 @@ def _assert_clean(result: dict) -> None:
     assert set(result) <= set(METRIC_DOCS)
     json.dumps(result, allow_nan=False)  # raises on NaN or infinity
     for value in result.values():
-        assert value is None or isinstance(value, (int, float)) and math.isfinite(value)
+        assert value is None or (isinstance(value, (int, float)) and math.isfinite(value))
 
 
 def test_evaluate_audio_stereo_with_resampled_reference():
     left, right = chord(), chord(tuple(f * 1.5 for f in C_MAJOR))
     audio = np.stack([left, right])  # [channels, samples]
     reference_rate = 16000
-    reference = np.stack(
-        [metrics.resample(left, RATE, reference_rate), metrics.resample(right, RATE, reference_rate)]
-    )
+    reference = np.stack([resample(left, RATE, reference_rate), resample(right, RATE, reference_rate)])
     evaluation = evaluate_audio_detailed(audio, RATE, reference, reference_rate)
     result = evaluation.metrics
     _assert_clean(result)
@@ -250,7 +258,7 @@ def test_one_failing_metric_leaves_the_others(monkeypatch, caplog):
     def broken(audio, sample_rate):
         raise RuntimeError("library edge case")
 
-    monkeypatch.setattr(metrics, "spectral_statistics", broken)
+    monkeypatch.setattr(evaluate_module, "spectral_statistics", broken)
     evaluation = evaluate_audio_detailed(tone(440.0, 1.0), RATE)
     assert evaluation.metrics["spectral_centroid_hz"] is None
     assert evaluation.notes["spectral_centroid_hz"] == "failed: RuntimeError: library edge case"

@@ -229,7 +229,7 @@ def test_continuation_from_an_uploaded_prompt(client):
         ({"top_p": 1.5}, "top_p", "less than or equal to 1"),
         ({"num_beams": 9}, "num_beams", "less than or equal to 8"),
         ({"seed": -1}, "seed", "greater than or equal to 0"),
-        ({"format": "ogg"}, "format", "'wav', 'mp3' or 'flac'"),
+        ({"format": "ogg"}, "format", "'wav', 'flac' or 'mp3'"),
         ({"normalization_strategy": "loud"}, "normalization_strategy", "'loudness'"),
         ({"genre": "jaz"}, "genre", "did you mean 'jazz'"),
         ({"mood": ["happy", "grumpy"]}, "mood", "unknown mood 'grumpy'"),

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from musicgen_jax.audio.formats import DEFAULT_NORMALIZATION, FORMATS
+from musicgen_jax.audio.layout import as_channels_first, require_finite
 from musicgen_jax.audio.normalize import (
     DEFAULT_PEAK_DB,
     DEFAULT_RMS_DB,
@@ -25,7 +27,6 @@ from musicgen_jax.audio.normalize import (
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("wav", "flac", "mp3")
 _SOUNDFILE_FORMAT = {"wav": "WAV", "flac": "FLAC", "mp3": "MP3"}
 # 16-bit PCM for WAV and FLAC (audiocraft's default); MP3 at constant ~320 kbps (audiocraft's rate).
 _DEFAULT_SUBTYPE = {"wav": "PCM_16", "flac": "PCM_16", "mp3": "MPEG_LAYER_III"}
@@ -37,7 +38,7 @@ def save_audio(
     audio: Any,
     sample_rate: int,
     format: str | None = None,
-    normalization: str = "loudness",
+    normalization: str = DEFAULT_NORMALIZATION,
     *,
     target_lufs: float = DEFAULT_TARGET_LUFS,
     peak_db: float = DEFAULT_PEAK_DB,
@@ -56,7 +57,8 @@ def save_audio(
     """
     path, format = resolve_format(Path(path), format)
     check_strategy(normalization)
-    audio = _as_channels_first(audio)
+    audio = as_channels_first(audio)  # [channels, samples]
+    require_finite(audio)
     if audio.shape[1] == 0:
         raise ValueError("cannot write audio with no samples")
     sample_rate = int(sample_rate)
@@ -154,21 +156,6 @@ def resolve_format(path: str | os.PathLike, format: str | None = None) -> tuple[
             f"unknown audio format {suffix!r} (from {path.name}); choose one of {', '.join(FORMATS)}"
         )
     return path, suffix
-
-
-def _as_channels_first(audio: Any) -> np.ndarray:
-    array = np.asarray(audio, dtype=np.float32)
-    if array.ndim == 1:
-        array = array[None]
-    if array.ndim != 2:
-        raise ValueError(f"audio must be [channels, samples] or [samples], got shape {array.shape}")
-    if array.shape[0] > 8 and array.shape[1] <= 8:
-        raise ValueError(
-            f"audio of shape {array.shape} looks like [samples, channels]; pass [channels, samples]"
-        )
-    if not np.isfinite(array).all():
-        raise ValueError("audio contains NaN or infinite values")
-    return array
 
 
 def _write_atomically(path: Path, audio: np.ndarray, sample_rate: int, format: str, subtype: str) -> None:

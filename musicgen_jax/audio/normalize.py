@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-NORMALIZATIONS = ("loudness", "peak", "rms", "clip", "none")
+from musicgen_jax.audio.formats import DEFAULT_NORMALIZATION, NORMALIZATIONS
+from musicgen_jax.audio.layout import require_finite
+
 DEFAULT_TARGET_LUFS = -14.0
 DEFAULT_PEAK_DB = -1.0
 DEFAULT_RMS_DB = -18.0
@@ -64,7 +66,7 @@ def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float:
 def normalize_audio(
     audio: np.ndarray,
     sample_rate: int,
-    strategy: str = "loudness",
+    strategy: str = DEFAULT_NORMALIZATION,
     *,
     target_lufs: float = DEFAULT_TARGET_LUFS,
     peak_db: float = DEFAULT_PEAK_DB,
@@ -77,8 +79,7 @@ def normalize_audio(
     """
     check_strategy(strategy)
     audio = np.asarray(audio, dtype=np.float32)
-    if not np.isfinite(audio).all():
-        raise ValueError("audio contains NaN or infinite values")
+    require_finite(audio)
     ceiling = db_to_gain(peak_db)
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if strategy == "none":

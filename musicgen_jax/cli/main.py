@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 
 from musicgen_jax import hub
+from musicgen_jax.audio.formats import DEFAULT_NORMALIZATION, FORMATS, NORMALIZATIONS
 from musicgen_jax.config_io import ConfigError
 from musicgen_jax.dtypes import RUN_DTYPE_NAMES
 
 DEFAULT_MODEL = "facebook/musicgen-small"
-FORMATS = ("wav", "flac", "mp3")  # musicgen_jax.audio.io.FORMATS, without importing the audio stack
-NORMALIZATIONS = ("loudness", "peak", "rms", "clip", "none")  # musicgen_jax.audio.normalize's strategies
 
 
 class UsageError(ValueError):
@@ -65,7 +64,7 @@ def _add_generation_arguments(parser: argparse.ArgumentParser, batch: bool = Fal
     parser.add_argument(
         "--format", choices=FORMATS, help="audio format (default: from the output name, else wav)"
     )
-    parser.add_argument("--normalization", default="loudness", choices=NORMALIZATIONS)
+    parser.add_argument("--normalization", default=DEFAULT_NORMALIZATION, choices=NORMALIZATIONS)
     if not batch:
         parser.add_argument("--audio-prompt", help="an audio file to continue from")
 

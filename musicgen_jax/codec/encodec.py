@@ -22,6 +22,7 @@ import numpy as np
 
 from musicgen_jax import hub
 from musicgen_jax.audio.io import resample
+from musicgen_jax.audio.layout import check_channels_first, require_finite
 from musicgen_jax.conversion.tensors import CheckpointError, TensorSource
 
 if TYPE_CHECKING:
@@ -253,12 +254,8 @@ def _as_batch(audio: Any) -> np.ndarray:
         array = array[None]
     elif array.ndim != 3:
         raise ValueError(f"audio must be [batch, channels, samples], got shape {array.shape}")
-    if array.shape[1] > 8 and array.shape[2] <= 8:
-        raise ValueError(
-            f"audio of shape {array.shape} looks like [batch, samples, channels]; pass channels first"
-        )
-    if not np.isfinite(array).all():
-        raise ValueError("audio contains NaN or infinite values")
+    check_channels_first(array)
+    require_finite(array)
     return array
 
 

@@ -20,8 +20,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from musicgen_jax.audio.formats import AUDIO_SUFFIXES
+
 MANIFEST_NAME = "data.jsonl"
-AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".mp3", ".ogg", ".aiff", ".aif")
 
 
 class ManifestError(ValueError):
@@ -162,7 +163,7 @@ class AudioSource:
         return None if self.metadata_path is None else load_sidecar(self.metadata_path)
 
 
-def scan_audio_dir(directory: str | os.PathLike, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[Path]:
+def scan_audio_dir(directory: str | os.PathLike, extensions: Sequence[str] = AUDIO_SUFFIXES) -> list[Path]:
     """Every audio file under ``directory`` (recursively, absolute paths), sorted, so runs see the
     same order."""
     directory = Path(directory)
@@ -217,7 +218,7 @@ def find_sources(
     audio_dir: str | os.PathLike | None = None,
     manifest: str | os.PathLike | None = None,
     metadata: str | os.PathLike | None = None,
-    extensions: Sequence[str] = AUDIO_EXTENSIONS,
+    extensions: Sequence[str] = AUDIO_SUFFIXES,
 ) -> list[AudioSource]:
     """The audio files of a folder or of a manifest (exactly one of them), each with its metadata.
 

@@ -14,8 +14,8 @@ downloaded: embedders load from local paths. Heavy imports (librosa, torch, matp
 first use, so importing this package is cheap.
 """
 
-from musicgen_jax.eval.audio_io import AudioReadError, load_audio
 from musicgen_jax.eval.clap import ClapScore, clap_score
+from musicgen_jax.eval.clips import AudioReadError, read_clip
 from musicgen_jax.eval.embeddings import (
     AudioEmbedder,
     ClapEmbedder,
@@ -69,7 +69,7 @@ __all__ = [
     "fad_from_directories",
     "frechet_audio_distance",
     "frechet_distance",
-    "load_audio",
     "load_embedder",
+    "read_clip",
     "write_report",
 ]

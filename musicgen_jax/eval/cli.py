@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from musicgen_jax.eval.audio_io import AudioReadError, load_audio
+from musicgen_jax.eval.clips import AudioReadError, read_clip
 from musicgen_jax.eval.embeddings import EMBEDDERS, EmbedderError, load_embedder
 from musicgen_jax.eval.report import CLAP_KIND, FAD_KIND, SCORE_KIND, ReportError, write_report
 
@@ -40,9 +40,9 @@ def run_score(args: argparse.Namespace) -> None:
         )
     items = []
     for index, audio_path in enumerate(args.audio):
-        audio, rate = load_audio(audio_path)
+        audio, rate = read_clip(audio_path)
         reference_path = references[index if len(references) > 1 else 0] if references else None
-        reference, reference_rate = load_audio(reference_path) if reference_path else (None, None)
+        reference, reference_rate = read_clip(reference_path) if reference_path else (None, None)
         start = time.perf_counter()
         evaluation = evaluate_audio_detailed(audio, rate, reference, reference_rate)
         print(f"{audio_path}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
@@ -82,7 +82,7 @@ def run_clap(args: argparse.Namespace) -> None:
             f"give one --text for all clips or one per clip ({len(args.audio)}), not {len(args.text)}"
         )
     texts = args.text * len(args.audio) if len(args.text) == 1 else args.text
-    clips = [load_audio(path) for path in args.audio]
+    clips = [read_clip(path) for path in args.audio]
     embedder = load_embedder("clap", args.weights, args.device)
     score = clap_score(clips, texts, embedder)
     print(f"CLAP score = {score.mean:.4f}", file=sys.stderr)

@@ -28,7 +28,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from musicgen_jax.eval.audio_io import resample, to_mono
+from musicgen_jax.audio.io import resample
+from musicgen_jax.audio.layout import to_mono
 
 
 class EmbedderError(RuntimeError):
@@ -168,7 +169,7 @@ class VGGishEmbedder:
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
             model.load_state_dict(state)
-        except Exception as error:  # torch.load fails in many ways (pickle, zip, key and shape errors)
+        except Exception as error:  # noqa: BLE001 (torch.load fails in many ways: pickle, zip, key and shape errors)
             raise EmbedderError(f"{path} is not a torchvggish VGGish state dict: {error}") from None
         model.embeddings = torch.nn.Sequential(*list(model.embeddings.children())[:-1])  # drop the last ReLU
         self.device = _torch_device(device)
@@ -223,8 +224,8 @@ class PannsEmbedder:
         )
         try:
             checkpoint = torch.load(str(path), map_location="cpu", weights_only=False)
-            model.load_state_dict(checkpoint["model"] if "model" in checkpoint else checkpoint)
-        except Exception as error:  # torch.load fails in many ways (pickle, zip, key and shape errors)
+            model.load_state_dict(checkpoint.get("model", checkpoint))
+        except Exception as error:  # noqa: BLE001 (torch.load fails in many ways: pickle, zip, key and shape errors)
             raise EmbedderError(f"{path} is not a PANNs Cnn14 checkpoint: {error}") from None
         self.device = _torch_device(device)
         self.model = model.to(self.device).eval()

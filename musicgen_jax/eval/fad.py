@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg
 
-from musicgen_jax.eval.audio_io import list_audio_files, load_audio
+from musicgen_jax.eval.clips import list_audio_files, read_clip
 from musicgen_jax.eval.embeddings import AudioEmbedder
 
 IMAGINARY_TOLERANCE = 1e-3  # the tolerance on sqrtm's imaginary diagonal that the reference FAD/FID code uses
@@ -141,7 +141,7 @@ class FadResult:
 def directory_statistics(directory: str | Path, embedder: AudioEmbedder) -> tuple[EmbeddingStatistics, int]:
     """Statistics of every audio file in ``directory``, and the number of files."""
     files = list_audio_files(directory)
-    return embedding_statistics(embed_clips((load_audio(path) for path in files), embedder)), len(files)
+    return embedding_statistics(embed_clips((read_clip(path) for path in files), embedder)), len(files)
 
 
 def fad_from_directories(

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from musicgen_jax.eval.audio_io import AudioReadError, load_audio, to_mono
+from musicgen_jax.audio.layout import to_mono
+from musicgen_jax.eval.clips import AudioReadError, read_clip
 from musicgen_jax.eval.metrics import METRIC_DOCS
 
 SCORE_KIND = "musicgen_jax.eval.score"
@@ -145,7 +146,7 @@ def plot_metric_bars(metrics: dict[str, Any], keys: tuple[str, ...], title: str,
     axis.set_xlabel(unit)
     axis.set_title(title)
     if unit == "0..1":
-        axis.set_xlim(min(0.0, min(values)), 1.1)
+        axis.set_xlim(min(0.0, *values), 1.1)
     axis.axvline(0.0, color="black", linewidth=0.5)
     return _figure_png(figure)
 
@@ -185,7 +186,7 @@ def _score_blocks(evaluation: dict, base_dir: Path, plots: bool) -> list[Block]:
             try:
                 if audio_path is None:
                     raise AudioReadError("no audio path recorded")
-                audio, rate = load_audio(audio_path)
+                audio, rate = read_clip(audio_path)
                 blocks.append(
                     Image(
                         f"item{index}_signal.png",

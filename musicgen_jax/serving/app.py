@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.websockets import WebSocket
 
+from musicgen_jax.audio.formats import FORMATS, MEDIA_TYPES, NORMALIZATIONS
 from musicgen_jax.conditioning import vocabulary
 from musicgen_jax.serving import schemas
 from musicgen_jax.serving.metrics import CONTENT_TYPE, MetricsMiddleware
@@ -348,7 +349,7 @@ def create_app(settings: ServerSettings | None = None, model=None, *, start_work
         response_class=FileResponse,
         responses={
             200: {
-                "content": {media: {} for media in schemas.MEDIA_TYPES.values()},
+                "content": {media: {} for media in MEDIA_TYPES.values()},
                 "description": "the audio file",
             }
         }
@@ -368,7 +369,7 @@ def create_app(settings: ServerSettings | None = None, model=None, *, start_work
             raise HTTPException(404, f"the audio of task {task_id} was deleted")
         return FileResponse(
             path,
-            media_type=schemas.MEDIA_TYPES[record.format],
+            media_type=MEDIA_TYPES[record.format],
             filename=f"musicgen-{task_id}.{record.format}",
         )
 
@@ -514,8 +515,8 @@ def create_app(settings: ServerSettings | None = None, model=None, *, start_work
             default_duration=settings.default_duration,
             max_prompt_chars=settings.max_prompt_chars,
             max_batch_size=settings.max_batch_size,
-            formats=list(schemas.FORMATS),
-            normalizations=list(schemas.NORMALIZATIONS),
+            formats=list(FORMATS),
+            normalizations=list(NORMALIZATIONS),
             auth_required=service.keys.enabled,
             vocabulary=schemas.Vocabulary(
                 genres=list(vocabulary.GENRES),

@@ -14,14 +14,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
+from musicgen_jax.audio.formats import DEFAULT_NORMALIZATION, FORMATS, NORMALIZATIONS
 from musicgen_jax.conditioning import vocabulary
 from musicgen_jax.generation.params import MAX_BEAMS, MAX_DURATION, MIN_DURATION, GenerationParams
 
-FORMATS = ("wav", "mp3", "flac")
-NORMALIZATIONS = ("loudness", "peak", "rms", "clip", "none")
-MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac"}
-Format = Literal["wav", "mp3", "flac"]
-Normalization = Literal["loudness", "peak", "rms", "clip", "none"]
+Format = Literal[FORMATS]  # Literal of a tuple is the Literal of its items
+Normalization = Literal[NORMALIZATIONS]
 TaskState = Literal["queued", "running", "completed", "failed"]
 MAX_LIST_ITEMS = 16
 VOCABULARY_SIZE = 2048  # codebook size of every MusicGen checkpoint: top_k above it means "all tokens"
@@ -93,7 +91,8 @@ class GenerateRequest(BaseModel):
     )
     format: Format = Field("wav", description="audio file format")
     normalization_strategy: Normalization = Field(
-        "loudness", description="level normalisation of the file: loudness (-14 LUFS), peak, rms, clip, none"
+        DEFAULT_NORMALIZATION,
+        description="level normalisation of the file: loudness (-14 LUFS), peak, rms, clip, none",
     )
     continuation_start: float = Field(
         0.0, ge=0, le=3600, description="with input_audio: where the prompt starts in it, seconds"

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from musicgen_jax.audio.layout import MAX_CHANNELS
 from musicgen_jax.conditioning.text import PromptError
 from musicgen_jax.serving.metrics import ServerMetrics
 from musicgen_jax.serving.queue import Cancelled, GenerationQueue, Job, JobResult
@@ -459,8 +460,8 @@ def read_audio(data: bytes, max_seconds: float, what: str) -> tuple[np.ndarray, 
         ) from None
     if audio.shape[-1] == 0:
         raise AudioInputError(f"{what} holds no samples")
-    if audio.shape[0] > 8:
-        raise AudioInputError(f"{what} has {audio.shape[0]} channels; at most 8 are accepted")
+    if audio.shape[0] > MAX_CHANNELS:
+        raise AudioInputError(f"{what} has {audio.shape[0]} channels; at most {MAX_CHANNELS} are accepted")
     if not np.isfinite(audio).all():
         raise AudioInputError(f"{what} holds NaN or infinite samples")
     return np.ascontiguousarray(audio), rate
