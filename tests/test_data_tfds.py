@@ -11,7 +11,7 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from musicgen_jax.data import manifest, synthetic, tfds_builder, tokenize
+from musicgen_jax.data import manifest, synthetic, tfds_builder, tfds_metadata, tokenize
 from musicgen_jax.data.pipeline import DataConfig, make_train_iterator, resolve_shards
 from musicgen_jax.tiny_models import build_tokenizer
 
@@ -42,7 +42,7 @@ def audio_dir(tmp_path_factory):
 
 def test_a_tokenised_directory_is_a_tfds_dataset(audio_dir, tmp_path):
     data_dir = tmp_path / "tfds"
-    output = data_dir / tfds_builder.DATASET_NAME / tfds_builder.VERSION
+    output = data_dir / tfds_metadata.DATASET_NAME / tfds_metadata.VERSION
     sources = manifest.find_sources(audio_dir=audio_dir / "audio")
     options = tokenize.TokenizeOptions(segment_seconds=1.0, min_segment_seconds=0.2, shard_size=3)
     tokenize.tokenize_dataset(sources, FrameEnergyCodec(), output, options, progress=False)
@@ -52,7 +52,7 @@ def test_a_tokenised_directory_is_a_tfds_dataset(audio_dir, tmp_path):
     builder = tfds.builder_from_directory(str(output))
     assert builder.info.splits["train"].num_examples == 8 and builder.info.splits["train"].num_shards == 2
     source = builder.as_data_source("train")
-    by_name = tfds.data_source(tfds_builder.DATASET_NAME, data_dir=str(data_dir), split="train")
+    by_name = tfds.data_source(tfds_metadata.DATASET_NAME, data_dir=str(data_dir), split="train")
     assert len(source) == len(by_name) == 8
     for index, record in enumerate(ours):
         for example in (source[index], by_name[index]):

@@ -4,7 +4,7 @@ Two ways in, both reading with tfds' ArrayRecord data source (which decodes ``tf
 with NumPy, so ``tensorflow`` is never imported):
 
 * a directory written by ``python -m musicgen_jax.data.tokenize`` carries ``dataset_info.json`` and
-  ``features.json`` (:func:`write_tfds_metadata`), so ::
+  ``features.json`` (:func:`~musicgen_jax.data.tfds_metadata.write_tfds_metadata`), so ::
 
       tfds.builder_from_directory("data/tokens").as_data_source("train")[0]["codes"]  # [codebooks, frames]
 
@@ -19,72 +19,13 @@ with NumPy, so ``tensorflow`` is never imported):
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import tensorflow_datasets as tfds
 from etils import epath
-from tensorflow_datasets.core import naming
 
 from musicgen_jax.data import records
-
-DATASET_NAME = "musicgen_tokens"
-VERSION = "1.0.0"
-DESCRIPTION = (
-    "MusicGen training examples: EnCodec codes [codebooks, frames] of audio segments with the "
-    "track's description and metadata (musicgen-jax tokenised format)."
-)
-
-
-def write_tfds_metadata(
-    directory: str | os.PathLike, num_codebooks: int, shards_by_split: Mapping[str, Sequence[Any]]
-) -> None:
-    """Write ``dataset_info.json`` and ``features.json`` describing the shards of ``directory``.
-
-    ``shards_by_split`` maps a split to its shards in index order, each with ``name``,
-    ``num_records`` and ``num_bytes`` (the tokenisation index's entries). Shard indices of a split
-    must run 0, 1, 2, ... as tfds derives the file names from them.
-    """
-    directory = Path(directory)
-    split_infos = []
-    for split, shards in sorted(shards_by_split.items()):
-        names = [shard.name for shard in shards]
-        expected = [records.shard_name(split, i) for i in range(len(shards))]
-        if names != expected:
-            raise ValueError(
-                f"{directory}: the {split} shards are not numbered 0..{len(shards) - 1}: {names}"
-            )
-        template = _template(directory, split)
-        split_infos.append(
-            tfds.core.SplitInfo(
-                name=split,
-                shard_lengths=[int(s.num_records) for s in shards],
-                num_bytes=sum(int(s.num_bytes) for s in shards),
-                filename_template=template,
-            )
-        )
-    if not split_infos:
-        return
-    tfds.folder_dataset.write_metadata(
-        data_dir=directory,
-        features=records.record_features(num_codebooks),
-        split_infos=split_infos,
-        filename_template=_template(directory, None),
-        version=VERSION,
-        check_data=False,  # the check reads through tf.data, i.e. TensorFlow
-        description=DESCRIPTION,
-    )
-
-
-def _template(directory: Path, split: str | None) -> naming.ShardedFileTemplate:
-    return naming.ShardedFileTemplate(
-        data_dir=directory,
-        template=records.SHARD_TEMPLATE,
-        dataset_name=DATASET_NAME,
-        split=split,
-        filetype_suffix=records.FILE_FORMAT,
-    )
+from musicgen_jax.data.tfds_metadata import DESCRIPTION, VERSION
 
 
 def data_source(directory: str | os.PathLike, split: str = "train"):
@@ -152,8 +93,8 @@ class MusicgenTokens(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         if self._codec_source is None:
             raise ValueError(
-                "MusicgenTokens needs codec= and manifest= or audio_dir= to prepare data "
-                "(or tokenise with python -m musicgen_jax.data.tokenize and read with tfds.builder_from_directory)"
+                "MusicgenTokens needs codec= and manifest= or audio_dir= to prepare data (or tokenise "
+                "with python -m musicgen_jax.data.tokenize and read with tfds.builder_from_directory)"
             )
         from musicgen_jax.codec import EncodecBridge
         from musicgen_jax.data import manifest as manifest_lib
@@ -161,7 +102,8 @@ class MusicgenTokens(tfds.core.GeneratorBasedBuilder):
         codec = EncodecBridge.from_pretrained(self._codec_source, audio_channels=self._audio_channels)
         if codec.total_codebooks != self._num_codebooks:
             raise ValueError(
-                f"the codec gives {codec.total_codebooks} codebooks; build with num_codebooks={codec.total_codebooks}"
+                f"the codec gives {codec.total_codebooks} codebooks; "
+                f"build with num_codebooks={codec.total_codebooks}"
             )
         splits = {}
         for split, (manifest, audio_dir) in self._inputs.items():

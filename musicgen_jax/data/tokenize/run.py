@@ -73,9 +73,9 @@ def tokenize_dataset(
     finally:
         summary.wall_seconds = time.perf_counter() - started
 
-    from musicgen_jax.data import tfds_builder  # tensorflow_datasets: imported only when needed
+    from musicgen_jax.data import tfds_metadata  # tensorflow_datasets: imported only when needed
 
-    tfds_builder.write_tfds_metadata(output, settings["num_codebooks"], index.shards_by_split())
+    tfds_metadata.write_tfds_metadata(output, settings["num_codebooks"], index.shards_by_split())
     (output / SUMMARY_NAME).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary
 
