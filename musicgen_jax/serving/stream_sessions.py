@@ -28,28 +28,31 @@ from musicgen_jax.serving.schemas import StreamRequest, StreamSessionInfo
 from musicgen_jax.serving.security import key_from
 from musicgen_jax.serving.service import MusicService
 from musicgen_jax.serving.streaming import (
-    HEADER,
     SESSION_ID,
     CloseCode,
     StreamError,
     audio_message,
+    done_message,
     encode_chunk,
-    parse_start,
+    read_start,
+    started_message,
+    stopped_message,
 )
 from musicgen_jax.serving.views import iso_time
 
 logger = logging.getLogger(__name__)
 
-START_TIMEOUT = 30.0
 _DONE = object()  # put on a session's frame queue when its job has finished
 
 
 @dataclasses.dataclass(eq=False)
 class StreamSession:
+    """A live session as ``GET /stream/sessions`` lists it (registered in ``service.sessions``)."""
+
     session_id: str
-    owner: str | None
+    owner: str | None  # the API key's digest (None: keys off)
     created_at: float = dataclasses.field(default_factory=time.time)
-    state: str = "waiting"
+    state: str = "waiting"  # waiting -> queued -> streaming -> finishing
     prompt: str | None = None
     duration: float | None = None
     chunks_sent: int = 0
@@ -74,7 +77,7 @@ class _Connection:
     def __init__(self, websocket: WebSocket):
         self.websocket = websocket
         self.lock = asyncio.Lock()
-        self.closed = False
+        self.closed = False  # the client is gone (or the socket closed): later sends do nothing
 
     async def send_json(self, message: dict[str, Any]) -> None:
         await self._send(self.websocket.send_text, json.dumps(message))
@@ -163,21 +166,23 @@ def _open_session(websocket: WebSocket, service: MusicService, session_id: str) 
     return session
 
 
-async def _read_start(websocket: WebSocket) -> StreamRequest:
-    try:
-        message = await asyncio.wait_for(websocket.receive(), START_TIMEOUT)
-    except TimeoutError:
-        raise StreamError(
-            CloseCode.BAD_REQUEST, f"no start_streaming message within {START_TIMEOUT:g} s"
-        ) from None
-    if message["type"] == "websocket.disconnect":
-        raise WebSocketDisconnect(message.get("code", CloseCode.NORMAL))
-    return parse_start(message.get("text"))
+@dataclasses.dataclass(eq=False)
+class _Stream:
+    """A running stream: its job, where the job's frames arrive, and when its chunks went out."""
+
+    connection: _Connection
+    session: StreamSession
+    body: StreamRequest
+    job: Job
+    frames: asyncio.Queue  # [K, n] arrays from the device thread, then _DONE
+    submitted: float = dataclasses.field(default_factory=time.time)
+    stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    sent_times: list[float] = dataclasses.field(default_factory=list)
 
 
 async def _run(connection: _Connection, service: MusicService, session: StreamSession) -> None:
     websocket = connection.websocket
-    body = await _read_start(websocket)
+    body = await read_start(websocket)
     client = websocket.client.host if websocket.client else "unknown"
     wait = service.limiter.acquire(f"key:{session.owner}" if session.owner else f"ip:{client}")
     if wait > 0:
@@ -189,47 +194,38 @@ async def _run(connection: _Connection, service: MusicService, session: StreamSe
     except ValueError as error:
         raise StreamError(CloseCode.BAD_REQUEST, str(error)) from None
 
-    model = service.model
-    frames_queue: asyncio.Queue = asyncio.Queue()
+    frames: asyncio.Queue = asyncio.Queue()
 
-    def on_frames(frames: np.ndarray) -> None:  # on the device thread
-        loop.call_soon_threadsafe(frames_queue.put_nowait, frames)
+    def on_frames(new_frames: np.ndarray) -> None:  # on the device thread
+        loop.call_soon_threadsafe(frames.put_nowait, new_frames)
 
     job = service.make_job(request, on_frames=on_frames)
-    job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(frames_queue.put_nowait, _DONE))
+    job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(frames.put_nowait, _DONE))
     session.prompt, session.duration, session.state = request.prompt, request.params.duration, "queued"
     try:
         service.queue.submit(job)
     except QueueFull as error:
         raise StreamError(CloseCode.UNAVAILABLE, str(error)) from None
 
-    submitted = time.time()
+    stream = _Stream(connection, session, body, job, frames)
+    model, seed = service.model, request.params.seed
     await connection.send_json(
-        {
-            "type": "started",
-            "session_id": session.session_id,
-            "seed": request.params.seed,
-            "sample_rate": model.sample_rate,
-            "channels": model.audio_channels,
-            "dtype": "float32",
-            "byte_order": "little",
-            "layout": "interleaved",
-            "encoding": body.encoding,
-            "header_bytes": HEADER.size,
-            "duration": request.params.duration,
-            "chunk_duration": body.chunk_duration,
-        }
+        started_message(
+            session.session_id, seed, model.sample_rate, model.audio_channels, body, session.duration
+        )
     )
-    stop = asyncio.Event()
-    receiver = asyncio.create_task(_receive_until_stop(connection, stop))
+    receiver = asyncio.create_task(_receive_until_stop(connection, stream.stop))
     try:
-        sent_times: list[float] = []
-        outcome = await _stream_audio(connection, service, session, body, job, frames_queue, stop, sent_times)
+        outcome = await _stream_audio(stream, service)
         if outcome is _Outcome.STOPPED:
             job.cancelled.set()
-            await _send_stopped(connection, session, job, submitted)
+            total = time.time() - stream.submitted
+            await connection.send_json(
+                stopped_message(session.chunks_sent, session.samples_sent, session.sample_rate, seed, total)
+            )
+            await connection.close(CloseCode.NORMAL)
         elif outcome is _Outcome.ENDED:
-            await _send_result(connection, session, job, submitted, sent_times)
+            await _send_result(stream)
     finally:
         job.cancelled.set()  # no-op once finished; frees the device if the client left early
         receiver.cancel()
@@ -241,9 +237,7 @@ async def _receive_until_stop(connection: _Connection, stop: asyncio.Event) -> N
         try:
             message = await connection.websocket.receive()
         except (WebSocketDisconnect, RuntimeError):
-            connection.closed = True
-            stop.set()
-            return
+            message = {"type": "websocket.disconnect"}
         if message["type"] == "websocket.disconnect":
             connection.closed = True
             stop.set()
@@ -260,18 +254,16 @@ async def _receive_until_stop(connection: _Connection, stop: asyncio.Event) -> N
         )
 
 
-async def _stream_audio(
-    connection: _Connection,
-    service: MusicService,
-    session: StreamSession,
-    body: StreamRequest,
-    job: Job,
-    frames_queue: asyncio.Queue,
-    stop: asyncio.Event,
-    sent_times: list[float],
-) -> _Outcome:
-    """Decode frames as they come and send the audio (appending each chunk's send time) until the
-    generation ends or fails, the client stops, or the client leaves."""
+async def _stream_audio(stream: _Stream, service: MusicService) -> _Outcome:
+    """Decode frames as they come and send the audio until the generation ends or fails, the client
+    stops, or the client leaves."""
+    connection, session, body, job, stop = (
+        stream.connection,
+        stream.session,
+        stream.body,
+        stream.job,
+        stream.stop,
+    )
     model = service.model
     loop = asyncio.get_running_loop()
     decoder = StreamingDecoder(model.codec)
@@ -282,14 +274,14 @@ async def _stream_audio(
     stop_task = asyncio.create_task(stop.wait())
     try:
         while not done:
-            get_task = asyncio.create_task(frames_queue.get())
+            get_task = asyncio.create_task(stream.frames.get())
             await asyncio.wait({get_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():
                 get_task.cancel()
                 break
             items = [get_task.result()]
-            while not frames_queue.empty():
-                items.append(frames_queue.get_nowait())
+            while not stream.frames.empty():
+                items.append(stream.frames.get_nowait())
             for item in items:
                 if item is _DONE:
                     done = True
@@ -311,7 +303,7 @@ async def _stream_audio(
                 await connection.send_bytes(encode_chunk(seq, offset, audio, model.sample_rate))
             else:
                 await connection.send_json(audio_message(seq, offset, audio, model.sample_rate))
-            sent_times.append(time.time())
+            stream.sent_times.append(time.time())
             session.chunks_sent, session.samples_sent = seq + 1, offset + int(audio.shape[-1])
             if connection.closed:
                 return _Outcome.LEFT
@@ -320,25 +312,9 @@ async def _stream_audio(
     return _Outcome.STOPPED if stop.is_set() and not done else _Outcome.ENDED
 
 
-async def _send_stopped(connection: _Connection, session: StreamSession, job: Job, submitted: float) -> None:
-    await connection.send_json(
-        {
-            "type": "done",
-            "stopped": True,
-            "chunks": session.chunks_sent,
-            "samples": session.samples_sent,
-            "audio_seconds": session.samples_sent / session.sample_rate,
-            "seed": job.request.params.seed,
-            "timings": {"total_seconds": time.time() - submitted},
-        }
-    )
-    await connection.close(CloseCode.NORMAL)
-
-
-async def _send_result(
-    connection: _Connection, session: StreamSession, job: Job, submitted: float, sent_times: list[float]
-) -> None:
+async def _send_result(stream: _Stream) -> None:
     """The final message of a generation that ended: ``done`` with timings, or the error it ended with."""
+    session, job = stream.session, stream.job
     error = job.future.exception()
     if isinstance(error, Cancelled):
         code = CloseCode.SHUTTING_DOWN if error.reason is CancelReason.SHUTDOWN else CloseCode.BAD_REQUEST
@@ -350,36 +326,16 @@ async def _send_result(
         raise StreamError(
             CloseCode.INTERNAL, "generation failed because of an internal error (logged on the server)"
         )
-    result = job.future.result()
-    finished = time.time()
-    audio_seconds = session.samples_sent / session.sample_rate
-    timings = {
-        "queued_seconds": result.started_at - submitted,
-        "generate_seconds": result.generate_seconds,
-        "compile_seconds": result.compile_seconds,
-        "first_chunk_seconds": (sent_times[0] - submitted) if sent_times else None,
-        "total_seconds": finished - submitted,
-        "submitted_at": submitted,
-        "generation_finished_at": result.finished_at,
-        "first_chunk_at": sent_times[0] if sent_times else None,
-        "chunks_before_generation_end": sum(t < result.finished_at for t in sent_times),
-        "real_time_factor": audio_seconds / (finished - result.started_at)
-        if finished > result.started_at
-        else None,
-    }
-    await connection.send_json(
-        {
-            "type": "done",
-            "stopped": False,
-            "chunks": session.chunks_sent,
-            "samples": session.samples_sent,
-            "audio_seconds": audio_seconds,
-            "seed": result.seed,
-            "batch_size": result.batch_size,
-            "timings": timings,
-        }
+    message = done_message(
+        session.chunks_sent,
+        session.samples_sent,
+        session.sample_rate,
+        job.future.result(),
+        stream.submitted,
+        stream.sent_times,
     )
-    await connection.close(CloseCode.NORMAL)
+    await stream.connection.send_json(message)
+    await stream.connection.close(CloseCode.NORMAL)
 
 
 def _decode_step(decoder: StreamingDecoder, codes: np.ndarray | None, final: bool) -> np.ndarray:

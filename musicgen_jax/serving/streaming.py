@@ -32,22 +32,27 @@ a single decode of the whole clip up to float rounding: there are no joins to he
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import enum
 import json
 import re
 import struct
+import time
 from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from musicgen_jax.serving.queue import JobResult
 from musicgen_jax.serving.schemas import StreamRequest
 
 HEADER = struct.Struct("<4sIIHHQ")  # magic, seq, sample_rate, channels, dtype, offset
 MAGIC = b"MGA1"
 DTYPE_FLOAT32 = 1
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+START_TIMEOUT = 30.0  # seconds the server waits for start_streaming
 
 
 class CloseCode(enum.IntEnum):
@@ -88,6 +93,26 @@ def decode_chunk(frame: bytes) -> tuple[int, int, int, np.ndarray]:
     return seq, offset, rate, samples
 
 
+def started_message(
+    session_id: str, seed: int, sample_rate: int, channels: int, body: StreamRequest, duration: float
+) -> dict[str, Any]:
+    """The server's answer to ``start_streaming``: how the audio will arrive."""
+    return {
+        "type": "started",
+        "session_id": session_id,
+        "seed": seed,
+        "sample_rate": sample_rate,
+        "channels": channels,
+        "dtype": "float32",
+        "byte_order": "little",
+        "layout": "interleaved",
+        "encoding": body.encoding,
+        "header_bytes": HEADER.size,
+        "duration": duration,
+        "chunk_duration": body.chunk_duration,
+    }
+
+
 def audio_message(seq: int, offset: int, audio: np.ndarray, sample_rate: int) -> dict[str, Any]:
     """A chunk as a JSON text message (``encoding="base64"``); ``audio`` is ``[channels, samples]``."""
     payload = np.ascontiguousarray(audio.T, dtype="<f4").tobytes()
@@ -101,6 +126,64 @@ def audio_message(seq: int, offset: int, audio: np.ndarray, sample_rate: int) ->
         "dtype": "float32",
         "data": base64.b64encode(payload).decode("ascii"),
     }
+
+
+def stopped_message(chunks: int, samples: int, sample_rate: int, seed: int, total_seconds: float) -> dict:
+    """The last message of a stream the client stopped."""
+    return {
+        "type": "done",
+        "stopped": True,
+        "chunks": chunks,
+        "samples": samples,
+        "audio_seconds": samples / sample_rate,
+        "seed": seed,
+        "timings": {"total_seconds": total_seconds},
+    }
+
+
+def done_message(
+    chunks: int, samples: int, sample_rate: int, result: JobResult, submitted: float, sent_times: list[float]
+) -> dict[str, Any]:
+    """The last message of a stream whose generation finished: what was sent, and when (Unix times)."""
+    finished = time.time()
+    audio_seconds = samples / sample_rate
+    timings = {
+        "queued_seconds": result.started_at - submitted,
+        "generate_seconds": result.generate_seconds,
+        "compile_seconds": result.compile_seconds,
+        "first_chunk_seconds": (sent_times[0] - submitted) if sent_times else None,
+        "total_seconds": finished - submitted,
+        "submitted_at": submitted,
+        "generation_finished_at": result.finished_at,
+        "first_chunk_at": sent_times[0] if sent_times else None,
+        "chunks_before_generation_end": sum(t < result.finished_at for t in sent_times),
+        "real_time_factor": audio_seconds / (finished - result.started_at)
+        if finished > result.started_at
+        else None,
+    }
+    return {
+        "type": "done",
+        "stopped": False,
+        "chunks": chunks,
+        "samples": samples,
+        "audio_seconds": audio_seconds,
+        "seed": result.seed,
+        "batch_size": result.batch_size,
+        "timings": timings,
+    }
+
+
+async def read_start(websocket: WebSocket) -> StreamRequest:
+    """The request of the client's first message, which must come within ``START_TIMEOUT``."""
+    try:
+        message = await asyncio.wait_for(websocket.receive(), START_TIMEOUT)
+    except TimeoutError:
+        raise StreamError(
+            CloseCode.BAD_REQUEST, f"no start_streaming message within {START_TIMEOUT:g} s"
+        ) from None
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", CloseCode.NORMAL))
+    return parse_start(message.get("text"))
 
 
 def parse_start(text: str | None) -> StreamRequest:
