@@ -219,6 +219,19 @@ def test_continuation_from_an_uploaded_prompt(client):
     )
     assert too_long.status_code == 422
     assert "must be shorter than duration" in too_long.json()["detail"][0]["msg"]
+    past_the_end = client.post(
+        "/generate",
+        data={"duration": "5", "continuation_start": "4"},
+        files={"input_audio": ("prompt.wav", tone_wav(3.0), "audio/wav")},
+    )
+    assert past_the_end.status_code == 422
+    assert past_the_end.json()["detail"] == [
+        {
+            "loc": ["body", "continuation_start"],
+            "msg": "continuation_start (4 s) is past the end of input_audio (3.00 s)",
+            "type": "value_error",
+        }
+    ]
 
 
 @pytest.mark.parametrize(
@@ -274,6 +287,13 @@ def test_malformed_requests_get_clear_4xx(client):
     assert long_audio.status_code == 422 and "at most 20 s" in long_audio.json()["detail"][0]["msg"]
     huge = client.post("/generate", content=b"x" * 2_000_001, headers={"content-type": "application/json"})
     assert huge.status_code == 413 and "larger than" in huge.json()["detail"]
+    # Without a Content-Length (chunked), the body is counted as it arrives.
+    chunked = client.post(
+        "/generate", content=iter([b" " * 1_000_000] * 3), headers={"content-type": "application/json"}
+    )
+    assert "content-length" not in chunked.request.headers
+    assert chunked.status_code == 413
+    assert chunked.json() == {"detail": "request body larger than 2000000 bytes"}
     assert client.get("/generate/0123").status_code == 404
     assert client.get("/download/0123").json() == {"detail": "no task '0123'"}
     assert client.get("/tasks?limit=0").status_code == 422
@@ -305,6 +325,47 @@ def test_an_internal_error_is_a_500_json_without_internals(client, monkeypatch):
     body = response.json()
     assert body["detail"] == "internal server error" and len(body["error_id"]) == 12
     assert "secret" not in response.text and "Traceback" not in response.text
+
+
+def test_refusals_name_their_field_by_attribute(client):
+    """The 422 ``loc`` comes from the ``field`` the errors carry, never from their wording."""
+    from musicgen_jax.conditioning import Attributes, InvalidAttributeError
+    from musicgen_jax.generation.params import GenerationParams, GenerationParamsError
+    from musicgen_jax.serving.errors import FieldError
+    from musicgen_jax.serving.schemas import GenerateRequest
+
+    for make, error_type, field in [
+        (lambda: GenerationParams(top_k=-1), GenerationParamsError, "top_k"),
+        (lambda: GenerationParams(guidance_scale=float("nan")), GenerationParamsError, "guidance_scale"),
+        (lambda: Attributes.create(instruments="piano, kazoo"), InvalidAttributeError, "instruments"),
+        (lambda: Attributes.create(tempo="fast"), InvalidAttributeError, "tempo"),
+    ]:
+        with pytest.raises(error_type) as raised:
+            make()
+        assert raised.value.field == field
+    service = client.app.state.service
+    for body, field in [
+        ({"mood": ["happy", "grumpy"]}, "mood"),  # the library's message starts "unknown mood"
+        ({"key": "H major"}, "key"),
+        ({"prompt": "x" * 201}, "prompt"),
+        ({"continuation_end": 3.0}, "continuation_start"),
+    ]:
+        with pytest.raises(FieldError) as raised:
+            service.build_request(GenerateRequest(**body))
+        assert raised.value.field == field, body
+
+
+def test_tasks_left_when_the_server_stops_fail_as_interrupted(model, tiny_jax_dir, tmp_path):
+    from musicgen_jax.serving.service import SHUT_DOWN
+
+    settings = make_settings(model=str(tiny_jax_dir), data_dir=tmp_path, warmup_batch_sizes="")
+    with TestClient(create_app(settings, model, start_worker=False)) as idle:  # tasks stay queued
+        wait_ready(idle)
+        task_id = idle.post("/generate", json={"prompt": "never run"}).json()["task_id"]
+    store = TaskStore(tmp_path)  # after the shutdown
+    record = store.get(task_id)
+    store.close()
+    assert (record.status, record.error) == ("failed", SHUT_DOWN)
 
 
 # ---------------------------------------------------------------------------------- streaming
@@ -360,7 +421,8 @@ def test_stream_chunks_arrive_early_and_equal_the_downloaded_audio(client):
     signal = np.sqrt(np.mean(downloaded**2))
     snr = 20 * np.log10(signal / max(np.sqrt(np.mean((streamed - downloaded) ** 2)), 1e-12))
     print(
-        f"stream vs download: max |diff| {difference:.2e} ({difference / PCM16_STEP:.2f} LSB of 16 bit), SNR {snr:.1f} dB"
+        f"stream vs download: max |diff| {difference:.2e} "
+        f"({difference / PCM16_STEP:.2f} LSB of 16 bit), SNR {snr:.1f} dB"
     )
     assert difference <= 1.01 * PCM16_STEP and snr > 60
 
@@ -596,6 +658,31 @@ def test_queue_batches_by_shape_and_one_bad_request_fails_alone():
     # One batch of key 1 padded to the bucket (4), the retries one by one, then key 2 alone.
     assert engine.batches[0] == ["a", "bad", "c", "a"]
     assert engine.batches[1:4] == [["a"], ["bad"], ["c"]] and engine.batches[4] == ["d"]
+
+
+def test_queue_cancellations_say_why():
+    from musicgen_jax.generation.params import GenerationParams, GenerationRequest
+    from musicgen_jax.serving.queue import Cancelled, CancelReason
+
+    engine = _FakeEngine()
+    queue = GenerationQueue(engine, max_batch=4, window=0.0)
+    abandoned = Job(GenerationRequest("a", GenerationParams(seed=1)), key=1)
+    abandoned.cancelled.set()  # its client left before it ran
+    queue.submit(abandoned)
+    queue.start()
+    try:
+        error = abandoned.future.exception(timeout=10)
+    finally:
+        queue.stop()
+    assert isinstance(error, Cancelled) and error.reason is CancelReason.REQUESTED
+    assert engine.batches == []  # it never reached the device
+
+    stopped = GenerationQueue(engine)  # never started: its job is still waiting when it stops
+    waiting = Job(GenerationRequest("b", GenerationParams(seed=2)), key=1)
+    stopped.submit(waiting)
+    assert stopped.stop() == [waiting]
+    error = waiting.future.exception(timeout=0)
+    assert isinstance(error, Cancelled) and error.reason is CancelReason.SHUTDOWN
 
 
 def test_settings_from_environment_and_flags(monkeypatch, tmp_path):

@@ -21,14 +21,20 @@ from musicgen_jax.conditioning import vocabulary
 
 
 class InvalidAttributeError(ValueError):
-    """An attribute value the product does not know, or out of range."""
+    """An attribute value the product does not know, or out of range. ``field`` names the argument of
+    :meth:`Attributes.create` at fault (``"mood"``, ``"instruments"``), so a caller can point at the
+    input without reading the message."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 def _normalise(word: str) -> str:
     return " ".join(word.strip().lower().replace("_", " ").split())
 
 
-def _lookup(kind: str, value: str, known: Sequence[str]) -> str:
+def _lookup(kind: str, value: str, known: Sequence[str], field: str) -> str:
     word = _normalise(value)
     aliases = {_normalise(k): k for k in known}
     aliases.update({k.replace(" ", "-"): v for k, v in list(aliases.items())})
@@ -37,7 +43,7 @@ def _lookup(kind: str, value: str, known: Sequence[str]) -> str:
         return aliases[word]
     close = difflib.get_close_matches(word, list(aliases), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(repr(aliases[c]) for c in dict.fromkeys(close))}?" if close else ""
-    raise InvalidAttributeError(f"unknown {kind} {value!r}{hint} Known {kind}s: {', '.join(known)}.")
+    raise InvalidAttributeError(f"unknown {kind} {value!r}{hint} Known {kind}s: {', '.join(known)}.", field)
 
 
 def _as_list(value: str | Iterable[str] | None) -> list[str]:
@@ -72,24 +78,26 @@ class Attributes:
         duration: float | None = None,
     ) -> Attributes:
         """Validate user input; raises :class:`InvalidAttributeError` with the known values."""
-        genre_value = _lookup("genre", genre, vocabulary.GENRES) if genre not in (None, "") else None
-        moods = tuple(dict.fromkeys(_lookup("mood", m, vocabulary.MOODS) for m in _as_list(mood)))
+        genre_value = _lookup("genre", genre, vocabulary.GENRES, "genre") if genre not in (None, "") else None
+        moods = tuple(dict.fromkeys(_lookup("mood", m, vocabulary.MOODS, "mood") for m in _as_list(mood)))
         instrument_values = tuple(
-            dict.fromkeys(_lookup("instrument", i, vocabulary.INSTRUMENTS) for i in _as_list(instruments))
+            dict.fromkeys(
+                _lookup("instrument", i, vocabulary.INSTRUMENTS, "instruments") for i in _as_list(instruments)
+            )
         )
-        key_value = _lookup("key", key, vocabulary.KEYS) if key not in (None, "") else None
+        key_value = _lookup("key", key, vocabulary.KEYS, "key") if key not in (None, "") else None
         tempo_value = None
         if tempo not in (None, ""):
             try:
                 tempo_value = float(tempo)
             except (TypeError, ValueError):
                 raise InvalidAttributeError(
-                    f"tempo must be a number of beats per minute, got {tempo!r}"
+                    f"tempo must be a number of beats per minute, got {tempo!r}", "tempo"
                 ) from None
             low, high = vocabulary.TEMPO_RANGE
             if not low <= tempo_value <= high:
                 raise InvalidAttributeError(
-                    f"tempo must be between {low:g} and {high:g} BPM, got {tempo_value:g}"
+                    f"tempo must be between {low:g} and {high:g} BPM, got {tempo_value:g}", "tempo"
                 )
         duration_value = None
         if duration is not None:
@@ -97,7 +105,8 @@ class Attributes:
             low, high = vocabulary.DURATION_RANGE
             if not low <= duration_value <= high:
                 raise InvalidAttributeError(
-                    f"duration must be between {low:g} and {high:g} seconds, got {duration_value:g}"
+                    f"duration must be between {low:g} and {high:g} seconds, got {duration_value:g}",
+                    "duration",
                 )
         return cls(
             genre=genre_value,

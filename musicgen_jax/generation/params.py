@@ -18,7 +18,12 @@ MAX_BEAMS = 8
 
 
 class GenerationParamsError(ValueError):
-    """A generation setting out of its range."""
+    """A generation setting out of its range. ``field`` names the setting at fault (``"top_k"``), so a
+    caller can point at the input without reading the message; None when no single setting is."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +41,9 @@ class GenerationParams:
     extend_stride: float = 18.0  # seconds the window advances past the model's context
 
     def __post_init__(self) -> None:
-        def check(ok: bool, message: str) -> None:
+        def check(ok: bool, field: str, message: str) -> None:
             if not ok:
-                raise GenerationParamsError(message)
+                raise GenerationParamsError(message, field)
 
         for name in (
             "duration",
@@ -52,36 +57,48 @@ class GenerationParams:
             value = getattr(self, name)
             check(
                 isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                name,
                 f"{name} must be a finite number, got {value!r}",
             )
         check(
             MIN_DURATION <= self.duration <= MAX_DURATION,
+            "duration",
             f"duration must be between {MIN_DURATION:g} and {MAX_DURATION:g} seconds, got {self.duration:g}",
         )
         check(
             self.temperature > 0,
+            "temperature",
             f"temperature must be greater than 0, got {self.temperature:g} (use greedy for argmax)",
         )
         check(
             isinstance(self.top_k, int) and not isinstance(self.top_k, bool) and self.top_k >= 0,
+            "top_k",
             f"top_k must be a whole number >= 0 (0 = off), got {self.top_k!r}",
         )
-        check(0.0 <= self.top_p <= 1.0, f"top_p must be in (0, 1] (or 0 = off), got {self.top_p:g}")
-        check(self.guidance_scale >= 0, f"guidance_scale must be >= 0, got {self.guidance_scale:g}")
+        check(0.0 <= self.top_p <= 1.0, "top_p", f"top_p must be in (0, 1] (or 0 = off), got {self.top_p:g}")
+        check(
+            self.guidance_scale >= 0,
+            "guidance_scale",
+            f"guidance_scale must be >= 0, got {self.guidance_scale:g}",
+        )
         check(
             self.repetition_penalty > 0,
+            "repetition_penalty",
             f"repetition_penalty must be greater than 0, got {self.repetition_penalty:g}",
         )
         check(
             isinstance(self.num_beams, int) and 1 <= self.num_beams <= MAX_BEAMS,
+            "num_beams",
             f"num_beams must be between 1 and {MAX_BEAMS}, got {self.num_beams!r}",
         )
         check(
             self.seed is None or (isinstance(self.seed, int) and 0 <= self.seed < 2**32),
+            "seed",
             f"seed must be an integer in [0, 2^32), got {self.seed!r}",
         )
         check(
             self.extend_stride > 0,
+            "extend_stride",
             f"extend_stride must be greater than 0 seconds, got {self.extend_stride:g}",
         )
 
@@ -103,6 +120,8 @@ class GenerationRequest:
 
     def __post_init__(self) -> None:
         if self.prompt is not None and not isinstance(self.prompt, str):
-            raise GenerationParamsError(f"prompt must be a string, got {type(self.prompt).__name__}")
+            raise GenerationParamsError(
+                f"prompt must be a string, got {type(self.prompt).__name__}", "prompt"
+            )
         if self.prompt_codes is not None and np.asarray(self.prompt_codes).ndim != 2:
-            raise GenerationParamsError("prompt_codes must be [codebooks, frames]")
+            raise GenerationParamsError("prompt_codes must be [codebooks, frames]", "prompt_codes")

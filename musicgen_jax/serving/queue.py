@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import enum
 import logging
 import threading
 import time
@@ -33,8 +34,19 @@ class QueueFull(RuntimeError):
     """More jobs are waiting than the server accepts."""
 
 
+class CancelReason(enum.Enum):
+    """Why a job did not finish: its callers answer differently (a stream closes with 1012 on shutdown)."""
+
+    REQUESTED = "requested"  # every job of its batch was cancelled (a stream stopped, a client left)
+    SHUTDOWN = "shutdown"  # the server is stopping
+
+
 class Cancelled(RuntimeError):
-    """The job was cancelled before it finished."""
+    """The job was cancelled before it finished; ``reason`` says why (the message is for people)."""
+
+    def __init__(self, message: str, reason: CancelReason):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclasses.dataclass(eq=False)
@@ -133,7 +145,9 @@ class GenerationQueue:
                 job.cancelled.set()
             self._condition.notify_all()
         for job in dropped:
-            _resolve(job, error=Cancelled("the server shut down before this request ran"))
+            _resolve(
+                job, error=Cancelled("the server shut down before this request ran", CancelReason.SHUTDOWN)
+            )
         if self._thread is not None:
             self._thread.join(timeout)
         return dropped
@@ -182,7 +196,7 @@ class GenerationQueue:
         live = [job for job in batch if not job.cancelled.is_set()]
         for job in batch:
             if job.cancelled.is_set():
-                _resolve(job, error=Cancelled("cancelled before it started"))
+                _resolve(job, error=Cancelled("cancelled before it started", CancelReason.REQUESTED))
         if not live:
             self.running = []
             return
@@ -190,7 +204,7 @@ class GenerationQueue:
             self._generate(live)
         except Cancelled as error:
             for job in live:
-                _resolve(job, error=Cancelled(str(error)))
+                _resolve(job, error=Cancelled(str(error), error.reason))
         except Exception as error:  # noqa: BLE001 - every job gets an answer; the worker must live on
             if len(live) > 1:
                 logger.warning("a batch of %d failed (%s); retrying its jobs one by one", len(live), error)
@@ -227,9 +241,9 @@ class GenerationQueue:
 
         def progress(done: int, total: int) -> None:
             if self._stopping:
-                raise Cancelled("the server shut down while generating")
+                raise Cancelled("the server shut down while generating", CancelReason.SHUTDOWN)
             if all(job.cancelled.is_set() for job in jobs):
-                raise Cancelled("cancelled while generating")
+                raise Cancelled("cancelled while generating", CancelReason.REQUESTED)
 
         streaming = any(job.on_frames is not None for job in jobs)
         # A stream wants its first audio early: run the loop in short chunks (0.2 s of frames, the

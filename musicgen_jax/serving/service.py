@@ -1,11 +1,12 @@
-"""What the server does, without HTTP: load and warm the model, turn requests into tasks, write files.
+"""What the server does, without HTTP: load and warm the model, turn requests into tasks, finish them.
 
 Threads, and what each owns:
 
 * ``musicgen-device`` (:class:`~musicgen_jax.serving.queue.GenerationQueue`): loads the model,
   compiles the warm-up buckets, then runs every generation. Nothing else calls the generator.
 * ``musicgen-audio-*`` (a small pool): the CPU-bound audio work: decoding codes with the codec,
-  normalising and encoding files, reading uploads, encoding audio prompts, evaluation metrics.
+  normalising and encoding files (:mod:`.audio_files`), reading uploads (:mod:`.uploads`),
+  encoding audio prompts (:mod:`.generation_request`), evaluation metrics (:mod:`.evaluation`).
 * the event loop only awaits these (``run_in_executor``), so it never blocks on the model.
 """
 
@@ -13,20 +14,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import datetime
-import io
 import logging
 import threading
 import time
 import uuid
 from typing import Any
 
-import numpy as np
-
-from musicgen_jax.audio.layout import MAX_CHANNELS
-from musicgen_jax.conditioning.text import PromptError
+from musicgen_jax.serving import generation_request, views
+from musicgen_jax.serving.audio_files import touch_audio_path, write_task_audio
+from musicgen_jax.serving.errors import NotReady
 from musicgen_jax.serving.metrics import ServerMetrics
-from musicgen_jax.serving.queue import Cancelled, GenerationQueue, Job, JobResult
+from musicgen_jax.serving.queue import Cancelled, CancelReason, GenerationQueue, Job, JobResult
 from musicgen_jax.serving.schemas import GenerateRequest, TaskStatus
 from musicgen_jax.serving.security import KeyRing, RateLimiter
 from musicgen_jax.serving.settings import ServerSettings
@@ -36,22 +34,6 @@ logger = logging.getLogger(__name__)
 
 SHUT_DOWN = "interrupted: the server shut down before this task finished; submit it again"
 INTERNAL = "generation failed because of an internal error (logged on the server)"
-
-
-class NotReady(RuntimeError):
-    """The model is still loading or warming up (or failed to)."""
-
-
-class AudioInputError(ValueError):
-    """An uploaded file that is not usable audio."""
-
-
-class FieldError(ValueError):
-    """A request value the model cannot take, with the field it belongs to."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
 
 
 @dataclasses.dataclass(eq=False)
@@ -120,7 +102,7 @@ class MusicService:
             leftovers = list(self.live.values())
         for handle in leftovers:  # the worker never started them (or was not running)
             if not handle.job.future.done():
-                handle.job.future.set_exception(Cancelled(SHUT_DOWN))
+                handle.job.future.set_exception(Cancelled(SHUT_DOWN, CancelReason.SHUTDOWN))
         self.audio_pool.shutdown(wait=True, cancel_futures=False)
         self.store.close()
 
@@ -142,10 +124,8 @@ class MusicService:
 
     def _warm_up(self) -> None:
         """Compile the configured buckets and touch every lazily initialised library once."""
-        from musicgen_jax.audio import save_audio
-
-        settings, model = self.settings, self.model
-        engine, shapes = model.engine, model.engine.shapes
+        settings, engine = self.settings, self.model.engine
+        shapes = engine.shapes
         began = time.perf_counter()
         if not settings.warmup_batch_sizes:  # nothing to compile ahead: everything compiles on first use
             settings = settings.model_copy(update={"warmup_text_tokens": []})
@@ -158,13 +138,7 @@ class MusicService:
                 engine.warmup(batch_sizes=sizes, durations=durations, text_tokens=tokens)
             # The text encoder compiles per (batch, text length); batches are padded to buckets.
             engine.warmup_text_encoder(shapes.batch_buckets_up_to(settings.max_batch_size), tokens)
-        frames = max(8, int(model.frame_rate // 5))
-        audio = model.decode(np.zeros((1, model.num_codebooks, frames), np.int32))[0]
-        path = self.store.data_dir / f".warmup-{uuid.uuid4().hex[:8]}.wav"
-        try:
-            save_audio(path, audio + 1e-3, model.sample_rate, normalization="loudness")
-        finally:
-            path.unlink(missing_ok=True)
+        touch_audio_path(self.model, self.store.data_dir)
         logger.info("warm-up took %.1f s", time.perf_counter() - began)
 
     def require_ready(self) -> None:
@@ -176,106 +150,24 @@ class MusicService:
             )
             raise NotReady(detail)
 
-    # ------------------------------------------------------------------------------ requests
+    # ------------------------------------------------------------------------------ tasks
 
     def build_request(self, body: GenerateRequest, input_audio: bytes | None = None):
-        """A validated :class:`~musicgen_jax.generation.params.GenerationRequest` with a concrete seed.
-
-        Raises ValueError (the library's messages) for anything the model cannot do.
-        """
-        settings, model = self.settings, self.model
-        if body.prompt is not None and len(body.prompt) > settings.max_prompt_chars:
-            raise ValueError(
-                f"prompt is {len(body.prompt)} characters long; this server takes at most {settings.max_prompt_chars}"
-            )
-        duration = body.duration if body.duration is not None else settings.default_duration
-        if duration > settings.max_duration:
-            raise ValueError(
-                f"duration must be at most {settings.max_duration:g} seconds on this server, got {duration:g}"
-            )
-        audio_prompt = None
-        if input_audio is not None:
-            audio, rate = read_audio(input_audio, settings.max_input_audio_seconds, "input_audio")
-            audio_prompt = (
-                continuation_slice(audio, rate, body.continuation_start, body.continuation_end),
-                rate,
-            )
-            prompt_seconds = audio_prompt[0].shape[-1] / rate
-            if prompt_seconds >= duration:
-                raise ValueError(
-                    f"the audio prompt ({prompt_seconds:.2f} s) must be shorter than duration ({duration:g} s), "
-                    "which includes it; raise duration or shorten continuation_end"
-                )
-        elif body.continuation_start > 0 or body.continuation_end not in (None, -1):
-            raise ValueError("continuation_start and continuation_end need an input_audio upload")
-        _check_attributes(body)
-        requests = model.make_requests(
-            body.prompt,
-            duration=float(duration),
-            temperature=body.temperature,
-            top_k=body.top_k,
-            top_p=body.top_p,
-            guidance_scale=body.guidance_scale,
-            num_beams=body.num_beams,
-            seed=body.seed,
-            genre=body.genre,
-            mood=body.mood,
-            tempo=body.tempo,
-            instruments=body.instruments,
-            key=body.key,
-            audio_prompt=None if audio_prompt is None else audio_prompt[0],
-            audio_prompt_sample_rate=None if audio_prompt is None else audio_prompt[1],
-        )
-        request = dataclasses.replace(requests[0], params=requests[0].params.with_seed())
-        self._check_prompt_tokens(request)
-        return request
-
-    def _check_prompt_tokens(self, request) -> None:
-        """The token-count check generation would do, now, through the model's own text path."""
-        text = self.model.engine.text
-        try:
-            text.check_length(text.render(request.prompt, request.attributes))
-        except PromptError as error:
-            raise FieldError(error.field, str(error)) from None
-
-    def applied_settings(self, body: GenerateRequest, request) -> dict[str, Any]:
-        """The settings a task ran with, as its status reports them."""
-        params, attributes = request.params, request.attributes
-        prompt_frames = 0 if request.prompt_codes is None else int(np.asarray(request.prompt_codes).shape[1])
-        return {
-            "prompt": request.prompt,
-            "duration": params.duration,
-            "temperature": params.temperature,
-            "top_k": params.top_k,
-            "top_p": params.top_p,
-            "num_beams": params.num_beams,
-            "guidance_scale": params.guidance_scale,
-            "seed": params.seed,
-            "genre": attributes.genre if attributes else None,
-            "mood": list(attributes.moods) if attributes else [],
-            "tempo": attributes.tempo if attributes else None,
-            "instruments": list(attributes.instruments) if attributes else [],
-            "key": attributes.key if attributes else None,
-            "format": body.format,
-            "normalization_strategy": body.normalization_strategy,
-            "audio_prompt_seconds": prompt_frames / self.model.frame_rate if prompt_frames else None,
-        }
-
-    def shape_key(self, request) -> tuple:
-        """Jobs batch together when their compiled programs agree (see :mod:`.queue`)."""
-        return self.model.engine.shapes.shape_key(request)
+        """See :func:`~musicgen_jax.serving.generation_request.build_request` (raises ValueError)."""
+        return generation_request.build_request(self.model, self.settings, body, input_audio)
 
     def make_job(self, request, **fields: Any) -> Job:
-        job = Job(request, self.shape_key(request), **fields)
-        job.frames_total = self.model.engine.shapes.frames(request.params.duration)
+        """A device job; jobs batch together when their compiled programs agree (see :mod:`.queue`)."""
+        shapes = self.model.engine.shapes
+        job = Job(request, shapes.shape_key(request), **fields)
+        job.frames_total = shapes.frames(request.params.duration)
         return job
 
     def submit_task(self, body: GenerateRequest, request, owner: str | None) -> TaskHandle:
         """Record a task and queue it; raises QueueFull."""
         task_id = uuid.uuid4().hex
-        self.store.create(
-            task_id, self.applied_settings(body, request), body.format, request.params.seed, owner
-        )
+        settings = generation_request.applied_settings(body, request, self.model.frame_rate)
+        self.store.create(task_id, settings, body.format, request.params.seed, owner)
 
         def on_start(started_at: float, batch_size: int) -> None:
             self.store.mark_running([task_id], started_at, batch_size)
@@ -306,51 +198,11 @@ class MusicService:
             fn(*args)
 
     def _finish_task(self, handle: TaskHandle) -> None:
-        """Decode, normalise and write the task's file (audio pool), then mark it finished."""
-        task_id, model = handle.task_id, self.model
+        """Write the task's file (audio pool) and record how it ended; then set ``handle.finished``."""
+        task_id = handle.task_id
         status = "failed"
         try:
-            try:
-                result: JobResult = handle.job.future.result()
-            except Cancelled as error:
-                self.store.fail(task_id, SHUT_DOWN if "shut down" in str(error) else f"cancelled: {error}")
-                return
-            except ValueError as error:  # the library's own words about a request it cannot run
-                self.store.fail(task_id, str(error))
-                return
-            except Exception:
-                logger.exception("task %s failed", task_id)
-                self.store.fail(task_id, INTERNAL)
-                return
-            began = time.perf_counter()
-            try:
-                audio = model.decode(result.frames[None])[0]  # [channels, samples]
-                path = self.store.new_audio_path(task_id, handle.format)
-                from musicgen_jax.audio import save_audio
-
-                save_audio(
-                    path, audio, model.sample_rate, format=handle.format, normalization=handle.normalization
-                )
-            except Exception:
-                logger.exception("task %s: writing its audio failed", task_id)
-                self.store.fail(task_id, "writing the audio file failed (logged on the server)")
-                return
-            decode_seconds = time.perf_counter() - began
-            self.store.complete(
-                task_id,
-                file_name=path.name,
-                file_bytes=path.stat().st_size,
-                sample_rate=model.sample_rate,
-                channels=int(audio.shape[0]),
-                audio_seconds=audio.shape[-1] / model.sample_rate,
-                generate_seconds=result.generate_seconds,
-                compile_seconds=result.compile_seconds,
-                decode_seconds=decode_seconds,
-                batch_size=result.batch_size,
-                started_at=result.started_at,
-            )
-            status = "completed"
-            self.metrics.task_latency.observe(time.time() - handle.job.submitted_at)
+            status = self._record_outcome(handle)
         except Exception:
             logger.exception("task %s: could not record its outcome", task_id)
         finally:
@@ -359,6 +211,47 @@ class MusicService:
                 self.live.pop(task_id, None)
             if not handle.finished.done():
                 handle.finished.set_result(status)
+
+    def _record_outcome(self, handle: TaskHandle) -> str:
+        """The task's final status, written to the store: "completed" with its file, or "failed"."""
+        task_id, model = handle.task_id, self.model
+        try:
+            result: JobResult = handle.job.future.result()
+        except Cancelled as error:
+            self.store.fail(
+                task_id, SHUT_DOWN if error.reason is CancelReason.SHUTDOWN else f"cancelled: {error}"
+            )
+            return "failed"
+        except ValueError as error:  # the library's own words about a request it cannot run
+            self.store.fail(task_id, str(error))
+            return "failed"
+        except Exception:
+            logger.exception("task %s failed", task_id)
+            self.store.fail(task_id, INTERNAL)
+            return "failed"
+        began = time.perf_counter()
+        try:
+            path = self.store.new_audio_path(task_id, handle.format)
+            audio = write_task_audio(model, result.frames, path, handle.format, handle.normalization)
+        except Exception:
+            logger.exception("task %s: writing its audio failed", task_id)
+            self.store.fail(task_id, "writing the audio file failed (logged on the server)")
+            return "failed"
+        self.store.complete(
+            task_id,
+            file_name=path.name,
+            file_bytes=path.stat().st_size,
+            sample_rate=model.sample_rate,
+            channels=int(audio.shape[0]),
+            audio_seconds=audio.shape[-1] / model.sample_rate,
+            generate_seconds=result.generate_seconds,
+            compile_seconds=result.compile_seconds,
+            decode_seconds=time.perf_counter() - began,
+            batch_size=result.batch_size,
+            started_at=result.started_at,
+        )
+        self.metrics.task_latency.observe(time.time() - handle.job.submitted_at)
+        return "completed"
 
     def _record_batch(self, jobs: list[Job], generate_seconds: float, compile_seconds: float) -> None:
         seconds = sum(job.request.params.duration for job in jobs)
@@ -377,139 +270,7 @@ class MusicService:
 
     def task_status(self, record: TaskRecord) -> TaskStatus:
         handle = self.live.get(record.task_id)
-        progress = 1.0 if record.status == "completed" else (handle.job.progress if handle else 0.0)
-        if record.status == "failed" and handle is None:
-            progress = 0.0
-        generate = record.generate_seconds
-        decode = record.decode_seconds
-        rtf = None
-        if record.audio_seconds and generate is not None and decode is not None and generate + decode > 0:
-            rtf = record.audio_seconds / (generate + decode)
-        return TaskStatus(
-            task_id=record.task_id,
-            status=record.status,
-            progress=progress,
-            # A queued job no longer in the queue is in the batch being formed: next.
-            queue_position=(self.queue.position(handle.job) or 0)
-            if handle and record.status == "queued"
-            else None,
-            prompt=record.request.get("prompt"),
-            request=record.request,
-            seed=record.seed,
-            format=record.format,
-            created_at=_iso(record.created_at),
-            started_at=_iso(record.started_at),
-            finished_at=_iso(record.finished_at),
-            queued_seconds=_difference(record.started_at, record.created_at),
-            total_seconds=_difference(record.finished_at, record.created_at),
-            generate_seconds=generate,
-            compile_seconds=record.compile_seconds,
-            decode_seconds=decode,
-            real_time_factor=rtf,
-            audio_seconds=record.audio_seconds,
-            sample_rate=record.sample_rate,
-            channels=record.channels,
-            batch_size=record.batch_size,
-            error=record.error,
-            download_url=f"/download/{record.task_id}" if record.status == "completed" else None,
-        )
+        return views.task_status(record, handle.job if handle else None, self.queue)
 
     def is_finished(self, record: TaskRecord) -> bool:
         return record.status in FINISHED
-
-    # ------------------------------------------------------------------------------ evaluation
-
-    def evaluate(self, audio: np.ndarray, rate: int, reference: tuple[np.ndarray, int] | None = None):
-        from musicgen_jax.eval import evaluate_audio_detailed
-
-        if reference is None:
-            return evaluate_audio_detailed(audio, rate)
-        return evaluate_audio_detailed(audio, rate, reference[0], reference[1])
-
-    def load_task_audio(self, record: TaskRecord) -> tuple[np.ndarray, int]:
-        from musicgen_jax.audio import load_audio
-
-        path = self.store.audio_path(record)
-        if path is None or not path.is_file():
-            raise FileNotFoundError(f"the audio of task {record.task_id} was deleted")
-        return load_audio(path)
-
-
-# ---------------------------------------------------------------------------------- helpers
-
-
-def read_audio(data: bytes, max_seconds: float, what: str) -> tuple[np.ndarray, int]:
-    """Uploaded bytes as float32 ``[channels, samples]`` and their rate; AudioInputError if unusable."""
-    import soundfile
-
-    if not data:
-        raise AudioInputError(f"{what} is empty")
-    try:
-        with soundfile.SoundFile(io.BytesIO(data)) as file:
-            rate = int(file.samplerate)
-            if file.frames > max_seconds * rate:  # refuse before decoding a long file
-                raise AudioInputError(
-                    f"{what} is {file.frames / rate:.1f} s long; this server takes at most {max_seconds:g} s"
-                )
-            audio = file.read(dtype="float32", always_2d=True).T  # [channels, samples]
-    except AudioInputError:
-        raise
-    except Exception as error:  # noqa: BLE001 - libsndfile's many ways of saying "not audio"
-        raise AudioInputError(
-            f"{what} is not an audio file this server can read (WAV, FLAC, MP3, OGG): {_first_line(error)}"
-        ) from None
-    if audio.shape[-1] == 0:
-        raise AudioInputError(f"{what} holds no samples")
-    if audio.shape[0] > MAX_CHANNELS:
-        raise AudioInputError(f"{what} has {audio.shape[0]} channels; at most {MAX_CHANNELS} are accepted")
-    if not np.isfinite(audio).all():
-        raise AudioInputError(f"{what} holds NaN or infinite samples")
-    return np.ascontiguousarray(audio), rate
-
-
-def continuation_slice(audio: np.ndarray, rate: int, start: float, end: float | None) -> np.ndarray:
-    """``audio[..., start:end]`` in seconds (``end`` None or -1: the end), with clear errors."""
-    length = audio.shape[-1] / rate
-    stop = length if end is None or end == -1 else end
-    if start >= length:
-        raise ValueError(f"continuation_start ({start:g} s) is past the end of input_audio ({length:.2f} s)")
-    if stop <= start:
-        raise ValueError(f"continuation_end ({stop:g} s) must be after continuation_start ({start:g} s)")
-    piece = audio[:, round(start * rate) : round(min(stop, length) * rate)]
-    if piece.shape[-1] < rate // 50:
-        raise ValueError("the audio prompt is shorter than one codec frame (20 ms)")
-    return piece
-
-
-def _check_attributes(body: GenerateRequest) -> None:
-    """Each attribute on its own, so an error names its field."""
-    from musicgen_jax.conditioning import Attributes, InvalidAttributeError
-
-    for field, value in (
-        ("genre", body.genre),
-        ("mood", body.mood),
-        ("instruments", body.instruments),
-        ("key", body.key),
-        ("tempo", body.tempo),
-    ):
-        try:
-            Attributes.create(**{field: value})
-        except InvalidAttributeError as error:
-            raise FieldError(field, str(error)) from None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
-
-
-def _iso(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    return datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc).isoformat(
-        timespec="milliseconds"
-    )
-
-
-def _difference(later: float | None, earlier: float | None) -> float | None:
-    return None if later is None or earlier is None else max(0.0, later - earlier)

@@ -34,7 +34,9 @@ class ServerSettings(BaseSettings):
     )
     compilation_cache_dir: str | None = Field(
         None,
-        description="persistent JAX compilation cache directory (default ~/.cache/musicgen_jax/xla; '' turns it off)",
+        description=(
+            "persistent JAX compilation cache directory (default ~/.cache/musicgen_jax/xla; '' turns it off)"
+        ),
     )
     warmup_batch_sizes: Annotated[list[int], NoDecode] = Field(
         default_factory=lambda: [1, 4], description="batch sizes compiled before the server reports ready"
@@ -134,7 +136,8 @@ class ServerSettings(BaseSettings):
     def _consistent(self) -> ServerSettings:
         if self.default_duration > self.max_duration:
             raise ValueError(
-                f"default_duration ({self.default_duration:g} s) exceeds max_duration ({self.max_duration:g} s)"
+                f"default_duration ({self.default_duration:g} s) exceeds "
+                f"max_duration ({self.max_duration:g} s)"
             )
         return self
 

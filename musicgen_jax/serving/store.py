@@ -116,7 +116,8 @@ class TaskStore:
         record = TaskRecord(task_id, owner, "queued", request, format, seed, time.time())
         with self._lock:
             self._db.execute(
-                "INSERT INTO tasks (task_id, owner, status, request, format, seed, created_at) VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO tasks (task_id, owner, status, request, format, seed, created_at) "
+                "VALUES (?,?,?,?,?,?,?)",
                 (task_id, owner, "queued", json.dumps(request), format, seed, record.created_at),
             )
         return record
@@ -124,7 +125,8 @@ class TaskStore:
     def mark_running(self, task_ids: list[str], started_at: float, batch_size: int) -> None:
         with self._lock:
             self._db.executemany(
-                "UPDATE tasks SET status='running', started_at=?, batch_size=? WHERE task_id=? AND status='queued'",
+                "UPDATE tasks SET status='running', started_at=?, batch_size=? "
+                "WHERE task_id=? AND status='queued'",
                 [(started_at, batch_size, task_id) for task_id in task_ids],
             )
 
@@ -147,7 +149,8 @@ class TaskStore:
         """Fail every task a previous process left queued or running; returns how many."""
         with self._lock:
             cursor = self._db.execute(
-                "UPDATE tasks SET status='failed', error=?, finished_at=? WHERE status IN ('queued', 'running')",
+                "UPDATE tasks SET status='failed', error=?, finished_at=? "
+                "WHERE status IN ('queued', 'running')",
                 (INTERRUPTED, time.time()),
             )
         if cursor.rowcount:
@@ -206,7 +209,8 @@ class TaskStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT task_id, file_name, COALESCE(file_bytes, 0), COALESCE(finished_at, created_at) "
-                "FROM tasks WHERE status IN ('completed', 'failed') ORDER BY COALESCE(finished_at, created_at)"
+                "FROM tasks WHERE status IN ('completed', 'failed') "
+                "ORDER BY COALESCE(finished_at, created_at)"
             ).fetchall()
         total = sum(row[2] for row in rows)
         doomed = []

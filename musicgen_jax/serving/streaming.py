@@ -1,4 +1,6 @@
-"""Live streaming over a WebSocket: audio chunks are sent while the music is still being generated.
+"""Live streaming over a WebSocket: the protocol (messages, the binary chunk format, close codes).
+
+The sessions that speak it are in :mod:`.stream_sessions`; this module is what a client needs.
 
 Protocol (``WS /ws/stream/{session_id}``; ``session_id``: 1-64 of ``A-Za-z0-9_-``, chosen by the client):
 
@@ -19,8 +21,9 @@ Protocol (``WS /ws/stream/{session_id}``; ``session_id``: 1-64 of ``A-Za-z0-9_-`
 
 The client may send ``{"type": "stop"}`` at any time: generation is cancelled (when no other request
 shares its batch) and the server answers ``done`` with ``"stopped": true``. Errors arrive as
-``{"type": "error", "code", "message"}`` followed by a close with that code (4400 bad request, 4401
-unauthorised, 4409 session id in use, 4429 rate limited, 4503 not ready or busy, 1011 internal, 1012 server shutting down).
+``{"type": "error", "code", "message"}`` followed by a close with that code (:class:`CloseCode`:
+4400 bad request, 4401 unauthorised, 4409 session id in use, 4429 rate limited, 4503 not ready or
+busy, 1011 internal, 1012 server shutting down).
 
 Audio is the model's raw output, not normalised (normalisation needs the whole clip), decoded by
 :class:`~musicgen_jax.codec.StreamingDecoder` with left context, so the concatenated chunks equal
@@ -31,9 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
+import enum
 import json
-import logging
 import re
 import struct
 import time
@@ -41,52 +43,38 @@ from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from musicgen_jax.serving.queue import Cancelled, QueueFull
-from musicgen_jax.serving.schemas import StreamRequest, StreamSessionInfo
-from musicgen_jax.serving.security import key_from
-from musicgen_jax.serving.service import MusicService, NotReady, _iso
-
-logger = logging.getLogger(__name__)
+from musicgen_jax.serving.queue import JobResult
+from musicgen_jax.serving.schemas import StreamRequest
 
 HEADER = struct.Struct("<4sIIHHQ")  # magic, seq, sample_rate, channels, dtype, offset
 MAGIC = b"MGA1"
 DTYPE_FLOAT32 = 1
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-START_TIMEOUT = 30.0
-_DONE = object()
+START_TIMEOUT = 30.0  # seconds the server waits for start_streaming
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes (and the ``code`` of error messages)."""
+
+    NORMAL = 1000
+    INTERNAL = 1011
+    SHUTTING_DOWN = 1012
+    BAD_REQUEST = 4400
+    UNAUTHORISED = 4401
+    SESSION_IN_USE = 4409
+    RATE_LIMITED = 4429
+    UNAVAILABLE = 4503  # not ready, or too many streams / requests
 
 
 class StreamError(Exception):
-    def __init__(self, code: int, message: str):
+    """Ends a session: the client gets ``{"type": "error", "code", "message"}`` and a close with ``code``."""
+
+    def __init__(self, code: CloseCode, message: str):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-@dataclasses.dataclass(eq=False)
-class StreamSession:
-    session_id: str
-    owner: str | None
-    created_at: float = dataclasses.field(default_factory=time.time)
-    state: str = "waiting"
-    prompt: str | None = None
-    duration: float | None = None
-    chunks_sent: int = 0
-    samples_sent: int = 0
-    sample_rate: int = 1
-
-    def info(self) -> StreamSessionInfo:
-        return StreamSessionInfo(
-            session_id=self.session_id,
-            state=self.state,
-            prompt=self.prompt,
-            duration=self.duration,
-            created_at=_iso(self.created_at),
-            chunks_sent=self.chunks_sent,
-            seconds_sent=self.samples_sent / self.sample_rate,
-        )
 
 
 def encode_chunk(seq: int, offset: int, audio: np.ndarray, sample_rate: int) -> bytes:
@@ -105,291 +93,60 @@ def decode_chunk(frame: bytes) -> tuple[int, int, int, np.ndarray]:
     return seq, offset, rate, samples
 
 
-class _Connection:
-    """Serialises sends (the pump and the receiver both send) and remembers a lost client."""
-
-    def __init__(self, websocket: WebSocket):
-        self.websocket = websocket
-        self.lock = asyncio.Lock()
-        self.closed = False
-
-    async def send_json(self, message: dict[str, Any]) -> None:
-        await self._send(self.websocket.send_text, json.dumps(message))
-
-    async def send_bytes(self, data: bytes) -> None:
-        await self._send(self.websocket.send_bytes, data)
-
-    async def _send(self, fn, payload) -> None:
-        if self.closed:
-            return
-        async with self.lock:
-            try:
-                await fn(payload)
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                self.closed = True
-
-    async def close(self, code: int = 1000) -> None:
-        if self.closed or self.websocket.application_state == WebSocketState.DISCONNECTED:
-            return
-        self.closed = True
-        try:
-            await self.websocket.close(code)
-        except (RuntimeError, OSError):
-            pass
+def started_message(
+    session_id: str, seed: int, sample_rate: int, channels: int, body: StreamRequest, duration: float
+) -> dict[str, Any]:
+    """The server's answer to ``start_streaming``: how the audio will arrive."""
+    return {
+        "type": "started",
+        "session_id": session_id,
+        "seed": seed,
+        "sample_rate": sample_rate,
+        "channels": channels,
+        "dtype": "float32",
+        "byte_order": "little",
+        "layout": "interleaved",
+        "encoding": body.encoding,
+        "header_bytes": HEADER.size,
+        "duration": duration,
+        "chunk_duration": body.chunk_duration,
+    }
 
 
-async def serve_stream(websocket: WebSocket, service: MusicService, session_id: str) -> None:
-    """Run one streaming session to its end (see the module docstring for the protocol)."""
-    await websocket.accept()
-    connection = _Connection(websocket)
-    session: StreamSession | None = None
-    try:
-        session = _open_session(websocket, service, session_id)
-        await _run(connection, service, session)
-    except StreamError as error:
-        await connection.send_json({"type": "error", "code": error.code, "message": error.message})
-        await connection.close(error.code)
-    except WebSocketDisconnect:
-        pass
-    except Exception:
-        logger.exception("stream session %s failed", session_id)
-        await connection.send_json(
-            {"type": "error", "code": 1011, "message": "internal error (logged on the server)"}
-        )
-        await connection.close(1011)
-    finally:
-        if session is not None and service.sessions.get(session.session_id) is session:
-            del service.sessions[session.session_id]
-            service.metrics.stream_sessions.set(len(service.sessions))
-        await connection.close(1000)
+def audio_message(seq: int, offset: int, audio: np.ndarray, sample_rate: int) -> dict[str, Any]:
+    """A chunk as a JSON text message (``encoding="base64"``); ``audio`` is ``[channels, samples]``."""
+    payload = np.ascontiguousarray(audio.T, dtype="<f4").tobytes()
+    return {
+        "type": "audio",
+        "seq": seq,
+        "offset": offset,
+        "samples": int(audio.shape[-1]),
+        "sample_rate": sample_rate,
+        "channels": int(audio.shape[0]),
+        "dtype": "float32",
+        "data": base64.b64encode(payload).decode("ascii"),
+    }
 
 
-def _open_session(websocket: WebSocket, service: MusicService, session_id: str) -> StreamSession:
-    if not SESSION_ID.fullmatch(session_id):
-        raise StreamError(4400, "session_id must be 1-64 characters of A-Z, a-z, 0-9, '_' and '-'")
-    owner = None
-    if service.keys.enabled:
-        owner = service.keys.owner_of(key_from(websocket.headers, websocket.query_params))
-        if owner is None:
-            raise StreamError(
-                4401, "a valid API key is required (?api_key=..., 'Authorization: Bearer' or 'X-API-Key')"
-            )
-    try:
-        service.require_ready()
-    except NotReady as error:
-        raise StreamError(4503, str(error)) from None
-    if session_id in service.sessions:
-        raise StreamError(4409, f"stream session {session_id!r} is already live; choose another id")
-    if len(service.sessions) >= service.settings.max_stream_sessions:
-        raise StreamError(
-            4503, f"{len(service.sessions)} streams are live, the most this server runs; try again shortly"
-        )
-    session = StreamSession(session_id, owner, sample_rate=service.model.sample_rate)
-    service.sessions[session_id] = session
-    service.metrics.stream_sessions.set(len(service.sessions))
-    return session
+def stopped_message(chunks: int, samples: int, sample_rate: int, seed: int, total_seconds: float) -> dict:
+    """The last message of a stream the client stopped."""
+    return {
+        "type": "done",
+        "stopped": True,
+        "chunks": chunks,
+        "samples": samples,
+        "audio_seconds": samples / sample_rate,
+        "seed": seed,
+        "timings": {"total_seconds": total_seconds},
+    }
 
 
-async def _read_start(websocket: WebSocket) -> StreamRequest:
-    try:
-        message = await asyncio.wait_for(websocket.receive(), START_TIMEOUT)
-    except TimeoutError:
-        raise StreamError(4400, f"no start_streaming message within {START_TIMEOUT:g} s") from None
-    if message["type"] == "websocket.disconnect":
-        raise WebSocketDisconnect(message.get("code", 1000))
-    text = message.get("text")
-    if text is None:
-        raise StreamError(
-            4400, 'the first message must be JSON text: {"type": "start_streaming", "request": {...}}'
-        )
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise StreamError(4400, "the first message is not valid JSON") from None
-    if not isinstance(data, dict) or data.get("type") != "start_streaming":
-        raise StreamError(4400, 'the first message must be {"type": "start_streaming", "request": {...}}')
-    if not isinstance(data.get("request"), dict):
-        raise StreamError(
-            4400, '"request" must be an object with the generation fields (prompt, duration, ...)'
-        )
-    try:
-        return StreamRequest.model_validate(data["request"])
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}"
-            for e in error.errors(include_url=False)
-        )
-        raise StreamError(4400, f"invalid request: {problems}") from None
-
-
-async def _run(connection: _Connection, service: MusicService, session: StreamSession) -> None:
-    websocket = connection.websocket
-    body = await _read_start(websocket)
-    wait = service.limiter.acquire(f"key:{session.owner}" if session.owner else f"ip:{_client(websocket)}")
-    if wait > 0:
-        service.metrics.rate_limited.inc()
-        raise StreamError(4429, f"rate limit exceeded; retry in {wait:.1f} s")
-    loop = asyncio.get_running_loop()
-    try:
-        request = await loop.run_in_executor(None, service.build_request, body, None)
-    except ValueError as error:
-        raise StreamError(4400, str(error)) from None
-
-    model = service.model
-    frames_queue: asyncio.Queue = asyncio.Queue()
-
-    def on_frames(frames: np.ndarray) -> None:  # on the device thread
-        loop.call_soon_threadsafe(frames_queue.put_nowait, frames)
-
-    job = service.make_job(request, on_frames=on_frames)
-    job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(frames_queue.put_nowait, _DONE))
-    session.prompt, session.duration, session.state = request.prompt, request.params.duration, "queued"
-    try:
-        service.queue.submit(job)
-    except QueueFull as error:
-        raise StreamError(4503, str(error)) from None
-
-    submitted = time.time()
-    await connection.send_json(
-        {
-            "type": "started",
-            "session_id": session.session_id,
-            "seed": request.params.seed,
-            "sample_rate": model.sample_rate,
-            "channels": model.audio_channels,
-            "dtype": "float32",
-            "byte_order": "little",
-            "layout": "interleaved",
-            "encoding": body.encoding,
-            "header_bytes": HEADER.size,
-            "duration": request.params.duration,
-            "chunk_duration": body.chunk_duration,
-        }
-    )
-    stop = asyncio.Event()
-    receiver = asyncio.create_task(_receive_until_stop(connection, stop))
-    try:
-        await _pump(connection, service, session, body, job, frames_queue, stop, submitted)
-    finally:
-        job.cancelled.set()  # no-op once finished; frees the device if the client left early
-        receiver.cancel()
-
-
-async def _receive_until_stop(connection: _Connection, stop: asyncio.Event) -> None:
-    """Read client messages during the stream: ``stop`` ends it; a disconnect ends it silently."""
-    while True:
-        try:
-            message = await connection.websocket.receive()
-        except (WebSocketDisconnect, RuntimeError):
-            connection.closed = True
-            stop.set()
-            return
-        if message["type"] == "websocket.disconnect":
-            connection.closed = True
-            stop.set()
-            return
-        try:
-            data = json.loads(message.get("text") or "null")
-        except ValueError:
-            data = None
-        if isinstance(data, dict) and data.get("type") == "stop":
-            stop.set()
-            return
-        await connection.send_json(
-            {"type": "warning", "message": 'only {"type": "stop"} is understood during a stream'}
-        )
-
-
-async def _pump(connection, service, session, body, job, frames_queue, stop, submitted) -> None:
-    """Decode frames as they come and send the audio; then the final message."""
-    from musicgen_jax.codec import StreamingDecoder
-
-    model = service.model
-    loop = asyncio.get_running_loop()
-    decoder = StreamingDecoder(model.codec)
-    chunk_frames = max(1, round(body.chunk_duration * model.frame_rate))
-    pending: list[np.ndarray] = []
-    pending_frames = 0
-    seq = offset = 0
-    sent_times: list[float] = []
-    done = False
-    stop_task = asyncio.create_task(stop.wait())
-    try:
-        while not done:
-            get_task = asyncio.create_task(frames_queue.get())
-            await asyncio.wait({get_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-            if stop.is_set():
-                get_task.cancel()
-                break
-            items = [get_task.result()]
-            while not frames_queue.empty():
-                items.append(frames_queue.get_nowait())
-            for item in items:
-                if item is _DONE:
-                    done = True
-                else:
-                    pending.append(item)
-                    pending_frames += item.shape[1]
-            if job.future.done() and job.future.exception() is not None:
-                break
-            if pending_frames < chunk_frames and not done and seq > 0:
-                continue  # later chunks gather chunk_duration; the first goes out as soon as it decodes
-            session.state = "streaming" if not done else "finishing"
-            codes = np.concatenate(pending, axis=1)[None] if pending else None  # [1, K, n]
-            pending, pending_frames = [], 0
-            audio = await loop.run_in_executor(service.audio_pool, _decode_step, decoder, codes, done)
-            if audio.shape[-1] == 0:
-                continue
-            if body.encoding == "binary":
-                await connection.send_bytes(encode_chunk(seq, offset, audio, model.sample_rate))
-            else:
-                payload = np.ascontiguousarray(audio.T, dtype="<f4").tobytes()
-                await connection.send_json(
-                    {
-                        "type": "audio",
-                        "seq": seq,
-                        "offset": offset,
-                        "samples": int(audio.shape[-1]),
-                        "sample_rate": model.sample_rate,
-                        "channels": int(audio.shape[0]),
-                        "dtype": "float32",
-                        "data": base64.b64encode(payload).decode("ascii"),
-                    }
-                )
-            sent_times.append(time.time())
-            seq += 1
-            offset += int(audio.shape[-1])
-            session.chunks_sent, session.samples_sent = seq, offset
-            if connection.closed:
-                return
-    finally:
-        stop_task.cancel()
-
-    if stop.is_set() and not done:
-        job.cancelled.set()
-        await connection.send_json(
-            {
-                "type": "done",
-                "stopped": True,
-                "chunks": seq,
-                "samples": offset,
-                "audio_seconds": offset / model.sample_rate,
-                "seed": job.request.params.seed,
-                "timings": {"total_seconds": time.time() - submitted},
-            }
-        )
-        await connection.close(1000)
-        return
-    error = job.future.exception()
-    if isinstance(error, Cancelled):
-        raise StreamError(1012 if "shut down" in str(error) else 4400, f"generation cancelled: {error}")
-    if isinstance(error, ValueError):
-        raise StreamError(4400, str(error))
-    if error is not None:
-        logger.error("stream %s: generation failed", session.session_id, exc_info=error)
-        raise StreamError(1011, "generation failed because of an internal error (logged on the server)")
-    result = job.future.result()
+def done_message(
+    chunks: int, samples: int, sample_rate: int, result: JobResult, submitted: float, sent_times: list[float]
+) -> dict[str, Any]:
+    """The last message of a stream whose generation finished: what was sent, and when (Unix times)."""
     finished = time.time()
+    audio_seconds = samples / sample_rate
     timings = {
         "queued_seconds": result.started_at - submitted,
         "generate_seconds": result.generate_seconds,
@@ -400,38 +157,60 @@ async def _pump(connection, service, session, body, job, frames_queue, stop, sub
         "generation_finished_at": result.finished_at,
         "first_chunk_at": sent_times[0] if sent_times else None,
         "chunks_before_generation_end": sum(t < result.finished_at for t in sent_times),
-        "real_time_factor": (offset / model.sample_rate) / (finished - result.started_at)
+        "real_time_factor": audio_seconds / (finished - result.started_at)
         if finished > result.started_at
         else None,
     }
-    await connection.send_json(
-        {
-            "type": "done",
-            "stopped": False,
-            "chunks": seq,
-            "samples": offset,
-            "audio_seconds": offset / model.sample_rate,
-            "seed": result.seed,
-            "batch_size": result.batch_size,
-            "timings": timings,
-        }
-    )
-    await connection.close(1000)
+    return {
+        "type": "done",
+        "stopped": False,
+        "chunks": chunks,
+        "samples": samples,
+        "audio_seconds": audio_seconds,
+        "seed": result.seed,
+        "batch_size": result.batch_size,
+        "timings": timings,
+    }
 
 
-def _decode_step(decoder, codes: np.ndarray | None, final: bool) -> np.ndarray:
-    """Push new codes (and flush at the end); audio ``[channels, samples]`` now final."""
-    pieces = []
-    if codes is None and decoder.frames_received == 0:
-        return np.zeros((1, 0), np.float32)
-    if codes is not None:
-        pieces.append(decoder.push(codes)[0])
-    if final:
-        pieces.append(decoder.flush()[0])
-    if not pieces:
-        return np.zeros((1, 0), np.float32)
-    return np.concatenate(pieces, axis=-1)
+async def read_start(websocket: WebSocket) -> StreamRequest:
+    """The request of the client's first message, which must come within ``START_TIMEOUT``."""
+    try:
+        message = await asyncio.wait_for(websocket.receive(), START_TIMEOUT)
+    except TimeoutError:
+        raise StreamError(
+            CloseCode.BAD_REQUEST, f"no start_streaming message within {START_TIMEOUT:g} s"
+        ) from None
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", CloseCode.NORMAL))
+    return parse_start(message.get("text"))
 
 
-def _client(websocket: WebSocket) -> str:
-    return websocket.client.host if websocket.client else "unknown"
+def parse_start(text: str | None) -> StreamRequest:
+    """The request of the client's first message (``None``: it was not text); StreamError if unusable."""
+    if text is None:
+        raise StreamError(
+            CloseCode.BAD_REQUEST,
+            'the first message must be JSON text: {"type": "start_streaming", "request": {...}}',
+        )
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise StreamError(CloseCode.BAD_REQUEST, "the first message is not valid JSON") from None
+    if not isinstance(data, dict) or data.get("type") != "start_streaming":
+        raise StreamError(
+            CloseCode.BAD_REQUEST, 'the first message must be {"type": "start_streaming", "request": {...}}'
+        )
+    if not isinstance(data.get("request"), dict):
+        raise StreamError(
+            CloseCode.BAD_REQUEST,
+            '"request" must be an object with the generation fields (prompt, duration, ...)',
+        )
+    try:
+        return StreamRequest.model_validate(data["request"])
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}"
+            for e in error.errors(include_url=False)
+        )
+        raise StreamError(CloseCode.BAD_REQUEST, f"invalid request: {problems}") from None

@@ -1,0 +1,30 @@
+"""Codec codes into the files a task's client downloads (on the audio pool: decoding is CPU work)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from musicgen_jax.audio import save_audio
+
+
+def write_task_audio(model, frames: np.ndarray, path: Path, format: str, normalization: str) -> np.ndarray:
+    """Decode ``frames`` ``[K, frames]`` with the model's codec, normalise, write ``path``; the audio
+    ``[channels, samples]`` as written (before normalisation)."""
+    audio = model.decode(frames[None])[0]  # [channels, samples]
+    save_audio(path, audio, model.sample_rate, format=format, normalization=normalization)
+    return audio
+
+
+def touch_audio_path(model, directory: Path) -> None:
+    """Decode and write a few silent frames once, so the codec and the file encoders initialise
+    during warm-up rather than in the first request."""
+    frames = max(8, int(model.frame_rate // 5))
+    audio = model.decode(np.zeros((1, model.num_codebooks, frames), np.int32))[0]  # [channels, samples]
+    path = directory / f".warmup-{uuid.uuid4().hex[:8]}.wav"
+    try:
+        save_audio(path, audio + 1e-3, model.sample_rate, normalization="loudness")
+    finally:
+        path.unlink(missing_ok=True)

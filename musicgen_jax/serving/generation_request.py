@@ -1,0 +1,114 @@
+"""A request body (and an uploaded audio prompt) into the library's validated ``GenerationRequest``.
+
+The server's own limits are checked first (prompt characters, duration, upload length), then the
+model's (attributes, generation settings, prompt tokens) through the model's own code paths. Every
+refusal is a :class:`~musicgen_jax.serving.errors.FieldError` (or a library error) that names its
+field where there is one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from musicgen_jax.conditioning import InvalidAttributeError, PromptError
+from musicgen_jax.generation.params import GenerationParamsError, GenerationRequest
+from musicgen_jax.serving.errors import FieldError
+from musicgen_jax.serving.schemas import GenerateRequest
+from musicgen_jax.serving.settings import ServerSettings
+from musicgen_jax.serving.uploads import continuation_slice, read_audio
+
+
+def build_request(
+    model, settings: ServerSettings, body: GenerateRequest, input_audio: bytes | None = None
+) -> GenerationRequest:
+    """A validated request with a concrete seed.
+
+    Raises ValueError for anything the server or the model cannot take: a FieldError, naming its
+    field where one is at fault, for every refusal of the request itself.
+    """
+    if body.prompt is not None and len(body.prompt) > settings.max_prompt_chars:
+        raise FieldError(
+            "prompt",
+            f"prompt is {len(body.prompt)} characters long; "
+            f"this server takes at most {settings.max_prompt_chars}",
+        )
+    duration = body.duration if body.duration is not None else settings.default_duration
+    if duration > settings.max_duration:
+        raise FieldError(
+            "duration",
+            f"duration must be at most {settings.max_duration:g} seconds on this server, got {duration:g}",
+        )
+    audio_prompt = None  # (audio [channels, samples], rate)
+    if input_audio is not None:
+        audio, rate = read_audio(input_audio, settings.max_input_audio_seconds, "input_audio")
+        audio_prompt = (continuation_slice(audio, rate, body.continuation_start, body.continuation_end), rate)
+        prompt_seconds = audio_prompt[0].shape[-1] / rate
+        if prompt_seconds >= duration:
+            raise FieldError(
+                None,
+                f"the audio prompt ({prompt_seconds:.2f} s) must be shorter than duration ({duration:g} s), "
+                "which includes it; raise duration or shorten continuation_end",
+            )
+    elif body.continuation_start > 0 or body.continuation_end not in (None, -1):
+        raise FieldError(
+            "continuation_start", "continuation_start and continuation_end need an input_audio upload"
+        )
+    try:
+        requests = model.make_requests(
+            body.prompt,
+            duration=float(duration),
+            temperature=body.temperature,
+            top_k=body.top_k,
+            top_p=body.top_p,
+            guidance_scale=body.guidance_scale,
+            num_beams=body.num_beams,
+            seed=body.seed,
+            genre=body.genre,
+            mood=body.mood,
+            tempo=body.tempo,
+            instruments=body.instruments,
+            key=body.key,
+            audio_prompt=None if audio_prompt is None else audio_prompt[0],
+            audio_prompt_sample_rate=None if audio_prompt is None else audio_prompt[1],
+        )
+    except (InvalidAttributeError, GenerationParamsError, PromptError) as error:
+        raise FieldError(error.field, str(error)) from None
+    request = dataclasses.replace(requests[0], params=requests[0].params.with_seed())
+    _check_prompt_tokens(model, request)
+    return request
+
+
+def _check_prompt_tokens(model, request: GenerationRequest) -> None:
+    """The token-count check generation would do, now, through the model's own text path."""
+    text = model.engine.text
+    try:
+        text.check_length(text.render(request.prompt, request.attributes))
+    except PromptError as error:
+        raise FieldError(error.field, str(error)) from None
+
+
+def applied_settings(body: GenerateRequest, request: GenerationRequest, frame_rate: float) -> dict[str, Any]:
+    """The settings a task ran with, as its status reports them."""
+    params, attributes = request.params, request.attributes
+    prompt_frames = 0 if request.prompt_codes is None else int(np.asarray(request.prompt_codes).shape[1])
+    return {
+        "prompt": request.prompt,
+        "duration": params.duration,
+        "temperature": params.temperature,
+        "top_k": params.top_k,
+        "top_p": params.top_p,
+        "num_beams": params.num_beams,
+        "guidance_scale": params.guidance_scale,
+        "seed": params.seed,
+        "genre": attributes.genre if attributes else None,
+        "mood": list(attributes.moods) if attributes else [],
+        "tempo": attributes.tempo if attributes else None,
+        "instruments": list(attributes.instruments) if attributes else [],
+        "key": attributes.key if attributes else None,
+        "format": body.format,
+        "normalization_strategy": body.normalization_strategy,
+        "audio_prompt_seconds": prompt_frames / frame_rate if prompt_frames else None,
+    }
