@@ -133,7 +133,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(schema):
             fuzz(operation, mode, f"{operation.method.upper()} {operation.path} ({mode.value})")
     total = sum(counts.values())
     print(
-        f"schemathesis: {total} requests over {len(operations)} operations; statuses {dict(sorted(statuses.items()))}"
+        f"schemathesis: {total} requests over {len(operations)} operations; "
+        f"statuses {dict(sorted(statuses.items()))}"
     )
     assert total >= 700, counts
     assert (

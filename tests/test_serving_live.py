@@ -187,7 +187,7 @@ def test_life_cycle_over_http_in_every_format(server, completed):
     assert status == 200 and json.loads(body)["model_loaded"] is True
     assert request(server.url + "/generate", "POST", {"prompt": "x"})[0] == 401  # keys from the environment
     media = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
-    for format, (task_id, duration, content_type, content) in completed.items():
+    for format, (_task_id, duration, content_type, content) in completed.items():
         assert content_type == media[format]
         audio, rate = soundfile.read(io.BytesIO(content), dtype="float32", always_2d=True)
         assert rate == SAMPLE_RATE and audio.shape[1] == 1
@@ -278,7 +278,8 @@ def test_web_page_generates_and_plays_in_headless_chromium(server, tmp_path):
             page.locator(".chip[data-value='calm']").click()
             page.click("#generate")
             page.wait_for_function(
-                "() => { const a = document.querySelector('#player'); return a.src.startsWith('blob:') && a.duration > 0; }",
+                "() => { const a = document.querySelector('#player'); "
+                "return a.src.startsWith('blob:') && a.duration > 0; }",
                 timeout=90_000,
             )
             duration = page.eval_on_selector("#player", "el => el.duration")
@@ -292,7 +293,8 @@ def test_web_page_generates_and_plays_in_headless_chromium(server, tmp_path):
             stream = page.evaluate("() => window.musicgen.stream")
             assert stream["chunks"] >= 1 and stream["samples"] == 2 * SAMPLE_RATE and not stream["error"]
             page.wait_for_function(
-                f"() => {{ const a = document.querySelector('#player'); return a.src !== '{first_src}' && a.duration > 0; }}",
+                "() => { const a = document.querySelector('#player'); "
+                f"return a.src !== '{first_src}' && a.duration > 0; }}",
                 timeout=30_000,
             )
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
@@ -320,7 +322,7 @@ def test_restart_keeps_finished_tasks_and_fails_the_interrupted_one(server, comp
     assert time.monotonic() - began < 30  # the running generation is cancelled, not waited for
 
     server.start()
-    for format, (task_id, duration, content_type, content) in completed.items():
+    for format, (task_id, _duration, _content_type, content) in completed.items():
         status, _, again = request(f"{server.url}/download/{task_id}", headers=AUTH)
         assert status == 200 and again == content, format
     task = json.loads(request(f"{server.url}/generate/{interrupted}", headers=AUTH)[2])
