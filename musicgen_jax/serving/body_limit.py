@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from musicgen_jax.serving.responses import SafeJSONResponse
+from musicgen_jax.serving.responses import SafeJSONResponse, StartTracker
 
 
 class _BodyTooLarge(Exception):
@@ -35,7 +35,7 @@ class BodySizeLimitMiddleware:
             await refusal(scope, receive, send)
             return
         received = 0
-        started = False
+        tracked = StartTracker(send)
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -46,16 +46,10 @@ class BodySizeLimitMiddleware:
                     raise _BodyTooLarge()
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, tracked)
         except _BodyTooLarge:
-            if not started:  # once a response has begun there is no way to take it back
+            if not tracked.started:  # once a response has begun there is no way to take it back
                 await refusal(scope, receive, send)
 
 

@@ -14,11 +14,11 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from musicgen_jax.serving.errors import NotReady
 from musicgen_jax.serving.queue import QueueFull
-from musicgen_jax.serving.responses import SafeJSONResponse, error_response
+from musicgen_jax.serving.responses import SafeJSONResponse, StartTracker, error_response
 from musicgen_jax.serving.security import retry_after_header
 
 logger = logging.getLogger(__name__)
@@ -63,19 +63,12 @@ class InternalErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = StartTracker(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         except Exception:
             error_id = uuid.uuid4().hex[:12]
             logger.exception("unhandled error %s on %s %s", error_id, scope.get("method"), scope.get("path"))
-            if not started:  # once a response has begun there is no way to take it back
+            if not tracked.started:  # once a response has begun there is no way to take it back
                 body = {"detail": "internal server error", "error_id": error_id}
                 await SafeJSONResponse(body, status_code=500)(scope, receive, send)

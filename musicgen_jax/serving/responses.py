@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import Message, Send
 
 from musicgen_jax.serving import schemas
 
@@ -64,3 +65,17 @@ _ERRORS = {
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI ``responses`` entries of these error codes (for a route's decorator)."""
     return {code: _ERRORS[code] for code in codes}
+
+
+class StartTracker:
+    """An ASGI ``send`` that remembers whether the response has begun: after that a middleware can
+    no longer answer in its place."""
+
+    def __init__(self, send: Send):
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
