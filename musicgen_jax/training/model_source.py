@@ -97,14 +97,12 @@ def _from_preset(spec: ModelSpec) -> ModelSource:
             )
         overrides = t5_params
         tokenizer = _load_tokenizer(t5_dir)
-    if tokenizer is None:
-        from musicgen_jax.tiny_models import build_tokenizer
-
-        vocab = config.text_encoder.vocab_size
-        logger.warning(
-            "no tokenizer given: using the built-in word-level tokenizer (ids < %d)", min(vocab, 128)
+    if tokenizer is None and spec.tokenizer is None:  # load_model_source loads model.tokenizer
+        raise CheckpointError(
+            f"model.preset {spec.preset!r} trains from scratch and names no tokenizer: set model.tokenizer "
+            "(a tokenizer directory or hub id, e.g. t5-base) or model.text_encoder_from (a pretrained T5, "
+            "whose tokenizer is used)"
         )
-        tokenizer = build_tokenizer(min(vocab, 128))
     return ModelSource(config, None, overrides, tokenizer, None, None)
 
 
