@@ -116,6 +116,17 @@ def test_dotted_overrides_reach_train_and_model_config(tmp_path):
         load_train_config("tiny", ["training.batch_size=6", "training.microbatches=4"])
 
 
+def test_a_run_from_scratch_must_name_its_tokenizer(tiny_tokenizer_dir):
+    from musicgen_jax.conversion import CheckpointError
+    from musicgen_jax.training.model_source import load_model_source
+
+    assert load_train_config("tiny").model.tokenizer == "t5-small"  # the shipped config names one
+    with pytest.raises(CheckpointError, match="set model.tokenizer .* or model.text_encoder_from"):
+        load_model_source(load_train_config("tiny", ["model.tokenizer=null"]).model)
+    named = load_model_source(load_train_config("tiny", [f"model.tokenizer={tiny_tokenizer_dir}"]).model)
+    assert named.tokenizer("calm piano").input_ids == [26, 47, 1]  # the testing tokenizer's ids, then </s>
+
+
 def test_mesh_shape_fills_the_minus_one_entry():
     from musicgen_jax.training.config import MeshSection
 
