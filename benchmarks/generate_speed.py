@@ -43,7 +43,7 @@ def build_checkpoint(shape: str, directory: Path, dtype: str = "float32") -> Non
         T5Config,
     )
 
-    from musicgen_jax.tiny_models import build_tokenizer
+    from musicgen_jax.testing import build_tokenizer
 
     hidden, layers, heads, ffn = SHAPES[shape]
     t5 = T5Config(

@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             model = args.model
             if model is None:
-                from musicgen_jax.tiny_models import save_tiny_checkpoint
+                from musicgen_jax.testing import save_tiny_checkpoint
 
                 print("building a tiny random checkpoint ...", flush=True)
                 model = str(save_tiny_checkpoint(Path(temporary.name) / "tiny"))

@@ -12,6 +12,7 @@ known (throughput.PEAK_FLOPS). The first step (compilation) is timed separately.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 
 import jax
@@ -29,6 +30,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     parser.add_argument("--remat", default="dots_no_batch", choices=("none", "full", "dots", "dots_no_batch"))
     parser.add_argument(
+        "--tokenizer", help="tokenizer directory or hub id (default: the testing tokenizer, built here)"
+    )
+    parser.add_argument(
         "overrides", nargs="*", help="more train-config overrides, e.g. mesh.fsdp=-1 mesh.data=1"
     )
     args = parser.parse_args()
@@ -43,11 +47,17 @@ def main() -> None:
     from musicgen_jax.training.state import StateLayout, build_model, frozen_keys
 
     batch_size = args.batch_size or 8 * jax.device_count()
+    tokenizer = args.tokenizer
+    if tokenizer is None:  # synthetic captions need no real vocabulary, and this needs no network
+        from musicgen_jax.testing import save_tokenizer
+
+        tokenizer = str(save_tokenizer(tempfile.mkdtemp(prefix="musicgen-tokenizer-")))
     config = load_train_config(
         "small",  # the from-scratch recipe, on random weights and synthetic tokens
         [
             f"model.preset={args.preset}",
             "model.text_encoder_from=null",
+            f"model.tokenizer={tokenizer}",
             f"model.dtype={args.dtype}",
             f"model.remat={args.remat}",
             "data.source=memory",

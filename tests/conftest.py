@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random transformers MusicGen checkpoints, built once per test session."""
+"""Shared fixtures: tiny random transformers MusicGen checkpoints and the testing tokenizer, built once
+per test session."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ if _worker or "NUMBA_CACHE_DIR" not in os.environ:
 
 import pytest
 
-from musicgen_jax.tiny_models import save_tiny_transformers_musicgen
+from musicgen_jax.testing import save_tiny_transformers_musicgen, save_tokenizer
 
 
 @pytest.fixture
@@ -61,3 +62,10 @@ def tiny_jax_dir(tiny_hf_dir, tmp_path_factory):
     from musicgen_jax.conversion import convert_from_transformers
 
     return convert_from_transformers(tiny_hf_dir, tmp_path_factory.mktemp("jax-base") / "ckpt")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory):
+    """The testing tokenizer saved as a directory: ``model.tokenizer=<it>`` for from-scratch runs
+    (configs/train/tiny.yaml names t5-small's, which needs the network)."""
+    return save_tokenizer(tmp_path_factory.mktemp("tokenizer"))

@@ -18,7 +18,7 @@ from musicgen_jax.codec import EncodecBridge, StreamingDecoder
 from musicgen_jax.conversion import CheckpointError
 from musicgen_jax.conversion.transformers_format import write_codec_directory
 from musicgen_jax.hub import ModelNotFoundError
-from musicgen_jax.tiny_models import save_tiny_transformers_musicgen
+from musicgen_jax.testing import save_tiny_transformers_musicgen
 
 # Streamed and chunked decoding equal one full decode to float rounding: measured 6e-8..1.1e-7
 # against outputs of about 0.2 peak; a click or a restarted LSTM costs 1e-3 or more (checked below).

@@ -254,3 +254,54 @@ def test_full_size_configs_have_published_parameter_counts():
         assert decoder == expected, name
         text = sum(int(np.prod(s)) for p, s in shapes.items() if p[0] == "text_encoder")
         assert text == 109_628_544  # t5-base's encoder with its shared embedding
+
+
+def test_codec_shape_converts_to_the_codec_the_tokens_need():
+    """``codec_to_transformers`` gives an EnCodec whose codebooks, codebook size and frame rate are
+    the decoder's; by default ``to_transformers`` uses it; ``CodecShape``'s defaults are Meta's
+    32 kHz codec (facebook/encodec_32khz's published config)."""
+    import dataclasses
+
+    from transformers import EncodecConfig, EncodecModel
+
+    from musicgen_jax.models.config import AudioConfig, CodecShape
+
+    for name in ("tiny", "tiny-stereo"):
+        config = MusicGenConfig.preset(name)
+        codec = config.codec_to_transformers()
+        assert codec.audio_channels == 1  # stereo runs the mono codec once per channel
+        assert codec.num_quantizers == config.decoder.codebooks_per_channel
+        assert codec.codebook_size == config.decoder.vocab_size
+        assert (codec.sampling_rate, codec.frame_rate) == (config.audio.sample_rate, config.audio.frame_rate)
+        assert config.to_transformers().audio_encoder.to_dict() == codec.to_dict()
+    torch.manual_seed(0)
+    model = EncodecModel(MusicGenConfig.preset("tiny").codec_to_transformers()).eval()
+    with torch.no_grad():
+        codes = model.encode(torch.randn(1, 1, 32000)).audio_codes
+    assert tuple(codes.shape) == (1, 1, 4, 50)  # one second: 50 frames of 4 codebooks
+
+    small = MusicGenConfig.preset("small")
+    meta = dataclasses.replace(small, audio=dataclasses.replace(small.audio, codec_shape=CodecShape()))
+    published = EncodecConfig(
+        sampling_rate=32000,
+        audio_channels=1,
+        num_filters=64,
+        hidden_size=128,
+        codebook_dim=128,
+        codebook_size=2048,
+        num_residual_layers=1,
+        num_lstm_layers=2,
+        upsampling_ratios=[8, 5, 4, 4],
+        target_bandwidths=[2.2],
+        chunk_length_s=None,
+        overlap=None,
+        normalize=False,
+        use_causal_conv=False,
+        use_conv_shortcut=False,
+    )
+    assert meta.codec_to_transformers().to_dict() == published.to_dict()
+
+    with pytest.raises(ValueError, match="codec_shape is not set"):
+        small.codec_to_transformers()
+    with pytest.raises(ValueError, match="frame_rate is 25"):
+        AudioConfig(frame_rate=25.0, codec_shape=CodecShape())

@@ -19,7 +19,7 @@ from musicgen_jax.data.pipeline import (
     make_eval_iterator,
     make_train_iterator,
 )
-from musicgen_jax.tiny_models import build_tokenizer
+from musicgen_jax.testing import build_tokenizer
 
 CONFIG = DataConfig(segment_frames=100, batch_size=4, max_text_len=24, seed=1, read_threads=2)
 

@@ -13,7 +13,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 from musicgen_jax.data import manifest, synthetic, tfds_builder, tfds_metadata, tokenize
 from musicgen_jax.data.pipeline import DataConfig, make_train_iterator, resolve_shards
-from musicgen_jax.tiny_models import build_tokenizer
+from musicgen_jax.testing import build_tokenizer
 
 
 class FrameEnergyCodec:

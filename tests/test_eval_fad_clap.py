@@ -304,7 +304,7 @@ def tiny_clap_dir(tmp_path_factory):
     torch = pytest.importorskip("torch")
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
-    from musicgen_jax.tiny_models import build_tokenizer
+    from musicgen_jax.testing import build_tokenizer
 
     torch.manual_seed(0)
     config = ClapConfig(

@@ -13,6 +13,7 @@ import torch
 from transformers import AutoTokenizer, MusicgenForConditionalGeneration, T5EncoderModel
 
 from musicgen_jax.conversion import load_transformers_params
+from musicgen_jax.models.config import MusicGenConfig
 from musicgen_jax.models.musicgen import MusicGenModel
 
 pytestmark = pytest.mark.usefixtures("float32_matmuls")
@@ -37,6 +38,23 @@ def reference_logits(directory, prompts, decoder_ids):
             decoder_input_ids=torch.tensor(decoder_ids.reshape(batch * codebooks, length)),
         )
     return out.logits.numpy().reshape(batch, codebooks, length, -1), text
+
+
+def test_tiny_variants_differ_where_the_parity_tests_need():
+    """Each variant takes a path the others do not; the parity tests below rely on it."""
+    from musicgen_jax.testing import VARIANTS, tiny_config
+
+    base, gated, stereo, wide = (tiny_config(v) for v in ("base", "gated", "stereo", "wide"))
+    assert set(VARIANTS) == {"base", "gated", "stereo", "wide"}
+    assert base.has_text_projection and not wide.has_text_projection  # enc_to_dec_proj or none
+    assert gated.text_encoder.is_gated and not base.text_encoder.is_gated
+    assert gated.text_encoder.num_layers != base.text_encoder.num_layers
+    assert (gated.decoder.num_layers, gated.decoder.num_heads) != (
+        base.decoder.num_layers,
+        base.decoder.num_heads,
+    )
+    assert stereo.decoder.audio_channels == 2 and base.decoder.audio_channels == 1
+    assert base.decoder == MusicGenConfig.preset("tiny").decoder  # built from the preset, not restated
 
 
 @pytest.mark.parametrize("variant", ["base", "gated", "stereo", "wide"])

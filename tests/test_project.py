@@ -69,3 +69,26 @@ def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(config_io.ConfigError, match="no model preset 'huge'"):
         MusicGenConfig.preset("huge")
     assert MusicGenConfig.preset("tiny", ["max_duration=1e1"]).max_duration == 10.0
+
+
+def test_the_library_never_imports_its_test_scaffolding():
+    """musicgen_jax.testing builds random models for tests; real runs must never fall back on it."""
+    import ast
+
+    package = ROOT / "musicgen_jax"
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        if path.is_relative_to(package / "testing"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            if any(
+                name == "musicgen_jax.testing" or name.startswith("musicgen_jax.testing.") for name in names
+            ):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []

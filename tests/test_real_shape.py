@@ -28,7 +28,7 @@ def test_small_shape_logits_match_transformers(tmp_path):
     from musicgen_jax.conversion import load_transformers_params
     from musicgen_jax.models.config import MusicGenConfig
     from musicgen_jax.models.musicgen import MusicGenModel
-    from musicgen_jax.tiny_models import build_tokenizer
+    from musicgen_jax.testing import build_tokenizer
 
     published = MusicGenConfig.preset("small")
     t5 = T5Config(

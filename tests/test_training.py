@@ -57,7 +57,7 @@ def compilation_cache(tmp_path_factory):
     cache.reset_cache()
 
 
-# A small, quick variant of configs/train/tiny.yaml.
+# A small, quick variant of configs/train/tiny.yaml (with the testing tokenizer, see quick_config).
 QUICK = (
     "logging.every_steps=1",
     "data.memory.frames=16",
@@ -67,10 +67,12 @@ QUICK = (
 )
 
 
-def quick_config(output_dir, *overrides: str):
-    """The quick variant; later overrides of the same key win."""
+def quick_config(output_dir, tokenizer_dir, *overrides: str):
+    """The quick variant; later overrides of the same key win. ``tokenizer_dir`` replaces the
+    config's t5-small tokenizer, which would need the network."""
     items = [
         f"output_dir={output_dir}",
+        f"model.tokenizer={tokenizer_dir}",
         "logging.progress=false",
         "logging.tensorboard=false",
         *QUICK,
@@ -112,6 +114,17 @@ def test_dotted_overrides_reach_train_and_model_config(tmp_path):
         load_train_config("tiny", ["model.decoder.hidden_sise=4"])
     with pytest.raises(ConfigError, match="divisible"):
         load_train_config("tiny", ["training.batch_size=6", "training.microbatches=4"])
+
+
+def test_a_run_from_scratch_must_name_its_tokenizer(tiny_tokenizer_dir):
+    from musicgen_jax.conversion import CheckpointError
+    from musicgen_jax.training.model_source import load_model_source
+
+    assert load_train_config("tiny").model.tokenizer == "t5-small"  # the shipped config names one
+    with pytest.raises(CheckpointError, match="set model.tokenizer .* or model.text_encoder_from"):
+        load_model_source(load_train_config("tiny", ["model.tokenizer=null"]).model)
+    named = load_model_source(load_train_config("tiny", [f"model.tokenizer={tiny_tokenizer_dir}"]).model)
+    assert named.tokenizer("calm piano").input_ids == [26, 47, 1]  # the testing tokenizer's ids, then </s>
 
 
 def test_mesh_shape_fills_the_minus_one_entry():
@@ -178,7 +191,7 @@ def test_loss_mask_follows_the_delay_pattern_and_padding():
 # -------------------------------------------------------------------------------- train step
 
 
-def test_microbatches_accumulate_to_the_full_batch(tmp_path):
+def test_microbatches_accumulate_to_the_full_batch(tmp_path, tiny_tokenizer_dir):
     """Gradient accumulation normalises by the whole batch, so 2 microbatches == 1 batch."""
     from musicgen_jax.training.model_source import load_model_source
 
@@ -186,6 +199,7 @@ def test_microbatches_accumulate_to_the_full_batch(tmp_path):
     for microbatches in (1, 2):
         config = quick_config(
             tmp_path,
+            tiny_tokenizer_dir,
             f"training.microbatches={microbatches}",
             "training.condition_dropout=0.0",
             "data.memory.padded_fraction=0.5",
@@ -219,7 +233,7 @@ def test_microbatches_accumulate_to_the_full_batch(tmp_path):
 def test_condition_dropout_trains_on_the_null_condition():
     from musicgen_jax.models.config import MusicGenConfig
     from musicgen_jax.models.musicgen import MusicGenModel, null_condition
-    from musicgen_jax.tiny_models import build_tokenizer
+    from musicgen_jax.testing import build_tokenizer
     from musicgen_jax.training.config import MemoryDataConfig
 
     config = MusicGenConfig.preset("tiny-learned")
@@ -264,14 +278,14 @@ def test_condition_dropout_trains_on_the_null_condition():
     assert np.all(rows.all(1) | ~rows.any(1)) and 0.2 < rows[:, 0].mean() < 0.4
 
 
-def test_remat_policies_change_the_program_not_the_gradients(tmp_path):
+def test_remat_policies_change_the_program_not_the_gradients(tmp_path, tiny_tokenizer_dir):
     """Every policy inserts rematerialisation under grad; under jit the gradients are unchanged
     (compiled and compared for "full"; every policy was checked by hand, see the report)."""
     from musicgen_jax.training.model_source import load_model_source
 
     grads, programs = {}, {}
     for remat in ("none", "full", "dots", "dots_no_batch"):
-        config = quick_config(tmp_path, f"model.remat={remat}", "data.memory.frames=8")
+        config = quick_config(tmp_path, tiny_tokenizer_dir, f"model.remat={remat}", "data.memory.frames=8")
         source = load_model_source(config.model)
         model = build_model(source.config, config.model)
         batch = jax.tree.map(
@@ -304,9 +318,10 @@ def test_remat_policies_change_the_program_not_the_gradients(tmp_path):
 # --------------------------------------------------------------------------------- training
 
 
-def test_tiny_model_overfits_a_small_batch(tmp_path):
+def test_tiny_model_overfits_a_small_batch(tmp_path, tiny_tokenizer_dir):
     config = quick_config(
         tmp_path,
+        tiny_tokenizer_dir,
         "training.steps=250",
         "data.memory.num_examples=4",  # the pool is one batch: memorise it
         "data.memory.pattern=random",
@@ -326,7 +341,7 @@ def test_tiny_model_overfits_a_small_batch(tmp_path):
     assert result.metrics["accuracy"] > 0.9
 
 
-def test_killed_run_resumes_exactly(tmp_path, compilation_cache):
+def test_killed_run_resumes_exactly(tmp_path, compilation_cache, tiny_tokenizer_dir):
     """``train.py`` killed with SIGKILL mid-run, then ``--resume``: step for step the losses of the
     same run never interrupted. Model dropout, condition dropout and the EMA are on, so every
     random draw and the data order must be reproduced from the checkpoint."""
@@ -336,7 +351,7 @@ def test_killed_run_resumes_exactly(tmp_path, compilation_cache):
         "training.dropout=true",
         "model.decoder.dropout=0.1",
     )
-    args = [f"output_dir={tmp_path / 'killed'}", *QUICK, *run]
+    args = [f"output_dir={tmp_path / 'killed'}", f"model.tokenizer={tiny_tokenizer_dir}", *QUICK, *run]
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
@@ -366,7 +381,7 @@ def test_killed_run_resumes_exactly(tmp_path, compilation_cache):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "step 60" in done.stdout
 
-    whole = train(quick_config(tmp_path / "whole", *run))
+    whole = train(quick_config(tmp_path / "whole", tiny_tokenizer_dir, *run))
     assert whole.step == 60 and whole.resumed_from is None
     assert [s for s, _ in losses(tmp_path / "whole")] == list(range(1, 61))
     assert losses(tmp_path / "killed") == losses(tmp_path / "whole")  # exactly
@@ -380,7 +395,7 @@ def test_killed_run_resumes_exactly(tmp_path, compilation_cache):
 
 def test_each_host_reads_its_own_rows_of_the_global_batch():
     from musicgen_jax.models.config import MusicGenConfig
-    from musicgen_jax.tiny_models import build_tokenizer
+    from musicgen_jax.testing import build_tokenizer
     from musicgen_jax.training.config import MemoryDataConfig
 
     config, tokenizer = MusicGenConfig.preset("tiny"), build_tokenizer()
@@ -398,13 +413,15 @@ def test_each_host_reads_its_own_rows_of_the_global_batch():
     np.testing.assert_array_equal(next(hosts[0])["codes"], whole.batch(1)["codes"][:4])
 
 
-def test_full_size_state_layout_and_flops_from_shapes_only():
+def test_full_size_state_layout_and_flops_from_shapes_only(tiny_tokenizer_dir):
     """musicgen-small's train state, by jax.eval_shape (nothing allocated): parameter counts, the
     frozen T5 outside the optimizer, and a FLOPs estimate close to 6 x parameters x tokens."""
     from musicgen_jax.training import throughput
     from musicgen_jax.training.model_source import load_model_source
 
-    config = load_train_config("small", ["model.text_encoder_from=null"])
+    config = load_train_config(
+        "small", ["model.text_encoder_from=null", f"model.tokenizer={tiny_tokenizer_dir}"]
+    )
     source = load_model_source(config.model)
     mesh = mesh_lib.create_mesh(config.mesh, jax.devices()[:1])
     layout = StateLayout.create(

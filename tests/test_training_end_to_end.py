@@ -7,6 +7,7 @@ import numpy as np
 import soundfile as sf
 
 from musicgen_jax import MusicGen
+from musicgen_jax.conversion.checkpoint import load_config
 from musicgen_jax.data import synthetic
 from musicgen_jax.data import tokenize as tokenize_lib
 from musicgen_jax.training.config import load_train_config
@@ -46,6 +47,10 @@ def test_wav_folder_to_trained_model(tiny_jax_dir, tmp_path):
         [
             f"output_dir={run}",
             f"model.init_from={tiny_jax_dir}",
+            # configs/train/tiny.yaml trains from scratch with t5-small's tokenizer and vocabulary;
+            # fine-tuning keeps the checkpoint's.
+            "model.tokenizer=null",
+            f"model.text_encoder.vocab_size={load_config(tiny_jax_dir).text_encoder.vocab_size}",
             "logging.progress=false",
             "logging.tensorboard=false",
             "logging.every_steps=1",

@@ -40,11 +40,12 @@ def _write_shard(directory, count: int = 12, frames: int = 40) -> None:
     writer.commit()
 
 
-def _config(output_dir, shards, *extra):
+def _config(output_dir, shards, tokenizer_dir, *extra):
     return load_train_config(
         "tiny",
         [
             f"output_dir={output_dir}",
+            f"model.tokenizer={tokenizer_dir}",  # the testing tokenizer, not the config's (online) t5-small
             "logging.progress=false",
             "logging.tensorboard=false",
             "logging.every_steps=1",
@@ -58,13 +59,13 @@ def _config(output_dir, shards, *extra):
     )
 
 
-def test_pipeline_run_resumes_with_the_same_data_order(tmp_path):
+def test_pipeline_run_resumes_with_the_same_data_order(tmp_path, tiny_tokenizer_dir):
     shards = tmp_path / "shards"
     _write_shard(shards)
-    whole = train(_config(tmp_path / "whole", shards))
+    whole = train(_config(tmp_path / "whole", shards, tiny_tokenizer_dir))
     assert whole.step == 6 and whole.metrics["target_tokens"] > 0
-    train(_config(tmp_path / "resumed", shards, "training.stop_after=3"))
-    resumed = train(_config(tmp_path / "resumed", shards), resume=True)
+    train(_config(tmp_path / "resumed", shards, tiny_tokenizer_dir, "training.stop_after=3"))
+    resumed = train(_config(tmp_path / "resumed", shards, tiny_tokenizer_dir), resume=True)
     assert resumed.resumed_from == 3
     curve = [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "whole")]
     assert [s for s, _ in curve] == list(range(1, 7))

@@ -33,15 +33,18 @@ WATCHED = {  # parameter path -> full shape in the tiny model
 def _run_layouts(output_root: Path) -> dict:
     import jax
 
+    from musicgen_jax.testing import save_tokenizer
     from musicgen_jax.training.config import load_train_config
     from musicgen_jax.training.logging import read_metrics
     from musicgen_jax.training.trainer import train
 
     assert jax.device_count() == 8, jax.devices()
+    tokenizer_dir = save_tokenizer(output_root / "tokenizer")  # not the config's t5-small (online)
     report = {}
     for name, mesh in LAYOUTS.items():
         overrides = [
             f"output_dir={output_root / name}",
+            f"model.tokenizer={tokenizer_dir}",
             "logging.progress=false",
             "logging.tensorboard=false",
             "logging.every_steps=1",

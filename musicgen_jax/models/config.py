@@ -110,6 +110,18 @@ class DecoderConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CodecShape:
+    """The layout of an EnCodec built from scratch rather than loaded: the tiny presets' random
+    codecs. A loaded codec brings its own ``config.json``. Defaults: Meta's 32 kHz codec."""
+
+    num_filters: int = 64
+    hidden_size: int = 128  # also the width of the codebook vectors
+    num_residual_layers: int = 1
+    num_lstm_layers: int = 2
+    upsampling_ratios: tuple[int, ...] = (8, 5, 4, 4)  # their product is the hop: samples per frame
+
+
+@dataclasses.dataclass(frozen=True)
 class AudioConfig:
     """Facts of the codec the tokens belong to (the codec itself runs in PyTorch)."""
 
@@ -117,6 +129,16 @@ class AudioConfig:
     frame_rate: float = 50.0  # codec frames (decoder steps) per second
     channels: int = 1
     codec: str = "facebook/encodec_32khz"  # where to find the codec when a checkpoint has none
+    codec_shape: CodecShape | None = None  # only for a codec built here (random weights, for tests)
+
+    def __post_init__(self) -> None:
+        if self.codec_shape is not None:
+            hop = math.prod(self.codec_shape.upsampling_ratios)
+            if self.sample_rate != hop * self.frame_rate:
+                raise ValueError(
+                    f"codec_shape.upsampling_ratios give {self.sample_rate / hop:g} frames/s at "
+                    f"{self.sample_rate} Hz, but frame_rate is {self.frame_rate:g}"
+                )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,7 +249,8 @@ class MusicGenConfig:
         return cls(name=name, text_encoder=text_config, decoder=decoder_config, audio=audio_config)
 
     def to_transformers(self, audio_encoder: dict | None = None) -> Any:
-        """A transformers ``MusicgenConfig``; ``audio_encoder`` is the codec's config dict."""
+        """A transformers ``MusicgenConfig``; ``audio_encoder`` is the codec's config dict (default:
+        :meth:`codec_to_transformers`, for a config that describes its codec)."""
         from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
 
         text = self.text_encoder
@@ -264,7 +287,7 @@ class MusicGenConfig:
             tie_word_embeddings=False,
         )
         if audio_encoder is None:
-            codec = EncodecConfig(sampling_rate=self.audio.sample_rate, audio_channels=1)
+            codec = self.codec_to_transformers()
         else:
             codec = EncodecConfig(
                 **{
@@ -274,3 +297,38 @@ class MusicGenConfig:
                 }
             )
         return MusicgenConfig(text_encoder=t5, audio_encoder=codec, decoder=decoder)
+
+    def codec_to_transformers(self) -> Any:
+        """A transformers ``EncodecConfig`` of ``audio.codec_shape``, the codec these tokens need:
+        one codebook of ``decoder.vocab_size`` entries per codebook of a channel, at ``frame_rate``."""
+        from transformers import EncodecConfig
+
+        shape = self.audio.codec_shape
+        if shape is None:
+            raise ValueError(
+                f"{self.name}: audio.codec_shape is not set; a loaded codec's config.json describes it"
+            )
+        # transformers keeps bandwidth * 1000 / (frame_rate * log2(codebook_size)) codebooks.
+        kilobits_per_second = (
+            self.decoder.codebooks_per_channel
+            * math.log2(self.decoder.vocab_size)
+            * self.audio.frame_rate
+            / 1000
+        )
+        return EncodecConfig(
+            sampling_rate=self.audio.sample_rate,
+            audio_channels=1,  # stereo MusicGen runs the mono codec once per channel
+            num_filters=shape.num_filters,
+            hidden_size=shape.hidden_size,
+            num_residual_layers=shape.num_residual_layers,
+            num_lstm_layers=shape.num_lstm_layers,
+            upsampling_ratios=list(shape.upsampling_ratios),
+            codebook_size=self.decoder.vocab_size,
+            target_bandwidths=[kilobits_per_second],
+            # As Meta's 32 kHz codec: non-causal, unnormalised, the whole signal in one chunk.
+            use_causal_conv=False,
+            normalize=False,
+            chunk_length_s=None,
+            overlap=None,
+            use_conv_shortcut=False,
+        )

@@ -30,9 +30,7 @@ class ModelSpec:
     # Pretrained T5 (directory or hub id, e.g. t5-base) for from-scratch runs: its weights replace the
     # random text encoder and its tokenizer is used. audiocraft trains on a frozen pretrained T5.
     text_encoder_from: str | None = None
-    tokenizer: str | None = (
-        None  # overrides the tokenizer source; default: init_from / text_encoder_from / built-in
-    )
+    tokenizer: str | None = None  # overrides the tokenizer source; default: init_from / text_encoder_from
     # Overrides of MusicGenConfig fields, applied on top of the preset or the init_from config.
     name: str | None = None
     text_encoder: dict[str, Any] = dataclasses.field(default_factory=dict)
