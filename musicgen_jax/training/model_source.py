@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,6 @@ from musicgen_jax.conversion.tensors import CheckpointError
 from musicgen_jax.models.config import MusicGenConfig
 from musicgen_jax.training.config import ModelSpec, resolve_model_config
 
-logger = logging.getLogger(__name__)
-
 
 @dataclasses.dataclass
 class ModelSource:
@@ -40,9 +37,19 @@ class ModelSource:
 
 
 def load_model_source(spec: ModelSpec) -> ModelSource:
-    if spec.init_from is not None:
-        return _load_pretrained(spec)
-    return _from_preset(spec)
+    source = _load_pretrained(spec) if spec.init_from is not None else _from_preset(spec)
+    _check_vocabulary(source.tokenizer, source.config)
+    return source
+
+
+def _check_vocabulary(tokenizer, config: MusicGenConfig) -> None:
+    """A tokenizer whose ids run past the text encoder's embedding table would train on garbage."""
+    if len(tokenizer) > config.text_encoder.vocab_size:
+        raise CheckpointError(
+            f"the tokenizer has {len(tokenizer)} tokens but the text encoder embeds "
+            f"{config.text_encoder.vocab_size}: set model.text_encoder.vocab_size, or name the matching "
+            "tokenizer in model.tokenizer"
+        )
 
 
 def _load_pretrained(spec: ModelSpec) -> ModelSource:
