@@ -2,13 +2,7 @@
 
 import sys
 
+from musicgen_jax.serving.cli import main
+
 if __name__ == "__main__":
-    try:
-        from musicgen_jax.serving.cli import main
-    except ImportError:
-        print(
-            "serve.py: the server is not built yet (see the serving issue); nothing was started.",
-            file=sys.stderr,
-        )
-        sys.exit(2)
     sys.exit(main())

@@ -2,12 +2,7 @@
 
 import sys
 
+from musicgen_jax.training.cli import main
+
 if __name__ == "__main__":
-    try:
-        from musicgen_jax.training.cli import main
-    except ImportError:
-        print(
-            "train.py: training is not built yet (see the training issue); nothing was run.", file=sys.stderr
-        )
-        sys.exit(2)
     sys.exit(main())

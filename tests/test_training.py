@@ -127,6 +127,40 @@ def test_a_run_from_scratch_must_name_its_tokenizer(tiny_tokenizer_dir):
     assert named.tokenizer("calm piano").input_ids == [26, 47, 1]  # the testing tokenizer's ids, then </s>
 
 
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["data.pipeline.segment_frame=16"], "'segment_frame' in data.pipeline"),
+        (["data.memory.framez=8"], "'framez' in data.memory"),
+        (["data.memory.frames=0"], "data.memory: frames must be positive"),
+        (["data.source=records"], "data.source: 'records'"),
+        (["data.source=pipeline", "data.pipeline.batch_size=16"], "data.pipeline.batch_size (16)"),
+        (["data.pipeline.paths=[a]", "data.pipeline.paths=[b]"], "'data.pipeline.paths' is given twice"),
+    ],
+)
+def test_a_bad_data_section_fails_at_load_and_writes_nothing(tmp_path, capsys, overrides, named):
+    from musicgen_jax.training import cli
+
+    run = tmp_path / "run"
+    code = cli.main(["--config", "tiny", f"output_dir={run}", "logging.progress=false", *overrides])
+    assert code == 2
+    assert named in capsys.readouterr().err
+    assert not run.exists()
+
+
+def test_pipeline_data_that_is_not_there_fails_before_the_run_directory_is_written(
+    tmp_path, tiny_tokenizer_dir
+):
+    run = tmp_path / "run"
+    config = quick_config(
+        run, tiny_tokenizer_dir, "data.source=pipeline", f"data.pipeline.paths=[{tmp_path / 'no-shards'}]"
+    )
+    assert config.data.pipeline.batch_size == config.training.batch_size == 4  # filled in from training
+    with pytest.raises(FileNotFoundError, match="no-shards"):
+        train(config)
+    assert not run.exists()
+
+
 def test_mesh_shape_fills_the_minus_one_entry():
     from musicgen_jax.training.config import MeshSection
 
@@ -278,31 +312,39 @@ def test_condition_dropout_trains_on_the_null_condition():
     assert np.all(rows.all(1) | ~rows.any(1)) and 0.2 < rows[:, 0].mean() < 0.4
 
 
+def _loss_and_params(config):
+    """The full-condition loss as a function of the parameters, and initial parameters, for the
+    model ``config`` describes on one batch of its data."""
+    from musicgen_jax.training.model_source import load_model_source
+
+    source = load_model_source(config.model)
+    model = build_model(source.config, config.model)
+    batch = jax.tree.map(
+        jnp.asarray, MemoryBatchSource(config.data.memory, source.config, source.tokenizer, 2).batch(0)
+    )
+    inputs, targets, mask = jax.jit(lambda b: step_lib.prepare_targets(b, model))(batch)
+    params = jax.jit(lambda rng: model.init(rng, batch["text_ids"], batch["text_mask"], inputs)["params"])(
+        jax.random.key(0)
+    )
+
+    def loss(params):
+        logits = model.apply(
+            {"params": params}, batch, inputs, jnp.zeros(2, bool), True, True, method=step_lib._forward
+        )
+        sums = loss_lib.codebook_sums(logits, targets, mask)
+        return loss_lib.loss_from_sums(sums["nll"], loss_lib.codebook_counts(mask))
+
+    return loss, params
+
+
 def test_remat_policies_change_the_program_not_the_gradients(tmp_path, tiny_tokenizer_dir):
     """Every policy inserts rematerialisation under grad; under jit the gradients are unchanged
     (compiled and compared for "full"; every policy was checked by hand, see the report)."""
-    from musicgen_jax.training.model_source import load_model_source
-
     grads, programs = {}, {}
     for remat in ("none", "full", "dots", "dots_no_batch"):
-        config = quick_config(tmp_path, tiny_tokenizer_dir, f"model.remat={remat}", "data.memory.frames=8")
-        source = load_model_source(config.model)
-        model = build_model(source.config, config.model)
-        batch = jax.tree.map(
-            jnp.asarray, MemoryBatchSource(config.data.memory, source.config, source.tokenizer, 2).batch(0)
+        loss, params = _loss_and_params(
+            quick_config(tmp_path, tiny_tokenizer_dir, f"model.remat={remat}", "data.memory.frames=8")
         )
-        inputs, targets, mask = jax.jit(lambda b: step_lib.prepare_targets(b, model))(batch)
-        params = jax.jit(
-            lambda rng: model.init(rng, batch["text_ids"], batch["text_mask"], inputs)["params"]
-        )(jax.random.key(0))
-
-        def loss(params):
-            logits = model.apply(
-                {"params": params}, batch, inputs, jnp.zeros(2, bool), True, True, method=step_lib._forward
-            )
-            sums = loss_lib.codebook_sums(logits, targets, mask)
-            return loss_lib.loss_from_sums(sums["nll"], loss_lib.codebook_counts(mask))
-
         programs[remat] = str(jax.make_jaxpr(jax.grad(loss))(params))
         if remat in ("none", "full"):
             grads[remat] = jax.jit(jax.grad(loss))(params)
@@ -391,6 +433,37 @@ def test_killed_run_resumes_exactly(tmp_path, compilation_cache, tiny_tokenizer_
     resolved = (tmp_path / "killed" / "train_config.yaml").read_text()
     assert "steps: 60" in resolved and "frames: 16" in resolved and "dropout: 0.1" in resolved
     assert list((tmp_path / "killed" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_a_run_with_an_ema_is_evaluated_on_the_average(tmp_path, tiny_tokenizer_dir):
+    """The eval loss (logged, and ranking checkpoints) is the EMA weights' loss on the held-out
+    batch, not the raw weights'; the eval record says so."""
+    from musicgen_jax.training.model_source import load_model_source
+    from musicgen_jax.training.trainer import DataSource
+
+    config = quick_config(
+        tmp_path,
+        tiny_tokenizer_dir,
+        "training.steps=6",
+        "training.ema_decay=0.9",
+        "training.ema_every=1",
+        "optimizer.learning_rate=0.01",
+        "optimizer.warmup_steps=1",
+        "eval.every_steps=6",
+        "eval.batches=1",
+    )
+    result = train(config)
+    evals = [record for record in read_metrics(tmp_path) if "eval/loss" in record]
+    assert [record["step"] for record in evals] == [6] and evals[0]["eval/ema_weights"] == 1.0
+
+    source = load_model_source(config.model)
+    model = build_model(source.config, config.model)
+    held_out = jax.tree.map(jnp.asarray, next(DataSource(config, source, 0, 1).eval()))
+    state = jax.device_get(result.state)
+    ema_loss = float(step_lib.train_loss_reference(model, state.all_params(use_ema=True), held_out)["loss"])
+    raw_loss = float(step_lib.train_loss_reference(model, state.all_params(), held_out)["loss"])
+    np.testing.assert_allclose(evals[0]["eval/loss"], ema_loss, rtol=1e-5)
+    assert abs(raw_loss - ema_loss) > 5e-3, (raw_loss, ema_loss)  # far outside that tolerance
 
 
 def test_each_host_reads_its_own_rows_of_the_global_batch():

@@ -98,7 +98,9 @@ def test_finetune_from_converted_checkpoint_exports_to_transformers(tiny_hf_dir,
     records = read_metrics(run_dir)
     train_losses = [r["loss"] for r in records if "loss" in r]
     assert len(train_losses) == 16 and train_losses[-1] < train_losses[0]
-    assert any("eval/loss" in r for r in records)
+    evals = [r for r in records if "eval/loss" in r]
+    assert [r["step"] for r in evals] == [8, 16]
+    assert all(r["eval/ema_weights"] == 0.0 for r in evals)  # no EMA: the raw weights were evaluated
 
     # Training started from the converted weights: the frozen T5 is still exactly them.
     _, source_params = load_checkpoint(tiny_jax_dir)

@@ -26,10 +26,6 @@ class DecoderCache:
     def max_length(self) -> int:
         return self.self_key.shape[3]
 
-    @property
-    def batch_size(self) -> int:
-        return self.self_key.shape[1]
-
 
 def empty_self_attention(
     num_layers: int, batch: int, max_length: int, num_heads: int, head_dim: int, dtype: jnp.dtype

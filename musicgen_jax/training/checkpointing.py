@@ -44,6 +44,18 @@ def _optimizer_item(state: TrainState) -> dict:
     return {"opt_state": state.opt_state, "step": state.step}
 
 
+def latest_saved_step(output_dir: str | Path) -> int | None:
+    """The newest checkpoint step under ``output_dir``, or None; creates nothing."""
+    directory = Path(output_dir).absolute() / CHECKPOINT_DIR
+    if not directory.is_dir():
+        return None
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+        return manager.latest_step()
+    finally:
+        manager.close()
+
+
 class Checkpointer:
     """An orbax ``CheckpointManager`` for one run directory."""
 
@@ -124,9 +136,6 @@ class Checkpointer:
             step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params))
         )
         return restored["params"]
-
-    def wait(self) -> None:
-        self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.wait_until_finished()

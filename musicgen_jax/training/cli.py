@@ -14,6 +14,9 @@ import sys
 
 from musicgen_jax.config_io import ConfigError
 from musicgen_jax.dtypes import DTYPE_NAMES
+from musicgen_jax.training.config import load_train_config
+from musicgen_jax.training.export import export_run
+from musicgen_jax.training.trainer import train
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -53,8 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every file it writes at INFO
     if argv and argv[0] == "export":
         args = _export_parser().parse_args(argv[1:])
-        from musicgen_jax.training.export import export_run
-
         path = export_run(
             args.run_dir,
             args.output_dir,
@@ -68,9 +69,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     args = _train_parser().parse_args(argv)
-    from musicgen_jax.training.config import load_train_config
-    from musicgen_jax.training.trainer import train
-
     try:
         config = load_train_config(args.config, args.overrides)
     except ConfigError as error:

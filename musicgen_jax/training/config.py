@@ -4,6 +4,8 @@ command-line overrides (``training.batch_size=32 model.decoder.hidden_size=1024`
 The model is a preset (``configs/model/<preset>.yaml``) or a checkpoint to fine-tune (``init_from``),
 with overrides of any :class:`~musicgen_jax.models.config.MusicGenConfig` field under ``model.*``;
 they are checked against that dataclass when the config is resolved, so a misspelt key fails at load.
+The data section is typed the same way (one dataclass per source kind, :class:`DataSection`), so a
+bad data key fails at load too, before a run writes anything.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from musicgen_jax import config_io
+from musicgen_jax.data.pipeline import DataConfig as PipelineDataConfig
 from musicgen_jax.models.config import MusicGenConfig
 
 TRAIN_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"  # also ./configs/train
@@ -122,14 +125,27 @@ class MemoryDataConfig:
     padded_fraction: float = 0.25  # share of examples whose last frames are padding (frame_mask False)
     seed: int = 1234
 
+    def __post_init__(self) -> None:
+        for name in ("num_examples", "frames", "max_text_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.padded_fraction <= 1.0:
+            raise ValueError(f"padded_fraction must be in [0, 1], got {self.padded_fraction}")
+
 
 @dataclasses.dataclass(frozen=True)
 class DataSection:
-    # "memory": synthetic tokens this run generates itself; "pipeline": musicgen_jax.data's grain
-    # pipeline over tokenised shards (its config is ``pipeline``, passed through as given).
+    """Where the batches come from. ``source`` picks one kind and only that kind's section is read:
+
+    * ``memory``: synthetic tokens the run generates itself (:class:`MemoryDataConfig`);
+    * ``pipeline``: :mod:`musicgen_jax.data.pipeline`'s grain loader over tokenised ArrayRecord
+      shards, this project's or tfds-built ones (:class:`~musicgen_jax.data.pipeline.DataConfig`).
+      Its ``batch_size`` is the run's ``training.batch_size``; :func:`load_train_config` fills it in.
+    """
+
     source: Literal["memory", "pipeline"] = "memory"
     memory: MemoryDataConfig = MemoryDataConfig()
-    pipeline: dict[str, Any] = dataclasses.field(default_factory=dict)
+    pipeline: PipelineDataConfig = dataclasses.field(default_factory=PipelineDataConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,10 +202,12 @@ class TrainConfig:
                 raise ValueError(f"checkpoint.{name} must be positive")
         if self.logging.every_steps < 1:
             raise ValueError("logging.every_steps must be positive")
-
-    @property
-    def microbatch_size(self) -> int:
-        return self.training.batch_size // self.training.microbatches
+        pipeline_batch = self.data.pipeline.batch_size
+        if self.data.source == "pipeline" and pipeline_batch != t.batch_size:
+            raise ValueError(
+                f"data.pipeline.batch_size ({pipeline_batch}) differs from training.batch_size "
+                f"({t.batch_size}): the run has one global batch size, set only the latter"
+            )
 
 
 def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
@@ -198,10 +216,25 @@ def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] =
     path = Path(path)
     if not path.suffix and not path.is_file():
         path = TRAIN_CONFIG_DIR / f"{path}.yaml"
-    config = config_io.load(TrainConfig, path, overrides)
+    raw = config_io.deep_merge(config_io.read_yaml(path), config_io.parse_overrides(overrides))
+    config = config_io.from_dict(TrainConfig, _with_pipeline_batch_size(raw))
     if config.model.init_from is None:
         resolve_model_config(config.model)
     return config
+
+
+def _with_pipeline_batch_size(raw: dict) -> dict:
+    """``raw`` with ``data.pipeline.batch_size`` defaulting to ``training.batch_size``: the data
+    pipeline's config has a batch size of its own, and the run has one. Set both and they must agree
+    (TrainConfig checks); anything that is not a mapping is left for from_dict to reject."""
+    data, training = raw.get("data", {}), raw.get("training", {})
+    if not isinstance(data, dict) or not isinstance(training, dict):
+        return raw
+    pipeline = data.get("pipeline", {})
+    if not isinstance(pipeline, dict) or "batch_size" in pipeline:
+        return raw
+    batch_size = training.get("batch_size", TrainingSection.batch_size)
+    return config_io.deep_merge(raw, {"data": {"pipeline": {"batch_size": batch_size}}})
 
 
 def model_overrides(spec: ModelSpec) -> dict[str, Any]:

@@ -41,8 +41,11 @@ class TrainState:
 
     def all_params(self, use_ema: bool = False) -> dict:
         """The model's full parameter tree (trainable, or their average, joined with the frozen)."""
-        trainable = self.ema_params if use_ema and self.ema_params is not None else self.params
-        return merge_params(trainable, self.frozen_params)
+        if use_ema and self.ema_params is None:
+            raise ValueError(
+                "use_ema: this state keeps no moving average of the weights (training.ema_decay)"
+            )
+        return merge_params(self.ema_params if use_ema else self.params, self.frozen_params)
 
 
 def build_model(config: MusicGenConfig, spec: ModelSpec) -> MusicGenModel:

@@ -92,7 +92,6 @@ def _in_mesh(jitted: Callable, mesh: Mesh, rules: Rules, activation_constraints:
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
             return jitted(*args)
 
-    call.jitted = jitted  # type: ignore[attr-defined]
     return call
 
 
@@ -180,9 +179,10 @@ def make_train_step(
 
 
 def make_eval_step(
-    layout: StateLayout, config: TrainConfig, rules: Rules, batch_shardings: dict, use_ema: bool = False
+    layout: StateLayout, config: TrainConfig, rules: Rules, batch_shardings: dict, *, use_ema: bool
 ) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
-    """Deterministic loss on the full condition: the metrics of :func:`loss.metrics_from_sums`."""
+    """Deterministic loss on the full condition: the metrics of :func:`loss.metrics_from_sums`, of
+    the moving average of the weights with ``use_ema`` (the state must carry one), else the raw ones."""
     model, mesh = layout.model, layout.mesh
 
     def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:

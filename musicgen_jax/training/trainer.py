@@ -7,17 +7,17 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import jax
 import numpy as np
 
 from musicgen_jax import config_io
+from musicgen_jax.data import pipeline as data_pipeline
 from musicgen_jax.training import mesh as mesh_lib
 from musicgen_jax.training import step as step_lib
 from musicgen_jax.training import throughput
-from musicgen_jax.training.checkpointing import Checkpointer
-from musicgen_jax.training.config import TrainConfig
+from musicgen_jax.training.checkpointing import Checkpointer, latest_saved_step
+from musicgen_jax.training.config import MemoryDataConfig, TrainConfig
 from musicgen_jax.training.logging import MetricsLogger
 from musicgen_jax.training.memory_source import MemoryBatchSource
 from musicgen_jax.training.model_source import ModelSource, load_model_source, write_run_files
@@ -39,25 +39,18 @@ class TrainResult:
 
 
 class DataSource:
-    """Makes the train iterator (and eval iterators) this host reads, for either source kind."""
+    """Makes the train iterator (and eval iterators) this host reads, for the configured source kind."""
 
     def __init__(self, config: TrainConfig, source: ModelSource, process_index: int, process_count: int):
         self.config, self.source = config, source
         self.process_index, self.process_count = process_index, process_count
 
     def train(self) -> Iterator[dict[str, np.ndarray]]:
-        if self.config.data.source == "memory":
-            return MemoryBatchSource(
-                self.config.data.memory,
-                self.source.config,
-                self.source.tokenizer,
-                self.config.training.batch_size,
-                self.process_index,
-                self.process_count,
-            )
-        pipeline, data_config = self._pipeline()
-        return pipeline.make_train_iterator(
-            data_config,
+        data = self.config.data
+        if data.source == "memory":
+            return self._memory(data.memory)
+        return data_pipeline.make_train_iterator(
+            data.pipeline,
             self.source.tokenizer,
             process_index=self.process_index,
             process_count=self.process_count,
@@ -65,39 +58,25 @@ class DataSource:
 
     def eval(self) -> Iterator[dict[str, np.ndarray]] | None:
         """A fresh iterator over held-out batches, or None where the source has none."""
-        if self.config.data.source == "memory":
-            held_out = dataclasses.replace(self.config.data.memory, seed=self.config.data.memory.seed + 1)
-            return MemoryBatchSource(
-                held_out,
-                self.source.config,
-                self.source.tokenizer,
-                self.config.training.batch_size,
-                self.process_index,
-                self.process_count,
-            )
-        pipeline, data_config = self._pipeline()
-        make = getattr(pipeline, "make_eval_iterator", None)
-        if make is None:
-            return None
-        return make(
-            data_config,
+        data = self.config.data
+        if data.source == "memory":
+            return self._memory(dataclasses.replace(data.memory, seed=data.memory.seed + 1))
+        return data_pipeline.make_eval_iterator(
+            data.pipeline,
             self.source.tokenizer,
             process_index=self.process_index,
             process_count=self.process_count,
         )
 
-    def _pipeline(self) -> tuple[Any, Any]:
-        from musicgen_jax.data import pipeline
-
-        raw = dict(self.config.data.pipeline)
-        # One global batch size for the run: the pipeline's defaults to the trainer's.
-        batch_size = raw.setdefault("batch_size", self.config.training.batch_size)
-        if batch_size != self.config.training.batch_size:
-            raise config_io.ConfigError(
-                f"data.pipeline.batch_size ({batch_size}) differs from training.batch_size "
-                f"({self.config.training.batch_size}); set only the latter"
-            )
-        return pipeline, config_io.from_dict(pipeline.DataConfig, raw, "data.pipeline")
+    def _memory(self, memory: MemoryDataConfig) -> MemoryBatchSource:
+        return MemoryBatchSource(
+            memory,
+            self.source.config,
+            self.source.tokenizer,
+            self.config.training.batch_size,
+            self.process_index,
+            self.process_count,
+        )
 
 
 def _check_batch(batch: dict[str, np.ndarray], config: TrainConfig, process_count: int) -> None:
@@ -118,19 +97,23 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         raise ValueError("output_dir is not set (add output_dir=DIR)")
     output_dir = Path(config.output_dir)
     primary = jax.process_index() == 0
-    checkpointer = Checkpointer(output_dir, config.checkpoint)
-    latest = checkpointer.latest_step()
+    latest = latest_saved_step(output_dir)
     if latest is not None and not resume:
         raise FileExistsError(
             f"{output_dir} already holds checkpoints (newest: step {latest}); "
             "pass --resume, or a new output_dir"
         )
 
+    # What can still fail on the config (the model source, the data paths) comes before the run
+    # directory is written, so that a run that cannot start leaves nothing behind.
     source = load_model_source(config.model)
+    data = DataSource(config, source, jax.process_index(), jax.process_count())
+    iterator = data.train()
     if primary:
         output_dir.mkdir(parents=True, exist_ok=True)
         config_io.save_yaml(config, output_dir / TRAIN_CONFIG_FILE)
         write_run_files(source, output_dir)
+    checkpointer = Checkpointer(output_dir, config.checkpoint)
 
     mesh = mesh_lib.create_mesh(config.mesh)
     rules = mesh_lib.rules_from_config(config.mesh)
@@ -139,8 +122,6 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     layout = StateLayout.create(
         model, tx, mesh, rules, frozen_keys(config.model), use_ema=config.training.ema_decay is not None
     )
-    data = DataSource(config, source, jax.process_index(), jax.process_count())
-    iterator = data.train()
 
     resumed_from = None
     if latest is not None:
@@ -161,7 +142,12 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     _check_batch(batch, config, jax.process_count())
     shardings = mesh_lib.batch_shardings({k: v.shape for k, v in batch.items()}, mesh, rules)
     train_step = step_lib.make_train_step(layout, config, rules, shardings)
-    eval_step = step_lib.make_eval_step(layout, config, rules, shardings) if config.eval.every_steps else None
+    eval_step = None
+    if config.eval.every_steps:
+        # A run with an EMA is evaluated (and its best checkpoint chosen) on the average, the
+        # weights it exports for inference; the eval records say which (eval/ema_weights).
+        eval_step = step_lib.make_eval_step(layout, config, rules, shardings, use_ema=layout.use_ema)
+        logger.info("evaluating the %s weights", "EMA of the" if layout.use_ema else "raw")
 
     positions = batch["codes"].shape[-1] + source.config.decoder.codebooks_per_channel - 1
     flops_per_step = throughput.train_step_flops(
@@ -213,7 +199,9 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
                     timer_start, timer_steps = time.perf_counter(), 0
                 metrics_logger.log(step, {k: v for k, v in last_metrics.items() if v is not None})
             if eval_step is not None and (step % config.eval.every_steps == 0 or step == last):
-                eval_loss = _evaluate(eval_step, state, data, config, shardings, metrics_logger, step)
+                eval_loss = _evaluate(
+                    eval_step, state, data, config, shardings, metrics_logger, step, layout.use_ema
+                )
             if step % config.checkpoint.every_steps == 0 or step == last:
                 train_loss = float(np.mean(jax.device_get(window_losses)))
                 window_losses = []
@@ -227,8 +215,16 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
 
 
 def _evaluate(
-    eval_step, state, data: DataSource, config: TrainConfig, shardings, metrics_logger, step: int
+    eval_step,
+    state,
+    data: DataSource,
+    config: TrainConfig,
+    shardings,
+    metrics_logger,
+    step: int,
+    use_ema: bool,
 ) -> float | None:
+    """The eval metrics averaged over ``eval.batches`` batches, logged as ``eval/*``; the loss."""
     iterator = data.eval()
     if iterator is None:
         return None
@@ -239,5 +235,5 @@ def _evaluate(
             sums[name] = sums.get(name, 0.0) + float(value)
     # Batches are equal-sized: averaging per-batch metrics is close to (not exactly) pooling them.
     averaged = {name: value / config.eval.batches for name, value in sums.items()}
-    metrics_logger.log(step, averaged, prefix="eval/")
+    metrics_logger.log(step, {**averaged, "ema_weights": float(use_ema)}, prefix="eval/")
     return averaged["loss"]
