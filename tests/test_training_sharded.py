@@ -61,7 +61,9 @@ def _run_layouts(output_root: Path) -> dict:
             import musicgen_jax.training.mesh as mesh_lib
 
             original = mesh_lib.create_mesh
-            mesh_lib.create_mesh = lambda config, devices=None: original(config, jax.devices()[:1])
+            mesh_lib.create_mesh = lambda config, devices=None, create=original: create(
+                config, jax.devices()[:1]
+            )
             try:
                 result = train(load_train_config("tiny", overrides))
             finally:
