@@ -2,6 +2,10 @@
 
 Sharded layouts are in test_training_sharded.py (8 emulated devices, in a subprocess); fine-tuning
 from and exporting to transformers in test_training_finetune.py.
+
+Longer than most modules on purpose: its tests share one quick config and one persistent compile
+cache (``compilation_cache``), so runs of the same shapes compile once; the other training test
+modules import both from here.
 """
 
 from __future__ import annotations
