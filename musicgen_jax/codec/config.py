@@ -63,6 +63,11 @@ class CodecConfig:
                 f"codebook_dim {self.codebook_dim} must equal hidden_size {self.hidden_size} "
                 "(the quantizer reads the encoder's output directly)"
             )
+        if self.num_quantizers < 1:
+            raise ValueError(
+                f"the largest target bandwidth ({self.target_bandwidths[-1]} kbps) is below one codebook's "
+                f"{self.frame_rate * math.log2(self.codebook_size) / 1000:g} kbps"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "EnCodec config") -> CodecConfig:

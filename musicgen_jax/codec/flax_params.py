@@ -130,8 +130,6 @@ def _fold_weight_norm(g: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def _to_flax(rule: WeightRule, arrays: list[np.ndarray]) -> np.ndarray:
     if rule.layout == "stack":
-        if len({a.shape for a in arrays}) > 1:
-            raise CheckpointError(f"{rule.keys[0]} ...: the stacked tensors differ in shape")
         return np.stack(arrays)
     if rule.layout.startswith("weight_norm_"):
         g, v = arrays
@@ -172,7 +170,14 @@ def load_params(source: TensorSource, config: CodecConfig, where: str) -> dict:
     assert paths == set(shapes), f"name table and modules disagree: {sorted(paths ^ set(shapes))}"
     flat = {}
     for rule in rules:
-        leaf = _to_flax(rule, [source.get(matched[key], "float32") for key in rule.keys])
+        arrays = [source.get(matched[key], "float32") for key in rule.keys]
+        if rule.layout == "stack":
+            for key, array in zip(rule.keys, arrays):
+                if array.shape != shapes[rule.path][1:]:
+                    raise CheckpointError(
+                        f"{where}: {key} has shape {array.shape}, the config implies {shapes[rule.path][1:]}"
+                    )
+        leaf = _to_flax(rule, arrays)
         if leaf.shape != shapes[rule.path]:
             raise CheckpointError(
                 f"{where}: {rule.keys[-1]} has shape {leaf.shape} as {'/'.join(rule.path)}, "
