@@ -42,8 +42,12 @@ def _pad(x: jax.Array, left: int, right: int, mode: str) -> jax.Array:
     return padded[:, : padded.shape[1] - extra]
 
 
-def _group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
-    """``nn.GroupNorm(1, channels)``: normalise each item over time and channels together."""
+def _time_group_norm(module: nn.Module, x: jax.Array) -> jax.Array:
+    """``nn.GroupNorm(1, channels)`` after a convolution: each item normalised over time and channels
+    together, then scaled per channel (``module``'s ``norm_scale`` and ``norm_bias``)."""
+    channels = x.shape[-1]
+    scale = module.param("norm_scale", nn.initializers.ones, (channels,))
+    bias = module.param("norm_bias", nn.initializers.zeros, (channels,))
     mean = jnp.mean(x, axis=(1, 2), keepdims=True)
     variance = jnp.mean(jnp.square(x - mean), axis=(1, 2), keepdims=True)
     return (x - mean) * jax.lax.rsqrt(variance + GROUP_NORM_EPS) * scale + bias
@@ -84,13 +88,7 @@ class Conv1d(nn.Module):
             )
             + bias
         )
-        if config.norm_type == "time_group_norm":
-            y = _group_norm(
-                y,
-                self.param("norm_scale", nn.initializers.ones, (spec.out_channels,)),
-                self.param("norm_bias", nn.initializers.zeros, (spec.out_channels,)),
-            )
-        return y
+        return _time_group_norm(self, y) if config.norm_type == "time_group_norm" else y
 
 
 class ConvTranspose1d(nn.Module):
@@ -122,11 +120,7 @@ class ConvTranspose1d(nn.Module):
             + bias
         )
         if config.norm_type == "time_group_norm":  # before the trim, as transformers does
-            y = _group_norm(
-                y,
-                self.param("norm_scale", nn.initializers.ones, (spec.out_channels,)),
-                self.param("norm_bias", nn.initializers.zeros, (spec.out_channels,)),
-            )
+            y = _time_group_norm(self, y)
         padding_total = k - stride
         if config.use_causal_conv:
             right = math.ceil(padding_total * config.trim_right_ratio)
@@ -161,11 +155,11 @@ class LstmLayer(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, state: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, tuple]:
         """``x [batch, time, dim]`` and ``(h, c)`` -> ``[batch, time, dim]`` and the last ``(h, c)``."""
-        gates = (4 * self.dim,)
-        input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(), (self.dim, 4 * self.dim))
-        input_bias = self.param("input_bias", nn.initializers.zeros, gates)
-        hidden_kernel = self.param("hidden_kernel", nn.initializers.lecun_normal(), (self.dim, 4 * self.dim))
-        hidden_bias = self.param("hidden_bias", nn.initializers.zeros, gates)
+        gates = 4 * self.dim  # input, forget, cell and output gates, in torch's order
+        input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(), (self.dim, gates))
+        input_bias = self.param("input_bias", nn.initializers.zeros, (gates,))
+        hidden_kernel = self.param("hidden_kernel", nn.initializers.lecun_normal(), (self.dim, gates))
+        hidden_bias = self.param("hidden_bias", nn.initializers.zeros, (gates,))
         inputs = jnp.matmul(x, input_kernel, precision=HIGHEST) + input_bias  # [batch, time, 4 dim]
 
         def step(carry, input_gates):
