@@ -63,6 +63,9 @@ class CodecConfig:
                 f"codebook_dim {self.codebook_dim} must equal hidden_size {self.hidden_size} "
                 "(the quantizer reads the encoder's output directly)"
             )
+        if self.chunk_length_s is not None and self.overlap is None:
+            # transformers cannot encode such a config either (its chunk stride is None).
+            raise ValueError("chunk_length_s needs overlap (the fraction of a chunk shared with the next)")
         if self.num_quantizers < 1:
             raise ValueError(
                 f"the largest target bandwidth ({self.target_bandwidths[-1]} kbps) is below one codebook's "

@@ -15,6 +15,9 @@ Two interfaces, as transformers has:
   ``chunk_length_s``/``overlap`` chunking and ``normalize`` scales (the 48 kHz codec), as
   :class:`EncodedChunks` shaped like transformers' ``encode`` output; chunks are overlap-added with
   transformers' linear fade when decoded.
+
+Results are JAX arrays on the default device (``np.asarray`` one for NumPy). Everything runs in
+float32 at ``Precision.HIGHEST``; loading needs no PyTorch either, except to read a ``.bin`` file.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class EncodedChunks:
 # Jitted at module level with the (hashable, compared by config) Flax modules static: every codec
 # of one config shares the compiled programs, one per input shape.
 @functools.partial(jax.jit, static_argnames=("modules", "num_quantizers", "normalize"))
-def _encode_frame(params, audio: jax.Array, *, modules, num_quantizers: int, normalize: bool):
+def _encode_chunk(params, audio: jax.Array, *, modules, num_quantizers: int, normalize: bool):
     """``[batch, channels, samples]`` -> (codes ``[batch, K, frames]``, scale ``[batch]`` or None)."""
     encoder, _, quantizer = modules
     scale = None
@@ -67,7 +70,7 @@ def _encode_frame(params, audio: jax.Array, *, modules, num_quantizers: int, nor
 
 
 @functools.partial(jax.jit, static_argnames=("modules",))
-def _decode_frame(params, codes: jax.Array, scale: jax.Array | None, *, modules) -> jax.Array:
+def _decode_chunk(params, codes: jax.Array, scale: jax.Array | None, *, modules) -> jax.Array:
     """Codes ``[batch, K, frames]`` -> audio ``[batch, channels, frames * hop]``."""
     _, decoder, quantizer = modules
     embeddings = quantizer.apply({"params": params["quantizer"]}, codes)  # [batch, frames, dim]
@@ -107,8 +110,8 @@ class JaxEncodec:
         self.params = params
         self.bandwidth = bandwidth
         self.modules = (Encoder(config), Decoder(config), quantizer_module(config))
-        self._encode_frame = functools.partial(_encode_frame, modules=self.modules)
-        self._decode_frame = functools.partial(_decode_frame, modules=self.modules)
+        self._encode_chunk = functools.partial(_encode_chunk, modules=self.modules)
+        self._decode_chunk = functools.partial(_decode_chunk, modules=self.modules)
 
     @classmethod
     def from_pretrained(cls, source: str | Path, bandwidth: float | None = None) -> JaxEncodec:
@@ -164,7 +167,7 @@ class JaxEncodec:
         """Float audio ``[batch, channels, samples]`` at :attr:`sample_rate` -> int32 codes
         ``[batch, num_codebooks, ceil(samples / hop_length)]``."""
         self._require_whole("encode")
-        codes, _ = self._encode_frame(
+        codes, _ = self._encode_chunk(
             self.params, self._check_audio(audio), num_quantizers=self.num_codebooks, normalize=False
         )
         return codes
@@ -176,7 +179,7 @@ class JaxEncodec:
         codes = self.check_codes(codes)
         if codes.shape[-1] == 0:
             return jnp.zeros((codes.shape[0], self.audio_channels, 0), jnp.float32)
-        return self._decode_frame(self.params, codes, None)
+        return self._decode_chunk(self.params, codes, None)
 
     def _require_whole(self, what: str) -> None:
         config = self._config
@@ -198,7 +201,7 @@ class JaxEncodec:
         length = self._config.chunk_length or samples
         stride = self._config.chunk_stride or samples
         pieces = [
-            self._encode_frame(
+            self._encode_chunk(
                 self.params,
                 audio[..., start : start + length],
                 num_quantizers=self.num_codebooks,
@@ -224,7 +227,7 @@ class JaxEncodec:
             if index == chunks - 1 and encoded.last_frame_pad_length > 0:
                 codes = codes[..., : -encoded.last_frame_pad_length]
             scale = None if encoded.scales is None else jnp.asarray(encoded.scales[index], jnp.float32)
-            decoded.append(self._decode_frame(self.params, codes, scale))
+            decoded.append(self._decode_chunk(self.params, codes, scale))
         if self._config.chunk_length is None:
             if chunks != 1:
                 raise ValueError(f"this codec encodes the whole signal as one chunk; got {chunks}")
