@@ -12,7 +12,6 @@ and ``generate``.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -20,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from musicgen_jax import hub
 from musicgen_jax.audio.io import resample
 from musicgen_jax.audio.layout import check_channels_first, require_finite
+from musicgen_jax.codec.files import fit_error, match_names, missing_names, open_codec
 from musicgen_jax.conversion.tensors import CheckpointError, TensorSource
 
 if TYPE_CHECKING:
@@ -32,15 +31,6 @@ if TYPE_CHECKING:
 # Codes longer than this many seconds are decoded chunk by chunk (with exact context, see
 # streaming.py) so host memory stays bounded; shorter ones in one call, exactly as transformers does.
 DEFAULT_CHUNK_SECONDS = 30.0
-
-# Old torch ``weight_norm`` names and the ``parametrizations`` names newer torch saves; both occur
-# in published checkpoints (Meta's hub files use the old ones).
-_WEIGHT_NORM_ALIASES = (
-    (".weight_g", ".parametrizations.weight.original0"),
-    (".weight_v", ".parametrizations.weight.original1"),
-)
-# Codebook training statistics: unused at inference, absent from some exports.
-_OPTIONAL_SUFFIXES = (".inited", ".cluster_size", ".embed_avg")
 
 
 class EncodecBridge:
@@ -89,11 +79,10 @@ class EncodecBridge:
         channel count where the source records it, else 1. ``device`` is a torch device;
         ``auto`` is the GPU where PyTorch sees one (a 30 s decode takes ~20 ms there against
         ~0.3 s on 16 CPU cores), else the CPU."""
-        directory, codec_config, prefix, recorded_channels = _locate_codec(hub.resolve(source))
-        model = _build_model(codec_config, where=str(directory))
-        where = f"{directory} ({prefix}*)" if prefix else str(directory)
-        _load_weights(model, TensorSource.open(directory, prefix=prefix), where=where)
-        channels = audio_channels if audio_channels is not None else (recorded_channels or 1)
+        files = open_codec(source)
+        model = _build_model(files.config, where=str(files.directory))
+        _load_weights(model, files.tensors(), where=files.where)
+        channels = audio_channels if audio_channels is not None else (files.audio_channels or 1)
         return cls(model, audio_channels=channels, bandwidth=bandwidth, device=device)
 
     # ------------------------------------------------------------------------------ facts
@@ -282,49 +271,6 @@ def _to_torch(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: unreadable ({error})") from None
-
-
-def _locate_codec(directory: Path) -> tuple[Path, dict, str, int | None]:
-    """(directory holding the weights, EnCodec config dict, tensor-name prefix, MusicGen channel
-    count where recorded) of a codec source directory."""
-    from musicgen_jax.conversion import checkpoint as ckpt
-
-    if ckpt.is_checkpoint(directory):
-        codec_dir = directory / ckpt.CODEC
-        if not (codec_dir / "config.json").is_file():
-            raise CheckpointError(
-                f"{directory} is a musicgen-jax checkpoint without a codec/ directory; load the codec from "
-                "its own source instead (e.g. facebook/encodec_32khz)"
-            )
-        channels = ckpt.load_config(directory).decoder.audio_channels
-        weights_dir, config, prefix, _ = _locate_codec(codec_dir)
-        return weights_dir, config, prefix, channels
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise CheckpointError(
-            f"{directory} has no config.json: expected a transformers EncodecModel or MusicGen directory, "
-            "or a musicgen-jax checkpoint"
-        )
-    config = _read_json(config_path)
-    model_type = config.get("model_type")
-    if model_type == "encodec":
-        return directory, config, "", None
-    if model_type == "musicgen":
-        if "audio_encoder" not in config:
-            raise CheckpointError(f"{config_path}: a MusicGen config without an audio_encoder section")
-        channels = config.get("decoder", {}).get("audio_channels")
-        return directory, dict(config["audio_encoder"]), "audio_encoder.", channels
-    raise CheckpointError(
-        f"{config_path}: model_type is {model_type!r}; expected 'encodec' (an EncodecModel) or 'musicgen' "
-        "(a MusicgenForConditionalGeneration, whose audio_encoder is used)"
-    )
-
-
 def _check_supported(config, where: str) -> None:
     """Reject codec variants the bridge does not implement (Meta's 48 kHz model is one)."""
     if getattr(config, "chunk_length_s", None) is not None:
@@ -362,26 +308,12 @@ def _build_model(codec_config: dict, where: str) -> EncodecModel:
         return EncodecModel(config)
 
 
-def _checkpoint_name(name: str, expected: dict) -> str | None:
-    """The model's name for checkpoint tensor ``name`` (either weight-norm spelling), or None."""
-    if name in expected:
-        return name
-    for old, new in _WEIGHT_NORM_ALIASES:
-        for this, other in ((old, new), (new, old)):
-            if name.endswith(this) and (renamed := name[: -len(this)] + other) in expected:
-                return renamed
-    return None
-
-
 def _load_weights(model: EncodecModel, source: TensorSource, where: str) -> None:
     """Copy every tensor of ``source`` into ``model``, checking names and shapes both ways."""
     expected = model.state_dict()
-    state, unexpected = {}, []
-    for name in source.keys():  # noqa: SIM118 (a TensorSource is not iterable)
-        target = _checkpoint_name(name, expected)
-        if target is None:
-            unexpected.append(name)
-            continue
+    matched, unexpected = match_names(source.keys(), expected)
+    state = {}
+    for target, name in matched.items():
         array = source.get(name, "float32")
         shape = tuple(expected[target].shape)
         if tuple(array.shape) != shape:
@@ -389,15 +321,6 @@ def _load_weights(model: EncodecModel, source: TensorSource, where: str) -> None
                 f"{where}: {name} has shape {tuple(array.shape)}, the config implies {shape}"
             )
         state[target] = _to_torch(array)
-    missing = sorted(n for n in set(expected) - set(state) if not n.endswith(_OPTIONAL_SUFFIXES))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{where}: the EnCodec weights do not fit the config"
-            + (
-                f"; missing {', '.join(missing[:6])}" + (" ..." if len(missing) > 6 else "")
-                if missing
-                else ""
-            )
-            + (f"; unexpected {', '.join(sorted(unexpected)[:6])}" if unexpected else "")
-        )
+    if error := fit_error(where, missing_names(expected, state), unexpected):
+        raise error
     model.load_state_dict(state, strict=False)

@@ -24,10 +24,12 @@ arrives.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from musicgen_jax.codec.config import CodecConfig
+from musicgen_jax.codec.layout import decoder_reach
 
 if TYPE_CHECKING:
     import torch
@@ -53,9 +55,9 @@ class StreamingDecoder:
         self._lstm = layers[1].lstm
         self._upsampler = layers[2:]
         # Receptive fields in frames: how far each stage looks left and right of an output frame.
-        self._conv_left, self._conv_right = _conv_reach(self._input_conv)
-        left, right = _stack_reach(self._upsampler)
-        self._upsample_left, self._upsample_right = math.ceil(left) + 1, math.ceil(right) + 1  # +1: margin
+        reach = decoder_reach(CodecConfig.from_dict(bridge.model.config.to_dict()))
+        self._conv_left, self._conv_right = reach.conv_left, reach.conv_right
+        self._upsample_left, self._upsample_right = reach.upsample_left, reach.upsample_right
         self.reset()
 
     def reset(self) -> None:
@@ -178,48 +180,3 @@ class StreamingDecoder:
     def _empty(self) -> np.ndarray:
         batch = self._shape[0] if self._shape else 0
         return np.zeros((batch, self.bridge.audio_channels, 0), np.float32)
-
-
-# ---------------------------------------------------------------------------------- receptive fields
-
-
-def _conv_reach(layer) -> tuple[int, int]:
-    """(left, right) input steps one output step of a stride-1 ``EncodecConv1d`` may read.
-
-    Symmetric on purpose: at the start of a stream the left padding reflects frames from the
-    right, so even a causal convolution's first outputs read ``padding_left`` steps ahead.
-    """
-    if int(layer.stride) != 1:
-        raise NotImplementedError("streaming assumes stride-1 convolutions in the decoder")
-    padding_total = int(layer.padding_total)
-    left = padding_total if layer.causal else padding_total - padding_total // 2
-    return left, left  # left >= right either way
-
-
-def _stack_reach(layers) -> tuple[float, float]:
-    """(left, right) reach in frames of the decoder's upsampling stack (an upper bound)."""
-    left = right = 0.0
-    scale = 1  # samples per frame at the current layer's input
-    for layer in layers:
-        kind = type(layer).__name__
-        if kind == "EncodecConv1d":
-            step_left, step_right = _conv_reach(layer)
-            left, right = left + step_left / scale, right + step_right / scale
-        elif kind == "EncodecConvTranspose1d":
-            kernel, stride = layer.conv.kernel_size[0], layer.conv.stride[0]
-            # An output step reads the inputs whose kernel span covers it: at most ceil(k / s) either side.
-            reach = math.ceil(kernel / stride)
-            left, right = left + reach / scale, right + reach / scale
-            scale *= stride
-        elif kind == "EncodecResnetBlock":
-            block = [_conv_reach(sub) for sub in layer.block if type(sub).__name__ == "EncodecConv1d"]
-            shortcut = (
-                _conv_reach(layer.shortcut) if type(layer.shortcut).__name__ == "EncodecConv1d" else (0, 0)
-            )
-            left += max(sum(b[0] for b in block), shortcut[0]) / scale
-            right += max(sum(b[1] for b in block), shortcut[1]) / scale
-        elif kind in ("ELU", "Identity"):
-            continue
-        else:
-            raise NotImplementedError(f"unexpected layer {kind} in the EnCodec decoder; cannot stream it")
-    return left, right
