@@ -3,6 +3,7 @@ tests build, and the loaders of real models (random weights, saved locally) and 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -11,10 +12,8 @@ import pytest
 import soundfile
 
 from musicgen_jax.eval import (
-    AudioEmbedder,
     EmbedderError,
     EmbeddingStatistics,
-    JointEmbedder,
     LogMelStatsEmbedder,
     clap_score,
     embedding_statistics,
@@ -77,8 +76,7 @@ class BandEnergyEmbedder:
         frequencies = np.fft.rfftfreq(np.asarray(audio).size, 1.0 / sample_rate)
         edges = (0.0, 500.0, 2000.0, np.inf)
         bands = [
-            spectrum[(frequencies >= lo) & (frequencies < hi)].sum()
-            for lo, hi in zip(edges[:-1], edges[1:], strict=True)
+            spectrum[(frequencies >= lo) & (frequencies < hi)].sum() for lo, hi in itertools.pairwise(edges)
         ]
         return (np.array(bands) / np.sum(bands))[None, :]  # [1, 3]
 
@@ -89,10 +87,61 @@ class BandEnergyEmbedder:
 # ----------------------------------------------------------------------------- Fréchet distance
 
 
-def test_protocols_are_satisfied():
-    assert isinstance(LogMelStatsEmbedder(), AudioEmbedder)
-    assert isinstance(BandEnergyEmbedder(), JointEmbedder)
-    assert not isinstance(ArrayEmbedder(), JointEmbedder)
+def test_logmel_embedder_rows_follow_windows_level_and_pitch():
+    """What the weight-free embedder returns on known clips: one row per 1 s window (0.5 s hop),
+    band means that shift by log(gain^2) with the level, the energy in the band of the tone's
+    pitch, the mixdown of a stereo clip, and the same rows at another sample rate."""
+    embedder = LogMelStatsEmbedder()
+    quiet = embedder.embed(tone(440.0, 2.0, amplitude=0.1), RATE)
+    assert quiet.shape == (3, 64) and quiet.dtype == np.float64
+    assert embedder.embed(tone(440.0, 0.3), RATE).shape == (1, 64)  # shorter than a window: padded to one
+    np.testing.assert_array_equal(embedder.embed(tone(440.0, 2.0, amplitude=0.1), RATE), quiet)
+    noise = 0.05 * np.random.default_rng(0).standard_normal(2 * RATE)
+    soft, loud = embedder.embed(noise, RATE), embedder.embed(4.0 * noise, RATE)
+    means, stds = slice(0, 32), slice(32, 64)
+    assert (soft[:, means] > np.log(1e-6) + 5).all()  # every band well above the log floor
+    np.testing.assert_allclose(loud[:, means] - soft[:, means], 2 * np.log(4.0), atol=1e-3)
+    np.testing.assert_allclose(loud[:, stds], soft[:, stds], atol=1e-3)
+    low, high = (embedder.embed(tone(f, 2.0), RATE)[:, means].argmax(axis=1) for f in (220.0, 3000.0))
+    assert (low < high).all()
+    stereo = np.stack([tone(440.0, 2.0), tone(660.0, 2.0)])
+    np.testing.assert_allclose(
+        embedder.embed(stereo, RATE), embedder.embed(stereo.mean(axis=0), RATE), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        embedder.embed(tone(440.0, 2.0, rate=32000), 32000), embedder.embed(tone(440.0), RATE), atol=0.05
+    )
+
+
+def test_fad_through_the_logmel_embedder_separates_sets():
+    """Identical sets: FAD ~0; a set of low tones against a set of high tones: clearly > 0, and
+    symmetric; an embedder that maps everything alike cannot separate them (FAD ~0 again)."""
+    low = [
+        (tone(f) + 0.01 * np.random.default_rng(i).standard_normal(2 * RATE), RATE)
+        for i, f in enumerate((200, 250, 300))
+    ]
+    high = [
+        (tone(f) + 0.01 * np.random.default_rng(9 + i).standard_normal(2 * RATE), RATE)
+        for i, f in enumerate((3000, 3500, 4000))
+    ]
+    embedder = LogMelStatsEmbedder()
+    assert frechet_audio_distance(low, low, embedder) == pytest.approx(0.0, abs=1e-6)
+    apart = frechet_audio_distance(low, high, embedder)
+    assert apart > 100.0
+    assert frechet_audio_distance(high, low, embedder) == pytest.approx(apart, rel=1e-6)
+
+    class Constant:
+        name = "constant"
+
+        def embed(self, audio, sample_rate):
+            return np.random.default_rng(0).standard_normal((4, 8))
+
+    assert frechet_audio_distance(low, high, Constant()) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_an_audio_only_embedder_is_refused_for_clap_score():
+    with pytest.raises(TypeError, match="does not embed text"):
+        clap_score([(np.zeros((4, 3)), RATE)], ["low"], ArrayEmbedder())
 
 
 def test_frechet_distance_diagonal_closed_form():
@@ -338,7 +387,7 @@ def tiny_clap_dir(tmp_path_factory):
 
 def test_clap_embedder_from_a_local_transformers_directory(tiny_clap_dir):
     embedder = load_embedder("clap", tiny_clap_dir)
-    assert isinstance(embedder, JointEmbedder)
+    assert type(embedder) is ClapEmbedder and embedder.name == "clap"
     audio = np.stack([tone(440.0, 12.0, rate=RATE), tone(660.0, 12.0, rate=RATE)])  # stereo, 12 s
     rows = embedder.embed(audio, RATE)
     assert rows.shape == (2, 16)  # 10 s window + 2 s tail, 16-d projection
@@ -346,6 +395,13 @@ def test_clap_embedder_from_a_local_transformers_directory(tiny_clap_dir):
     np.testing.assert_allclose(embedder.embed(audio, RATE), rows, atol=1e-6)  # deterministic
     texts = embedder.embed_text(["a low hum", "a high beep"])
     assert texts.shape == (2, 16)
+    assert np.linalg.norm(texts, axis=1) == pytest.approx([1.0, 1.0], abs=1e-5)
+    # Words of the tiny tokenizer's vocabulary ("low", "hum", "high", "beep" are all <unk>).
+    calm, dark = embedder.embed_text(["calm piano", "dark techno drums"])
+    assert float(calm @ dark) < 1 - 1e-3  # different texts, different directions
+    np.testing.assert_allclose(embedder.embed_text(["dark techno drums"])[0], dark, atol=1e-5)
+    other = embedder.embed(tone(3000.0, 12.0, rate=RATE), RATE)
+    assert np.abs(other - rows).max() > 1e-3  # the audio reaches the embedding
     score = clap_score([(audio, RATE), (tone(880.0, 3.0), RATE)], ["a low hum", "a high beep"], embedder)
     assert all(-1.0 <= value <= 1.0 for value in score.per_item)
     assert score.per_item[0] == pytest.approx(
