@@ -22,9 +22,8 @@ from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 
 def load(directory) -> tuple[MusicgenForConditionalGeneration, object]:
     """The saved transformers model (in eval mode) and its tokenizer."""
-    return MusicgenForConditionalGeneration.from_pretrained(directory).eval(), AutoTokenizer.from_pretrained(
-        directory
-    )
+    model = MusicgenForConditionalGeneration.from_pretrained(directory).eval()
+    return model, AutoTokenizer.from_pretrained(directory)
 
 
 @dataclasses.dataclass(frozen=True)
