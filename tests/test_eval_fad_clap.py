@@ -1,36 +1,27 @@
 """Fréchet Audio Distance and CLAP score: the arithmetic against closed forms, with embedders the
-tests build, and the loaders of real models (random weights, saved locally) and their errors."""
+tests build (the shipped embedders and loaders: test_eval_embeddings.py)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
 import numpy as np
 import pytest
 import soundfile
+from audio_signals import RATE, tone
 
 from musicgen_jax.eval import (
-    AudioEmbedder,
-    EmbedderError,
     EmbeddingStatistics,
-    JointEmbedder,
     LogMelStatsEmbedder,
     clap_score,
     embedding_statistics,
     fad_from_directories,
     frechet_audio_distance,
     frechet_distance,
-    load_embedder,
 )
 from musicgen_jax.eval.cli import main as eval_main
-from musicgen_jax.eval.embeddings import ClapEmbedder, PannsEmbedder, VGGishEmbedder
-
-RATE = 16000
-
-
-def tone(frequency: float, duration: float = 2.0, amplitude: float = 0.3, rate: int = RATE) -> np.ndarray:
-    return amplitude * np.sin(2 * np.pi * frequency * np.arange(int(duration * rate)) / rate)
 
 
 def closed_form(mean1, cov1, mean2, cov2) -> float:
@@ -77,8 +68,7 @@ class BandEnergyEmbedder:
         frequencies = np.fft.rfftfreq(np.asarray(audio).size, 1.0 / sample_rate)
         edges = (0.0, 500.0, 2000.0, np.inf)
         bands = [
-            spectrum[(frequencies >= lo) & (frequencies < hi)].sum()
-            for lo, hi in zip(edges[:-1], edges[1:], strict=True)
+            spectrum[(frequencies >= lo) & (frequencies < hi)].sum() for lo, hi in itertools.pairwise(edges)
         ]
         return (np.array(bands) / np.sum(bands))[None, :]  # [1, 3]
 
@@ -89,10 +79,35 @@ class BandEnergyEmbedder:
 # ----------------------------------------------------------------------------- Fréchet distance
 
 
-def test_protocols_are_satisfied():
-    assert isinstance(LogMelStatsEmbedder(), AudioEmbedder)
-    assert isinstance(BandEnergyEmbedder(), JointEmbedder)
-    assert not isinstance(ArrayEmbedder(), JointEmbedder)
+def test_fad_through_the_logmel_embedder_separates_sets():
+    """Identical sets: FAD ~0; a set of low tones against a set of high tones: clearly > 0, and
+    symmetric; an embedder that maps everything alike cannot separate them (FAD ~0 again)."""
+    low = [
+        (tone(f) + 0.01 * np.random.default_rng(i).standard_normal(2 * RATE), RATE)
+        for i, f in enumerate((200, 250, 300))
+    ]
+    high = [
+        (tone(f) + 0.01 * np.random.default_rng(9 + i).standard_normal(2 * RATE), RATE)
+        for i, f in enumerate((3000, 3500, 4000))
+    ]
+    embedder = LogMelStatsEmbedder()
+    assert frechet_audio_distance(low, low, embedder) == pytest.approx(0.0, abs=1e-6)
+    apart = frechet_audio_distance(low, high, embedder)
+    assert apart > 100.0
+    assert frechet_audio_distance(high, low, embedder) == pytest.approx(apart, rel=1e-6)
+
+    class Constant:
+        name = "constant"
+
+        def embed(self, audio, sample_rate):
+            return np.random.default_rng(0).standard_normal((4, 8))
+
+    assert frechet_audio_distance(low, high, Constant()) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_an_audio_only_embedder_is_refused_for_clap_score():
+    with pytest.raises(TypeError, match="does not embed text"):
+        clap_score([(np.zeros((4, 3)), RATE)], ["low"], ArrayEmbedder())
 
 
 def test_frechet_distance_diagonal_closed_form():
@@ -293,115 +308,3 @@ def test_clap_score_argument_errors():
         clap_score([(tone(200.0), RATE)], ["low"], LogMelStatsEmbedder())
     with pytest.raises(ValueError, match="zero vector"):
         clap_score([(tone(200.0), RATE)], ["no band word"], embedder)
-
-
-# ----------------------------------------------------------------------------- real-model loaders
-
-
-@pytest.fixture(scope="module")
-def tiny_clap_dir(tmp_path_factory):
-    """A random transformers CLAP small enough for CPU, saved with a word-level tokenizer."""
-    torch = pytest.importorskip("torch")
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
-
-    from musicgen_jax.testing import build_tokenizer
-
-    torch.manual_seed(0)
-    config = ClapConfig(
-        text_config=dict(
-            vocab_size=128,
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=64,
-            projection_dim=16,
-            max_position_embeddings=64,
-            pad_token_id=0,
-            bos_token_id=0,
-            eos_token_id=1,
-        ),
-        audio_config=dict(
-            depths=[1, 1],
-            num_attention_heads=[1, 2],
-            patch_embeds_hidden_size=16,
-            hidden_size=32,
-            projection_dim=16,
-        ),
-        projection_dim=16,
-    )
-    directory = tmp_path_factory.mktemp("tiny-clap")
-    ClapModel(config).save_pretrained(str(directory))
-    ClapFeatureExtractor().save_pretrained(str(directory))
-    build_tokenizer(128).save_pretrained(str(directory))
-    return directory
-
-
-def test_clap_embedder_from_a_local_transformers_directory(tiny_clap_dir):
-    embedder = load_embedder("clap", tiny_clap_dir)
-    assert isinstance(embedder, JointEmbedder)
-    audio = np.stack([tone(440.0, 12.0, rate=RATE), tone(660.0, 12.0, rate=RATE)])  # stereo, 12 s
-    rows = embedder.embed(audio, RATE)
-    assert rows.shape == (2, 16)  # 10 s window + 2 s tail, 16-d projection
-    assert np.linalg.norm(rows, axis=1) == pytest.approx([1.0, 1.0], abs=1e-5)
-    np.testing.assert_allclose(embedder.embed(audio, RATE), rows, atol=1e-6)  # deterministic
-    texts = embedder.embed_text(["a low hum", "a high beep"])
-    assert texts.shape == (2, 16)
-    score = clap_score([(audio, RATE), (tone(880.0, 3.0), RATE)], ["a low hum", "a high beep"], embedder)
-    assert all(-1.0 <= value <= 1.0 for value in score.per_item)
-    assert score.per_item[0] == pytest.approx(
-        float(np.dot(rows.mean(0) / np.linalg.norm(rows.mean(0)), texts[0])), abs=1e-5
-    )
-
-
-def test_clap_embedder_errors(tmp_path, tiny_clap_dir):
-    with pytest.raises(EmbedderError, match="does not exist"):
-        ClapEmbedder(tmp_path / "missing")
-    (tmp_path / "630k-audioset-best.pt").write_bytes(b"\0")
-    with pytest.raises(EmbedderError, match="convert"):
-        ClapEmbedder(tmp_path / "630k-audioset-best.pt")
-    with pytest.raises(EmbedderError, match="not a transformers CLAP directory"):
-        ClapEmbedder(tmp_path)
-    with pytest.raises(EmbedderError, match="pass the path"):
-        ClapEmbedder(None)
-
-
-@pytest.mark.slow
-def test_vggish_embedder_from_a_local_state_dict(tmp_path):
-    """A random VGGish in torchvggish's layout, saved (290 MB) and loaded through the path loader."""
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("torchvggish")
-    from torchvggish.torchvggish import VGG, make_layers
-
-    torch.manual_seed(0)
-    weights = tmp_path / "vggish.pth"
-    torch.save(VGG(make_layers(), postprocess=False).state_dict(), weights)
-    embedder = VGGishEmbedder(weights)
-    rows = embedder.embed(tone(440.0, 2.0, rate=22050), 22050)
-    assert rows.shape == (2, 128)  # two whole 0.96 s examples in 2 s
-    assert embedder.embed(tone(440.0, 0.3), RATE).shape == (1, 128)  # short clips are padded to one
-    assert np.min(rows) < 0.0  # the final ReLU is gone, as FAD wants the raw embedding layer
-    del weights
-
-
-def test_vggish_and_panns_loader_errors(tmp_path, monkeypatch):
-    with pytest.raises(EmbedderError, match="pass the path"):
-        VGGishEmbedder(None)
-    with pytest.raises(EmbedderError, match="expected a .pth file"):
-        VGGishEmbedder(tmp_path)
-    bad = tmp_path / "bad.pth"
-    bad.write_bytes(b"not a checkpoint")
-    try:
-        import torchvggish  # noqa: F401
-
-        with pytest.raises(EmbedderError, match="not a torchvggish VGGish state dict"):
-            VGGishEmbedder(bad)
-    except ImportError:
-        with pytest.raises(EmbedderError, match="pip install torchvggish"):
-            VGGishEmbedder(bad)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    with pytest.raises(EmbedderError, match="does not exist"):
-        PannsEmbedder(tmp_path / "Cnn14.pth")
-    with pytest.raises(EmbedderError, match="class_labels_indices.csv"):
-        PannsEmbedder(bad)
-    with pytest.raises(EmbedderError, match="unknown embedder"):
-        load_embedder("openl3")

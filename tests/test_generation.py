@@ -9,8 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-from transformers import AutoTokenizer, MusicgenForConditionalGeneration
+import transformers_reference as reference
 
 from musicgen_jax import MusicGen
 from musicgen_jax.conversion.loader import load_model
@@ -20,29 +19,6 @@ from musicgen_jax.generation.params import GenerationParams, GenerationParamsErr
 from musicgen_jax.generation.sampling import SamplingControls, apply_guidance, sample_tokens
 
 PROMPTS = ["upbeat jazz piano with smooth saxophone and soft drums", "dark techno"]
-
-
-def transformers_generate(directory, prompts, new_tokens, **kwargs):
-    """transformers' generate, returning the codes it hands the codec and the audio it decodes."""
-    model = MusicgenForConditionalGeneration.from_pretrained(directory).eval()
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    captured = []
-    decode = model.audio_encoder.decode
-
-    def record(codes, *args, **kw):
-        captured.append(codes.clone())
-        return decode(codes, *args, **kw)
-
-    model.audio_encoder.decode = record
-    inputs = tokenizer(prompts, padding=True, return_tensors="pt") if prompts is not None else {}
-    with torch.no_grad():
-        audio = model.generate(**inputs, **kwargs, max_new_tokens=new_tokens)
-    if len(captured) == 2:  # stereo: left and right codebooks decoded separately, interleaved
-        left, right = captured[0][0].numpy(), captured[1][0].numpy()
-        codes = np.stack([left, right], axis=2).reshape(left.shape[0], -1, left.shape[-1])
-    else:
-        codes = captured[0][0].numpy()
-    return codes, audio.numpy()
 
 
 @pytest.fixture(scope="module")
@@ -56,27 +32,18 @@ def test_greedy_with_guidance_equals_transformers(tiny_hf_dirs, variant):
     model = MusicGen.from_pretrained(directory, dtype="float32")
     delays = model.num_codebooks // model.audio_channels
     frames = 110  # 110 + 3 decoder steps (mono), all compared
-    want, _ = transformers_generate(
+    want = reference.generate(
         directory, PROMPTS, frames + delays - 1, do_sample=False, guidance_scale=3.0
-    )
+    ).codes
     got = model.generate_tokens(PROMPTS, duration=frames / model.frame_rate, greedy=True, guidance_scale=3.0)
     assert want.shape == got.shape == (2, model.num_codebooks, frames)
     np.testing.assert_array_equal(got, want)
 
 
 def test_unconditional_equals_transformers(tiny_hf_dir, base_model):
-    model = MusicgenForConditionalGeneration.from_pretrained(tiny_hf_dir).eval()
-    null = model.get_unconditional_inputs(num_samples=2)
-    captured = []
-    decode = model.audio_encoder.decode
-    model.audio_encoder.decode = lambda codes, *a, **k: (
-        captured.append(codes.clone()),
-        decode(codes, *a, **k),
-    )[1]
-    with torch.no_grad():
-        model.generate(**null, do_sample=False, max_new_tokens=60 + 3)
+    want = reference.generate(tiny_hf_dir, None, 60 + 3, num_unconditional=2, do_sample=False).codes
     got = base_model.generate_tokens([None, ""], duration=60 / 50, greedy=True, guidance_scale=1.0)
-    np.testing.assert_array_equal(got, captured[0][0].numpy())
+    np.testing.assert_array_equal(got, want)
 
 
 def test_continuation_equals_transformers(tiny_hf_dir, base_model):
@@ -85,25 +52,11 @@ def test_continuation_equals_transformers(tiny_hf_dir, base_model):
     t = np.arange(int(0.64 * sr)) / sr
     audio = (0.3 * np.sin(2 * np.pi * 220 * t) * np.exp(-t)).astype(np.float32)[None]  # [1, samples]
     prompt_codes = base_model.codec.encode(audio[None], sr)  # [1, K, 32]
-    model = MusicgenForConditionalGeneration.from_pretrained(tiny_hf_dir).eval()
-    tokenizer = AutoTokenizer.from_pretrained(tiny_hf_dir)
-    captured = []
-    decode = model.audio_encoder.decode
-    model.audio_encoder.decode = lambda codes, *a, **k: (
-        captured.append(codes.clone()),
-        decode(codes, *a, **k),
-    )[1]
     prompt_frames = prompt_codes.shape[-1]
     new = 40
-    with torch.no_grad():
-        model.generate(
-            **tokenizer(["calm piano"], return_tensors="pt"),
-            input_values=torch.tensor(audio[None]),
-            do_sample=False,
-            guidance_scale=3.0,
-            max_new_tokens=new,
-        )
-    want = captured[0][0].numpy()  # prompt frames + continuation
+    want = reference.generate(
+        tiny_hf_dir, ["calm piano"], new, audio_prompt=audio[None], do_sample=False, guidance_scale=3.0
+    ).codes  # prompt frames + continuation
     total = want.shape[-1]
     got = base_model.generate_tokens(
         ["calm piano"], duration=total / 50, greedy=True, audio_prompt=audio, audio_prompt_sample_rate=sr
@@ -114,7 +67,8 @@ def test_continuation_equals_transformers(tiny_hf_dir, base_model):
 
 
 def test_decoded_audio_equals_transformers(tiny_hf_dir, base_model):
-    codes, audio = transformers_generate(tiny_hf_dir, PROMPTS, 50 + 3, do_sample=False, guidance_scale=3.0)
+    want = reference.generate(tiny_hf_dir, PROMPTS, 50 + 3, do_sample=False, guidance_scale=3.0)
+    codes, audio = want.codes, want.audio
     ours = base_model.generate(PROMPTS, duration=1.0, greedy=True)
     np.testing.assert_array_equal(ours.codes, codes)
     assert ours.audio.shape == audio.shape == (2, 1, 50 * 640)

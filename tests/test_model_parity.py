@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, MusicgenForConditionalGeneration, T5EncoderModel
+import transformers_reference as reference
+from transformers import T5EncoderModel
 
 from musicgen_jax.conversion import load_transformers_params
 from musicgen_jax.models.config import MusicGenConfig
@@ -24,20 +25,6 @@ PROMPTS = ["upbeat jazz piano with smooth saxophone and soft drums", "dark techn
 
 def relative_error(ours: np.ndarray, theirs: np.ndarray) -> float:
     return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
-
-
-def reference_logits(directory, prompts, decoder_ids):
-    model = MusicgenForConditionalGeneration.from_pretrained(directory).eval()
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    text = tokenizer(prompts, padding=True, return_tensors="pt")
-    batch, codebooks, length = decoder_ids.shape
-    with torch.no_grad():
-        out = model(
-            input_ids=text.input_ids,
-            attention_mask=text.attention_mask,
-            decoder_input_ids=torch.tensor(decoder_ids.reshape(batch * codebooks, length)),
-        )
-    return out.logits.numpy().reshape(batch, codebooks, length, -1), text
 
 
 def test_tiny_variants_differ_where_the_parity_tests_need():
@@ -63,12 +50,16 @@ def test_decoder_logits_match_transformers(tiny_hf_dirs, variant):
     config, params = load_transformers_params(directory)
     rng = np.random.default_rng(1)
     decoder_ids = rng.integers(0, config.decoder.vocab_size + 1, size=(2, config.decoder.num_codebooks, 11))
-    theirs, text = reference_logits(directory, PROMPTS, decoder_ids)
-    assert text.attention_mask.numpy().min() == 0, "the batch must be padded for this test to mean anything"
+    hf, tokenizer = reference.load(directory)
+    text = reference.text_inputs(tokenizer, PROMPTS)
+    theirs = reference.teacher_forced_logits(hf, decoder_ids, **text)
+    assert text["attention_mask"].numpy().min() == 0, (
+        "the batch must be padded for this test to mean anything"
+    )
     ours = MusicGenModel(config).apply(
         {"params": params},
-        jnp.asarray(text.input_ids.numpy()),
-        jnp.asarray(text.attention_mask.numpy()),
+        jnp.asarray(text["input_ids"].numpy()),
+        jnp.asarray(text["attention_mask"].numpy()),
         jnp.asarray(decoder_ids),
     )
     assert ours.shape == theirs.shape
@@ -78,11 +69,10 @@ def test_decoder_logits_match_transformers(tiny_hf_dirs, variant):
 @pytest.mark.parametrize("variant", ["base", "gated"])
 def test_t5_hidden_states_match_transformers(tiny_hf_dirs, variant, tmp_path):
     directory = tiny_hf_dirs(variant)
-    hf = MusicgenForConditionalGeneration.from_pretrained(directory).eval()
+    hf, tokenizer = reference.load(directory)
     t5_dir = tmp_path / "t5"
     hf.text_encoder.save_pretrained(t5_dir)
     t5 = T5EncoderModel.from_pretrained(t5_dir).eval()
-    tokenizer = AutoTokenizer.from_pretrained(directory)
     text = tokenizer(PROMPTS, padding=True, return_tensors="pt")
     with torch.no_grad():
         theirs = t5(input_ids=text.input_ids, attention_mask=text.attention_mask).last_hidden_state.numpy()
@@ -155,19 +145,12 @@ def test_unrolled_layer_loop_gives_the_same_logits(tiny_hf_dirs, unroll):
 def test_null_condition_equals_transformers_unconditional_rows(tiny_hf_dir):
     """Zero memory with mask 0 gives the logits transformers computes for guidance's null rows."""
     config, params = load_transformers_params(tiny_hf_dir)
-    hf = MusicgenForConditionalGeneration.from_pretrained(tiny_hf_dir).eval()
+    hf, _ = reference.load(tiny_hf_dir)
     decoder_ids = np.random.default_rng(3).integers(0, 2049, size=(1, 4, 6))
     states = torch.zeros((1, 5, config.text_encoder.d_model))
-    with torch.no_grad():
-        theirs = (
-            hf(
-                encoder_outputs=(states,),
-                attention_mask=torch.zeros((1, 5), dtype=torch.long),
-                decoder_input_ids=torch.tensor(decoder_ids.reshape(4, 6)),
-            )
-            .logits.numpy()
-            .reshape(1, 4, 6, -1)
-        )
+    theirs = reference.teacher_forced_logits(
+        hf, decoder_ids, encoder_outputs=(states,), attention_mask=torch.zeros((1, 5), dtype=torch.long)
+    )
     model = MusicGenModel(config)
     memory = jnp.zeros((1, 5, config.decoder.hidden_size))
     ours = model.apply(

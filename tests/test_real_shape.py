@@ -16,6 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("float32_matmuls")]
 
 
 def test_small_shape_logits_match_transformers(tmp_path):
+    import transformers_reference as reference
     from transformers import (
         AutoTokenizer,
         EncodecConfig,
@@ -79,26 +80,15 @@ def test_small_shape_logits_match_transformers(tmp_path):
     del published
 
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
-    text = tokenizer(
-        ["upbeat jazz piano with smooth saxophone", "dark techno"], padding=True, return_tensors="pt"
-    )
+    text = reference.text_inputs(tokenizer, ["upbeat jazz piano with smooth saxophone", "dark techno"])
     decoder_ids = np.random.default_rng(0).integers(0, 2049, size=(2, 4, 6))
-    with torch.no_grad():
-        theirs = (
-            model(
-                input_ids=text.input_ids,
-                attention_mask=text.attention_mask,
-                decoder_input_ids=torch.tensor(decoder_ids.reshape(8, 6)),
-            )
-            .logits.numpy()
-            .reshape(2, 4, 6, -1)
-        )
+    theirs = reference.teacher_forced_logits(model, decoder_ids, **text)
     del model
     ours = np.asarray(
         MusicGenModel(config).apply(
             {"params": params},
-            jnp.asarray(text.input_ids.numpy()),
-            jnp.asarray(text.attention_mask.numpy()),
+            jnp.asarray(text["input_ids"].numpy()),
+            jnp.asarray(text["attention_mask"].numpy()),
             jnp.asarray(decoder_ids),
         )
     )

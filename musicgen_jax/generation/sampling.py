@@ -1,9 +1,13 @@
-"""Turning next-position logits into tokens: guidance, repetition penalty, temperature, top-k, top-p.
+"""Turning next-position logits into tokens: repetition penalty, guidance, temperature, top-k, top-p.
 
-The order is transformers' for MusicGen (and audiocraft's): classifier-free guidance, then the
-repetition penalty, then temperature, top-k, top-p. Every knob is a per-row array, so one compiled
-program serves requests with different settings side by side; only the candidate count (how many
-of the best tokens top-k/top-p may choose among) is a static shape.
+transformers' MusicGen order (audiocraft has no repetition penalty): the repetition penalty, on
+the conditional rows only, then classifier-free guidance, then temperature, top-k, top-p. (Its
+``RepetitionPenaltyLogitsProcessor`` runs before ``ClassifierFreeGuidanceLogitsProcessor`` and is
+handed the conditional batch's ``input_ids``, so it never touches the null rows.)
+:func:`apply_guidance` given ``seen`` follows that order; :func:`sample_tokens` given ``seen``
+penalises the logits it is handed, which is the same order only without guidance. Every knob is a
+per-row array, so one compiled program serves requests with different settings side by side; only
+the candidate count (how many of the best tokens top-k/top-p may choose among) is a static shape.
 """
 
 from __future__ import annotations
@@ -26,10 +30,18 @@ class SamplingControls:
     keys: jax.Array  # [batch] PRNG keys (one seed per row)
 
 
-def apply_guidance(logits: jax.Array, guidance_scale: jax.Array) -> jax.Array:
-    """``[2 * batch, ...]`` (conditional rows, then null rows) to ``[batch, ...]``:
-    ``uncond + (cond - uncond) * scale``."""
+def apply_guidance(
+    logits: jax.Array,
+    guidance_scale: jax.Array,
+    seen: jax.Array | None = None,
+    repetition_penalty: jax.Array | None = None,
+) -> jax.Array:
+    """``[2 * batch, K, vocab]`` (conditional rows, then null rows) to ``[batch, K, vocab]``:
+    ``uncond + (cond - uncond) * scale``. With ``seen`` ``[batch, K, vocab]`` and
+    ``repetition_penalty`` ``[batch]``, ``cond`` is penalised first, as transformers does."""
     cond, uncond = jnp.split(logits, 2, axis=0)
+    if seen is not None:
+        cond = apply_repetition_penalty(cond, seen, repetition_penalty)
     scale = guidance_scale.reshape((-1,) + (1,) * (cond.ndim - 1))
     return uncond + (cond - uncond) * scale
 
