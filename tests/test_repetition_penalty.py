@@ -1,30 +1,20 @@
 """The repetition penalty inside the decode loop, against transformers' ``generate(repetition_penalty=)``.
 
-transformers is the parity target, and its MusicGen penalty differs from ours in two ways (read
-from ``generation/utils.py``, ``logits_process.py`` and ``modeling_musicgen.py`` of 5.x, and
-confirmed below by replaying its greedy decode from its own teacher-forced logits):
+transformers is the parity target; its MusicGen penalty (read from ``generation/utils.py``,
+``logits_process.py`` and ``modeling_musicgen.py`` of 5.x, and confirmed below by replaying its
+greedy decode from its own teacher-forced logits), which ``loop.advance`` follows:
 
 1. Order. ``RepetitionPenaltyLogitsProcessor`` runs before ``ClassifierFreeGuidanceLogitsProcessor``
-   (MusicGen's ``generate`` appends guidance to the custom list, which is merged after the default
-   processors). It is handed ``input_ids`` of the conditional batch, ``[batch * codebooks, seq]``,
-   against scores of ``[2 * batch * codebooks, vocab]``: ``gather``/``scatter`` then touch only the
-   first half, so the conditional logits are penalised and the null ones are not, before guidance.
-   Ours penalises the guided logits (``loop.advance`` -> ``sample_tokens(seen=)``).
+   and is handed ``input_ids`` of the conditional batch only, so the conditional logits are
+   penalised and the null ones are not, before guidance.
 2. What counts as seen. transformers' ``input_ids`` are the raw sampled tokens: the delay pattern
    (and an audio prompt past its first ``prompt_frames + 1`` positions) is applied only to the
    copy the decoder reads. So the tokens sampled where the pattern then forces the pad (codebook
    ``k`` at positions ``1..k``) count as seen though they never appear in the output, as do the
-   sampled tokens that an audio prompt's last ``k`` frames overwrite in codebook ``k``, while those
-   prompt tokens do not. The start token and the pad (2048 = vocab size) never count, in both.
-   Ours counts exactly the tokens in the output stream.
+   sampled tokens that an audio prompt's last ``k`` frames overwrite in codebook ``k``. The start
+   token and the pad (2048 = vocab size) never count.
 
-Difference 2 is a transformers artefact (users would expect "tokens already in this codebook's
-stream"), difference 1 a plain ordering fact; both change greedy tokens from the first frames on.
-The end-to-end parity tests are strict xfails until ``loop.py`` follows transformers; a patch to
-``loop.advance`` that does both (penalty through ``apply_guidance(..., seen, penalty)`` before
-guidance; ``seen`` marked with ``where(position > prompt_frames, sampled, token)``) was checked to
-give transformers' tokens exactly, mono and stereo, with and without guidance and audio prompts.
-The replay tests pin each side's semantics so neither can drift unnoticed.
+Both change greedy tokens from the first frames on; the replay tests tell the two readings apart.
 """
 
 from __future__ import annotations
@@ -43,16 +33,6 @@ FRAMES = 100  # enough for the tiny model's greedy streams to repeat themselves 
 PENALTY = 1.5
 PAD = 2048
 
-ORDER_AND_SEEN = (
-    "transformers penalises the conditional logits before guidance, ours the guided logits, and "
-    "transformers counts tokens sampled at delay-pattern pad positions as seen, ours only the "
-    "output's tokens (module docstring); loop.py must change for parity"
-)
-SEEN_ONLY = (
-    "transformers counts tokens sampled at delay-pattern pad positions (codebook k, positions 1..k) "
-    "as seen though the output holds the pad there; ours counts only the output's tokens"
-)
-
 
 @pytest.fixture(scope="module")
 def model(tiny_hf_dir):
@@ -68,22 +48,22 @@ def replay_greedy(cond, null, delayed, penalty, scale, *, semantics: str) -> np.
     """The greedy choice at every position of one row's delayed sequence ``[K, L]`` (position 0 the
     start token), from teacher-forced logits ``cond``/``null`` ``[K, L - 1, vocab]`` over it.
 
-    ``semantics``: ``"ours"`` (penalise the guided logits; seen = the output's tokens) or
-    ``"transformers"`` (penalise the conditional logits, then guide; seen = every choice made,
-    the ones the delay pattern overwrites with the pad included)."""
+    ``semantics``: ``"transformers"`` (penalise the conditional logits, then guide; seen = every
+    choice made, the ones the delay pattern overwrites with the pad included) or ``"output"`` (the
+    naive reading: penalise the guided logits; seen = the output's tokens)."""
     codebooks, length = delayed.shape
     seen = np.zeros((codebooks, cond.shape[-1]), bool)
     choices = np.full((codebooks, length), PAD)
     rows = np.arange(codebooks)
     for position in range(1, length):
         c, u = cond[:, position - 1], null[:, position - 1]
-        if semantics == "ours":
+        if semantics == "output":
             logits = penalise(u + (c - u) * scale, seen, penalty)
         else:
             logits = u + (penalise(c, seen, penalty) - u) * scale
         choices[:, position] = logits.argmax(-1)
         stands = delayed[:, position]
-        if semantics == "ours":
+        if semantics == "output":
             real = stands < PAD
             seen[rows[real], stands[real]] = True
         else:
@@ -102,13 +82,7 @@ def delayed_of(codes: np.ndarray) -> np.ndarray:
     return np.asarray(apply_delay(jnp.asarray(codes), PAD))  # [batch, K, frames + C]
 
 
-@pytest.mark.parametrize(
-    "scale",
-    [
-        pytest.param(1.0, marks=pytest.mark.xfail(strict=True, reason=SEEN_ONLY)),
-        pytest.param(3.0, marks=pytest.mark.xfail(strict=True, reason=ORDER_AND_SEEN)),
-    ],
-)
+@pytest.mark.parametrize("scale", [1.0, 3.0])
 def test_greedy_with_repetition_penalty_equals_transformers(tiny_hf_dir, model, scale):
     want = reference.generate(
         tiny_hf_dir, PROMPTS, FRAMES + 3, do_sample=False, guidance_scale=scale, repetition_penalty=PENALTY
@@ -123,9 +97,9 @@ def test_greedy_with_repetition_penalty_equals_transformers(tiny_hf_dir, model, 
 
 
 @pytest.mark.parametrize("scale, penalty", [(1.0, 1.5), (3.0, 1.5), (3.0, 0.7)])
-def test_our_loop_penalises_the_guided_logits_of_tokens_in_the_stream(model, scale, penalty):
-    """Our greedy tokens, replayed from our teacher-forced logits under our stated semantics; the
-    other semantics do not replay them (so the replay can tell them apart)."""
+def test_our_loop_penalises_as_transformers_reads_it(model, scale, penalty):
+    """Our greedy tokens, replayed from our teacher-forced logits under transformers' semantics
+    (penalties below 1 too); the naive reading does not replay them."""
     codes = model.generate_tokens(
         PROMPTS, duration=FRAMES / 50, greedy=True, guidance_scale=scale, repetition_penalty=penalty
     )
@@ -135,8 +109,8 @@ def test_our_loop_penalises_the_guided_logits_of_tokens_in_the_stream(model, sca
     mismatches = 0
     for row in range(len(PROMPTS)):
         args = (cond[row], null[row], delayed[row], penalty, scale)
-        assert_replayed(replay_greedy(*args, semantics="ours"), delayed[row])
-        other = replay_greedy(*args, semantics="transformers")
+        assert_replayed(replay_greedy(*args, semantics="transformers"), delayed[row])
+        other = replay_greedy(*args, semantics="output")
         mismatches += int((other != delayed[row])[delayed[row] < PAD].sum())
     assert mismatches > 0
 
@@ -144,7 +118,7 @@ def test_our_loop_penalises_the_guided_logits_of_tokens_in_the_stream(model, sca
 @pytest.mark.parametrize("scale", [1.0, 3.0])
 def test_reading_of_transformers_penalty_replays_its_generate(tiny_hf_dir, scale):
     """transformers' greedy tokens, replayed from its own teacher-forced logits: the two
-    differences in the module docstring are what it does (and the replay rejects our semantics)."""
+    rules in the module docstring are what it does (and the replay rejects the naive reading)."""
     codes = reference.generate(
         tiny_hf_dir, PROMPTS, FRAMES + 3, do_sample=False, guidance_scale=scale, repetition_penalty=PENALTY
     ).codes
@@ -164,6 +138,6 @@ def test_reading_of_transformers_penalty_replays_its_generate(tiny_hf_dir, scale
     for row in range(len(PROMPTS)):
         args = (cond[row], null[row], delayed[row], PENALTY, scale)
         assert_replayed(replay_greedy(*args, semantics="transformers"), delayed[row])
-        ours = replay_greedy(*args, semantics="ours")
-        mismatches += int((ours != delayed[row])[delayed[row] < PAD].sum())
+        naive = replay_greedy(*args, semantics="output")
+        mismatches += int((naive != delayed[row])[delayed[row] < PAD].sum())
     assert mismatches > 0

@@ -143,8 +143,13 @@ def advance(
     stop = jnp.minimum(state.position + steps, state.end)
 
     def body(state: GenerationState) -> GenerationState:
-        logits = apply_guidance(state.logits, controls.guidance_scale) if guided else state.logits
-        sampled = sample_tokens(logits, controls, state.position, num_candidates, state.seen)
+        if guided:  # transformers penalises repeats in the conditional logits, then guides
+            logits = apply_guidance(
+                state.logits, controls.guidance_scale, state.seen, controls.repetition_penalty
+            )
+            sampled = sample_tokens(logits, controls, state.position, num_candidates)
+        else:
+            sampled = sample_tokens(state.logits, controls, state.position, num_candidates, state.seen)
         forced, is_forced = forced_tokens(
             state.position, plan, dec.pad_token_id, dec.num_codebooks, dec.audio_channels
         )
@@ -152,8 +157,12 @@ def advance(
         tokens = jax.lax.dynamic_update_slice(state.tokens, token[:, :, None], (0, 0, state.position))
         seen = state.seen
         if seen is not None:
-            real = token < dec.vocab_size
-            seen = seen | (jax.nn.one_hot(token, dec.vocab_size, dtype=bool) & real[..., None])
+            # As transformers counts them: every token sampled past the audio prompt, also where
+            # the delay pattern then stands the special token in its place; inside the prompt,
+            # the prompt's own tokens.
+            counted = jnp.where(state.position > plan.prompt_frames[:, None], sampled, token)
+            real = counted < dec.vocab_size
+            seen = seen | (jax.nn.one_hot(counted, dec.vocab_size, dtype=bool) & real[..., None])
         logits, cache = _decode(model, params, token[:, :, None], state.cache, guided, kv_length)
         return state.replace(
             tokens=tokens, position=state.position + 1, logits=logits, cache=cache, seen=seen
