@@ -22,79 +22,35 @@ import tempfile
 import time
 from pathlib import Path
 
-SHAPES = {  # hidden, layers, heads, ffn
-    "tiny": (64, 2, 4, 128),
-    "small": (1024, 24, 16, 4096),
-    "medium": (1536, 48, 24, 6144),
-    "large": (2048, 48, 32, 8192),
-}
+SHAPES = ("tiny", "small", "medium", "large")  # presets in musicgen_jax/configs/model/
 
 
 def build_checkpoint(shape: str, directory: Path, dtype: str = "float32") -> None:
-    """A random-weight transformers MusicGen of ``shape`` saved to ``directory`` in ``dtype``
-    (float16 halves what large's 3.3B parameters cost to write and read). Built on the GPU when
-    there is one: initialising billions of parameters on a CPU takes minutes."""
-    import torch
-    from transformers import (
-        EncodecConfig,
-        MusicgenConfig,
-        MusicgenDecoderConfig,
-        MusicgenForConditionalGeneration,
-        T5Config,
-    )
+    """A random-weight transformers MusicGen of preset ``shape`` saved to ``directory`` in ``dtype``
+    (float16 halves what large's 3.3B parameters cost to write and read), with Meta's 32 kHz codec
+    layout where the preset names none. Built on the GPU when there is one: initialising billions
+    of parameters on a CPU takes minutes."""
+    import dataclasses
 
+    import torch
+    from transformers import MusicgenForConditionalGeneration
+
+    from musicgen_jax.models.config import CodecShape, MusicGenConfig
     from musicgen_jax.testing import build_tokenizer
 
-    hidden, layers, heads, ffn = SHAPES[shape]
-    t5 = T5Config(
-        vocab_size=32128,
-        d_model=768,
-        d_kv=64,
-        d_ff=3072,
-        num_layers=12,
-        num_heads=12,
-        feed_forward_proj="relu",
-    )
-    codec = EncodecConfig(  # facebook/encodec_32khz
-        sampling_rate=32000,
-        audio_channels=1,
-        num_filters=64,
-        hidden_size=128,
-        codebook_dim=128,
-        codebook_size=2048,
-        num_lstm_layers=2,
-        num_residual_layers=1,
-        upsampling_ratios=[8, 5, 4, 4],
-        target_bandwidths=[2.2],
-        chunk_length_s=None,
-        overlap=None,
-        normalize=False,
-        use_causal_conv=False,
-        use_conv_shortcut=False,
-        norm_type="weight_norm",
-        pad_mode="reflect",
-    )
-    decoder = MusicgenDecoderConfig(
-        vocab_size=2048,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        ffn_dim=ffn,
-        num_codebooks=4,
-        max_position_embeddings=2048,
-        pad_token_id=2048,
-        bos_token_id=2048,
-    )
+    config = MusicGenConfig.preset(shape)
+    if config.audio.codec_shape is None:
+        config = dataclasses.replace(
+            config, audio=dataclasses.replace(config.audio, codec_shape=CodecShape())
+        )
     torch.manual_seed(0)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = MusicgenForConditionalGeneration(
-            MusicgenConfig(text_encoder=t5, audio_encoder=codec, decoder=decoder)
-        )
+        model = MusicgenForConditionalGeneration(config.to_transformers())
     model = model.to({"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype])
-    model.generation_config.decoder_start_token_id = 2048
-    model.generation_config.pad_token_id = 2048
+    model.generation_config.decoder_start_token_id = config.decoder.pad_token_id
+    model.generation_config.pad_token_id = config.decoder.pad_token_id
     model.save_pretrained(str(directory))
-    build_tokenizer(32128).save_pretrained(str(directory))
+    build_tokenizer(config.text_encoder.vocab_size).save_pretrained(str(directory))
 
 
 PROMPTS = [
@@ -249,7 +205,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--shape", default="small", choices=sorted(SHAPES))
+    parser.add_argument("--shape", default="small", choices=SHAPES)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of audio per row")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
