@@ -42,19 +42,20 @@ def bfloat16(tiny_hf_dir):
 def decode_loop_shapes(model: MusicGen, frames: int = 50):
     """The generation state ``loop.start`` builds for one guided row, as shapes and dtypes, and
     the StableHLO text of ``loop.advance`` over it (lowered, not run)."""
-    memory, memory_mask = model.encode(model.prepare_text(["jazz"]))
+    engine = model.engine
+    memory, memory_mask = engine.encode(engine.prepare_text(["jazz"]))
     dec = model.config.decoder
     plan = loop.SequencePlan(
         jnp.asarray([frames]),
         jnp.zeros((1, dec.num_codebooks, frames), jnp.int32),
         jnp.zeros((1,), jnp.int32),
     )
-    positions = frames + loop.delay_pattern.num_delays(dec.num_codebooks, dec.audio_channels)
+    positions = engine.shapes.positions(frames)
     state = jax.eval_shape(
         lambda params, memory, mask, plan: loop.start(
-            model.model, params, memory, mask, plan, num_positions=positions, guided=True, track_seen=True
+            engine.model, params, memory, mask, plan, num_positions=positions, guided=True, track_seen=True
         ),
-        model.params,
+        engine.params,
         memory,
         memory_mask,
         plan,
@@ -68,9 +69,16 @@ def decode_loop_shapes(model: MusicGen, frames: int = 50):
         greedy=jnp.zeros(1, bool),
         keys=jax.vmap(jax.random.key)(jnp.zeros(1, jnp.uint32)),
     )
-    with model.numerics():
+    with engine.numerics():
         text = loop.advance.lower(
-            model.model, model.params, state, controls, plan, jnp.asarray(8), guided=True, num_candidates=256
+            engine.model,
+            engine.params,
+            state,
+            controls,
+            plan,
+            jnp.asarray(8),
+            guided=True,
+            num_candidates=256,
         ).as_text()
     return memory, state, text
 
@@ -80,7 +88,7 @@ def dot_operand_types(text: str) -> list[tuple[str, str]]:
 
 
 def test_bfloat16_model_keeps_bfloat16_params_cache_and_dots(bfloat16, float32):
-    assert {leaf.dtype for leaf in jax.tree.leaves(bfloat16.params)} == {jnp.dtype(jnp.bfloat16)}
+    assert {leaf.dtype for leaf in jax.tree.leaves(bfloat16.engine.params)} == {jnp.dtype(jnp.bfloat16)}
     memory, state, text = decode_loop_shapes(bfloat16)
     assert memory.dtype == jnp.bfloat16
     cache = state.cache

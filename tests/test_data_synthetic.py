@@ -10,6 +10,7 @@ import pytest
 
 from musicgen_jax.conditioning import Attributes, vocabulary
 from musicgen_jax.data import manifest, synthetic
+from musicgen_jax.data.synthetic import synthesis
 from musicgen_jax.eval import metrics
 
 RATE = 16000
@@ -180,7 +181,7 @@ def test_every_requested_key_peaks_at_its_tonic_in_the_chroma(mode):
 def test_stereo_pans_each_timbre_by_constant_power(timbre):
     audio = piece(spec(timbres=(timbre,)), duration=2.0, channels=2)  # [2, samples]
     assert audio.shape == (2, 2 * RATE)
-    angle = (synthetic._PAN[timbre] + 1.0) * np.pi / 4
+    angle = (synthesis.PAN[timbre] + 1.0) * np.pi / 4
     left_over_right = np.sqrt(np.mean(audio[0] ** 2) / np.mean(audio[1] ** 2))
     assert left_over_right == pytest.approx(np.cos(angle) / np.sin(angle), rel=1e-4)
 

@@ -12,7 +12,7 @@ from musicgen_jax.data.synthetic.composition import Note
 from musicgen_jax.data.synthetic.spec import HIHAT, KICK, SNARE, TIMBRES
 
 # Pan position per timbre for stereo output (-1 left, +1 right).
-_PAN: dict[str, float] = {"piano": -0.3, "bass": 0.0, "pad": 0.0, "plucked": 0.4, "drums": 0.1}
+PAN: dict[str, float] = {"piano": -0.3, "bass": 0.0, "pad": 0.0, "plucked": 0.4, "drums": 0.1}
 _GAIN: dict[str, float] = {"piano": 0.5, "bass": 0.6, "pad": 0.25, "plucked": 0.45, "drums": 0.5}
 
 
@@ -123,7 +123,7 @@ def render(
         if channels == 1:
             mix[0, start : start + len(wave)] += wave
         else:
-            angle = (_PAN[note.timbre] + 1.0) * math.pi / 4  # constant-power panning
+            angle = (PAN[note.timbre] + 1.0) * math.pi / 4  # constant-power panning
             mix[0, start : start + len(wave)] += math.cos(angle) * wave
             mix[1, start : start + len(wave)] += math.sin(angle) * wave
     if rising:
