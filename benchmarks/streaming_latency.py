@@ -4,7 +4,7 @@
 
 The path the server's WebSocket stream takes: prompt encoding, the decode loop in short chunks
 (the first just past the delay pattern and the codec's lookahead), frames pushed into the
-``StreamingDecoder`` as they complete. Prints the time to the first non-empty chunk, its length,
+codec's streaming decoder as they complete. Prints the time to the first non-empty chunk, its length,
 and the time to the whole clip, for each run.
 """
 
@@ -23,15 +23,15 @@ def main() -> None:
     )
     parser.add_argument("--model", required=True)
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--codec-backend", default="auto", help="auto, jax or torch")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--chunk-seconds", type=float, default=0.2)
     args = parser.parse_args()
 
     from musicgen_jax import MusicGen
-    from musicgen_jax.codec import StreamingDecoder
 
-    model = MusicGen.from_pretrained(args.model, dtype=args.dtype)
+    model = MusicGen.from_pretrained(args.model, dtype=args.dtype, codec_backend=args.codec_backend)
     delays = model.num_codebooks // model.audio_channels
     chunk = max(1, round(args.chunk_seconds * model.frame_rate))
     first = chunk + delays
@@ -41,7 +41,7 @@ def main() -> None:
 
     firsts, totals = [], []
     for run in range(args.runs):
-        decoder = StreamingDecoder(codec)
+        decoder = codec.streaming_decoder()
         first_audio: list[float] = []
         began = time.perf_counter()
 
@@ -50,7 +50,7 @@ def main() -> None:
             row: int,
             frames: np.ndarray,
             *,
-            decoder: StreamingDecoder = decoder,
+            decoder=decoder,
             first_audio: list[float] = first_audio,
             began: float = began,
         ) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from musicgen_jax.codec import EncodecBridge, JaxCodec, check_backend, load_codec
 from musicgen_jax.conditioning import Attributes
 from musicgen_jax.conditioning.text import PromptError
 from musicgen_jax.conversion import checkpoint as ckpt
@@ -42,7 +43,9 @@ class MusicGen:
         dtype: str = "auto",
         layer_unroll: int = 1,
         kv_splits: int = 4,
+        codec_backend: str = "auto",
     ):
+        self.codec_backend = check_backend(codec_backend)
         self.codec_source = loaded.codec_source
         self.generation_defaults = dict(loaded.generation_defaults)
         self.source = loaded.source
@@ -67,6 +70,7 @@ class MusicGen:
         codec: str | Path | None = None,
         layer_unroll: int = 1,
         kv_splits: int = 4,
+        codec_backend: str = "auto",
     ) -> MusicGen:
         """Load a model.
 
@@ -78,11 +82,16 @@ class MusicGen:
         CPUs). ``kv_splits``: attention spans compiled per length bucket (same results).
         ``text_encoder`` (a T5 directory or hub id, default ``t5-base``), ``preset`` (the model
         shape) and ``codec`` (an EnCodec directory or hub id) are needed only for audiocraft's own
-        checkpoints, which hold just the language model.
+        checkpoints, which hold just the language model. ``codec_backend``: ``jax`` (the Flax
+        EnCodec), ``torch`` (transformers' ``EncodecModel``) or ``auto`` (jax where it serves the
+        codec; see :mod:`musicgen_jax.codec.backends`); both give the same audio to float rounding.
         """
+        check_backend(codec_backend)  # before the seconds a model takes to load
         dtype = resolve_dtype(dtype)  # parameters are read straight into the dtype they will run in
         loaded = load_model(name_or_path, dtype=dtype, text_encoder=text_encoder, preset=preset, codec=codec)
-        return cls(loaded, dtype=dtype, layer_unroll=layer_unroll, kv_splits=kv_splits)
+        return cls(
+            loaded, dtype=dtype, layer_unroll=layer_unroll, kv_splits=kv_splits, codec_backend=codec_backend
+        )
 
     def save_pretrained(self, directory: str | Path, dtype: str | None = None) -> Path:
         """Write a musicgen-jax checkpoint (parameters in ``dtype``, default as loaded)."""
@@ -237,14 +246,15 @@ class MusicGen:
     # ------------------------------------------------------------------------------ codec
 
     @property
-    def codec(self):
-        """The PyTorch EnCodec bridge, loaded on first use."""
+    def codec(self) -> EncodecBridge | JaxCodec:
+        """The codec on :attr:`codec_backend` (see :func:`~musicgen_jax.codec.load_codec`), loaded when
+        first used."""
         if self._codec is None:
-            from musicgen_jax.codec import EncodecBridge  # torch is imported only when audio is needed
-
             if self.codec_source is None:
                 raise CheckpointError("this model has no codec; pass codec= to from_pretrained")
-            self._codec = EncodecBridge.from_pretrained(self.codec_source, audio_channels=self.audio_channels)
+            self._codec = load_codec(
+                self.codec_source, audio_channels=self.audio_channels, backend=self.codec_backend
+            )
         return self._codec
 
 

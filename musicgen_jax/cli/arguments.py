@@ -9,6 +9,7 @@ from pathlib import Path
 
 from musicgen_jax.audio.formats import DEFAULT_NORMALIZATION, FORMATS, NORMALIZATIONS
 from musicgen_jax.audio.io import resolve_format
+from musicgen_jax.codec import CODEC_BACKENDS
 from musicgen_jax.conditioning import Attributes
 from musicgen_jax.dtypes import RUN_DTYPE_NAMES
 from musicgen_jax.generation.params import GenerationParams
@@ -31,6 +32,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto: bfloat16 on GPU/TPU, float32 on CPU",
     )
     parser.add_argument("--cache-dir", default=None, help="persistent compilation cache ('' to disable)")
+    # Checked by load_model (check_backend), not by choices=: a bad value is one "error:" line, exit 1.
+    parser.add_argument(
+        "--codec-backend",
+        default="auto",
+        metavar="|".join(CODEC_BACKENDS),
+        help="EnCodec backend: jax (Flax), torch (transformers) or auto (jax where it serves the codec)",
+    )
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser, batch: bool = False) -> None:

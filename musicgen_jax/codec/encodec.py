@@ -5,9 +5,8 @@ is the parity target); this module loads it from whatever holds it and converts 
 NumPy/JAX ``[batch, codebooks, frames]`` int codes in, float32 ``[batch, channels, samples]`` out.
 
 Stereo MusicGen uses the mono codec twice: the left and right channels are encoded separately and
-their codebooks interleaved ``L0, R0, L1, R1, ...``; decoding splits them the same way. This is what
-transformers' ``MusicgenForConditionalGeneration`` does in ``_prepare_audio_encoder_kwargs_for_generation``
-and ``generate``.
+their codebooks interleaved ``L0, R0, L1, R1, ...``; decoding splits them the same way (the layout
+lives in :mod:`musicgen_jax.codec.channels`, shared with the JAX codec).
 """
 
 from __future__ import annotations
@@ -19,14 +18,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from musicgen_jax.audio.io import resample
-from musicgen_jax.audio.layout import check_channels_first, require_finite
+from musicgen_jax.codec.channels import (
+    channel_codebooks,
+    check_model_codes,
+    codec_input,
+    interleave_codebooks,
+)
 from musicgen_jax.codec.files import fit_error, match_names, missing_names, open_codec
 from musicgen_jax.conversion.tensors import CheckpointError, TensorSource
 
 if TYPE_CHECKING:
     import torch
     from transformers import EncodecModel
+
+    from musicgen_jax.codec.streaming import StreamingDecoder
 
 # Codes longer than this many seconds are decoded chunk by chunk (with exact context, see
 # streaming.py) so host memory stays bounded; shorter ones in one call, exactly as transformers does.
@@ -133,29 +138,12 @@ class EncodecBridge:
         """
         import torch
 
-        audio = _as_batch(audio)  # [batch, channels, samples]
-        if audio.shape[-1] == 0:
-            raise ValueError("cannot encode empty audio")
-        if int(sample_rate) != self.sample_rate:
-            audio = resample(audio, int(sample_rate), self.sample_rate)
-        channels = audio.shape[1]
-        if self.audio_channels == 1 and channels > 1:
-            audio = audio.mean(axis=1, keepdims=True)
-        elif self.audio_channels == 2 and channels > 2:
-            audio = audio[:, :2]  # audiocraft keeps the first two channels
+        audio = codec_input(audio, sample_rate, self.sample_rate, self.audio_channels)  # [batch, C, samples]
         with torch.inference_mode():
             per_channel = [
                 self._encode_mono(audio[:, c : c + 1]) for c in range(audio.shape[1])
             ]  # [batch, K, frames]
-        if self.audio_channels == 1:
-            return per_channel[0]
-        if len(per_channel) == 1:
-            # Mono into a stereo model: both channels get the same codes (transformers repeat_interleaves).
-            return np.repeat(per_channel[0], 2, axis=1)
-        stacked = np.stack(per_channel, axis=2)  # [batch, K, 2, frames]
-        return stacked.reshape(
-            stacked.shape[0], -1, stacked.shape[-1]
-        )  # [batch, 2K, frames]: L0, R0, L1, R1, ...
+        return interleave_codebooks(per_channel, self.audio_channels)
 
     def _encode_mono(self, audio: np.ndarray) -> np.ndarray:
         """``[batch, 1, samples]`` float32 -> ``[batch, K, frames]`` int32."""
@@ -187,9 +175,7 @@ class EncodecBridge:
         if frames == 0:
             return np.zeros((batch, self.audio_channels, 0), np.float32)
         if frames > chunk_frames:
-            from musicgen_jax.codec.streaming import StreamingDecoder
-
-            stream = StreamingDecoder(self)
+            stream = self.streaming_decoder()
             pieces = [
                 stream.push(codes[..., start : start + chunk_frames])
                 for start in range(0, frames, chunk_frames)
@@ -197,9 +183,7 @@ class EncodecBridge:
             pieces.append(stream.flush())
             return np.concatenate(pieces, axis=-1)
         with torch.inference_mode():
-            channels = [
-                self._decode_mono(codes[:, c :: self.audio_channels]) for c in range(self.audio_channels)
-            ]
+            channels = [self._decode_mono(part) for part in channel_codebooks(codes, self.audio_channels)]
         return channels[0] if len(channels) == 1 else np.concatenate(channels, axis=1)
 
     def _decode_mono(self, codes: np.ndarray) -> np.ndarray:
@@ -210,42 +194,22 @@ class EncodecBridge:
 
     def check_codes(self, codes: Any) -> np.ndarray:
         """Validate codes and return them as int64 NumPy ``[batch, codebooks, frames]``."""
-        array = np.asarray(codes)  # zero-copy for NumPy and CPU JAX arrays
-        if array.ndim != 3:
-            raise ValueError(f"codes must be [batch, codebooks, frames], got shape {array.shape}")
-        if not np.issubdtype(array.dtype, np.integer):
-            raise ValueError(f"codes must be integers, got {array.dtype}")
-        codebooks = array.shape[1]
-        per_channel, remainder = divmod(codebooks, self.audio_channels)
-        available = int(self.model.quantizer.num_quantizers)
-        if remainder or not 1 <= per_channel <= available:
-            raise ValueError(
-                f"codes have {codebooks} codebooks; this {self.audio_channels}-channel codec takes "
-                f"{self.audio_channels} x (1 to {available}) (normally {self.total_codebooks})"
-            )
-        if array.size and (array.min() < 0 or array.max() >= self.codebook_size):
-            raise ValueError(
-                f"codes must lie in [0, {self.codebook_size}), got values in [{array.min()}, {array.max()}] "
-                "(revert the delay pattern first: its special token is not a codec code)"
-            )
-        return array.astype(np.int64, copy=False)
+        return check_model_codes(
+            codes,
+            audio_channels=self.audio_channels,
+            available=int(self.model.quantizer.num_quantizers),
+            codebook_size=self.codebook_size,
+            expected=self.total_codebooks,
+        )
+
+    def streaming_decoder(self) -> StreamingDecoder:
+        """A new :class:`~musicgen_jax.codec.streaming.StreamingDecoder` over this codec."""
+        from musicgen_jax.codec.streaming import StreamingDecoder
+
+        return StreamingDecoder(self)
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-def _as_batch(audio: Any) -> np.ndarray:
-    """``[samples]``, ``[channels, samples]`` or ``[batch, channels, samples]`` -> float32 3-D."""
-    array = np.asarray(audio, dtype=np.float32)
-    if array.ndim == 1:
-        array = array[None, None]
-    elif array.ndim == 2:
-        array = array[None]
-    elif array.ndim != 3:
-        raise ValueError(f"audio must be [batch, channels, samples], got shape {array.shape}")
-    check_channels_first(array)
-    require_finite(array)
-    return array
 
 
 def _torch():

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from musicgen_jax.codec.config import CodecConfig
-from musicgen_jax.codec.files import open_codec
+from musicgen_jax.codec.files import CodecFiles, open_codec
 from musicgen_jax.codec.flax_params import load_params, quantizer_module
 from musicgen_jax.codec.flax_seanet import Decoder, Encoder
 
@@ -118,7 +118,11 @@ class JaxEncodec:
         """Load from a transformers ``EncodecModel`` directory (safetensors or ``.bin``), a
         transformers MusicGen directory (its ``audio_encoder``), a musicgen-jax checkpoint (its
         ``codec/``), or a hub id of any of these (``facebook/encodec_32khz``)."""
-        files = open_codec(source)
+        return cls.from_files(open_codec(source), bandwidth=bandwidth)
+
+    @classmethod
+    def from_files(cls, files: CodecFiles, bandwidth: float | None = None) -> JaxEncodec:
+        """Load from a located source (:func:`~musicgen_jax.codec.files.open_codec`)."""
         config = CodecConfig.from_dict(files.config, where=files.where)
         return cls(config, load_params(files.tensors(), config, files.where), bandwidth=bandwidth)
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from musicgen_jax.codec.channels import channels_as_rows, rows_as_channels
 from musicgen_jax.codec.config import CodecConfig
 from musicgen_jax.codec.layout import decoder_reach
 
@@ -119,11 +120,8 @@ class StreamingDecoder:
         """Quantizer lookups of new frames; channels become extra batch rows (left rows first)."""
         import torch
 
-        channels = self.bridge.audio_channels
-        per_channel = np.concatenate(
-            [codes[:, c::channels] for c in range(channels)], axis=0
-        )  # [channels*batch, K, n]
-        values = torch.from_numpy(np.ascontiguousarray(per_channel)).to(self.bridge.device)
+        rows = channels_as_rows(codes, self.bridge.audio_channels)  # [channels*batch, K, n]
+        values = torch.from_numpy(np.ascontiguousarray(rows)).to(self.bridge.device)
         embeddings = self.bridge.model.quantizer.decode(values.transpose(0, 1))  # [rows, dim, n]
         self._embeddings = (
             embeddings if self._embeddings is None else torch.cat([self._embeddings, embeddings], -1)
@@ -172,10 +170,7 @@ class StreamingDecoder:
 
     def _to_output(self, audio: torch.Tensor) -> np.ndarray:
         """``[channels*batch, 1, samples]`` -> ``[batch, channels, samples]`` float32 NumPy."""
-        channels = self.bridge.audio_channels
-        rows, _, samples = audio.shape
-        audio = audio.reshape(channels, rows // channels, samples).transpose(0, 1)
-        return audio.to("cpu").contiguous().numpy()
+        return rows_as_channels(audio.to("cpu").numpy(), self.bridge.audio_channels)
 
     def _empty(self) -> np.ndarray:
         batch = self._shape[0] if self._shape else 0

@@ -45,7 +45,8 @@ class MusicgenTokens(tfds.core.GeneratorBasedBuilder):
         builder.download_and_prepare()
 
     ``manifest`` (audiocraft's data.jsonl) or ``audio_dir`` gives the train split; ``valid_manifest``
-    or ``valid_audio_dir`` adds a valid split.
+    or ``valid_audio_dir`` adds a valid split. ``codec_backend`` is :func:`~musicgen_jax.codec.load_codec`'s
+    (``auto``, ``jax``, ``torch``).
     """
 
     VERSION = tfds.core.Version(VERSION)
@@ -66,6 +67,7 @@ class MusicgenTokens(tfds.core.GeneratorBasedBuilder):
         min_segment_seconds: float = 1.0,
         num_codebooks: int = 4,
         audio_channels: int | None = None,
+        codec_backend: str = "auto",
         **kwargs: Any,
     ):
         self._codec_source = codec
@@ -75,6 +77,7 @@ class MusicgenTokens(tfds.core.GeneratorBasedBuilder):
         self._min_segment_seconds = min_segment_seconds
         self._num_codebooks = num_codebooks
         self._audio_channels = audio_channels
+        self._codec_backend = codec_backend
         kwargs.setdefault("file_format", records.FILE_FORMAT)
         super().__init__(**kwargs)
 
@@ -96,10 +99,12 @@ class MusicgenTokens(tfds.core.GeneratorBasedBuilder):
                 "MusicgenTokens needs codec= and manifest= or audio_dir= to prepare data (or tokenise "
                 "with python -m musicgen_jax.data.tokenize and read with tfds.builder_from_directory)"
             )
-        from musicgen_jax.codec import EncodecBridge
+        from musicgen_jax.codec import load_codec
         from musicgen_jax.data import manifest as manifest_lib
 
-        codec = EncodecBridge.from_pretrained(self._codec_source, audio_channels=self._audio_channels)
+        codec = load_codec(
+            self._codec_source, audio_channels=self._audio_channels, backend=self._codec_backend
+        )
         if codec.total_codebooks != self._num_codebooks:
             raise ValueError(
                 f"the codec gives {codec.total_codebooks} codebooks; "

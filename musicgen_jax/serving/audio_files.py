@@ -19,10 +19,14 @@ def write_task_audio(model, frames: np.ndarray, path: Path, format: str, normali
 
 
 def touch_audio_path(model, directory: Path) -> None:
-    """Decode and write a few silent frames once, so the codec and the file encoders initialise
-    during warm-up rather than in the first request."""
+    """Decode (whole and streamed) and write a few silent frames once, so the codec and the file
+    encoders initialise during warm-up rather than in the first request."""
     frames = max(8, int(model.frame_rate // 5))
-    audio = model.decode(np.zeros((1, model.num_codebooks, frames), np.int32))[0]  # [channels, samples]
+    silence = np.zeros((1, model.num_codebooks, frames), np.int32)  # [1, codebooks, frames]
+    audio = model.decode(silence)[0]  # [channels, samples]
+    stream = model.codec.streaming_decoder()  # the JAX codec compiles its stream stages here
+    stream.push(silence)
+    stream.flush()
     path = directory / f".warmup-{uuid.uuid4().hex[:8]}.wav"
     try:
         save_audio(path, audio + 1e-3, model.sample_rate, normalization="loudness")

@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     cache = enable_compilation_cache(settings.compilation_cache_dir)
     log.info("compilation cache: %s", cache or "off")
     try:
-        model = MusicGen.from_pretrained(settings.model, dtype=settings.dtype)
+        model = MusicGen.from_pretrained(
+            settings.model, dtype=settings.dtype, codec_backend=settings.codec_backend
+        )
     except (OSError, ValueError) as error:  # missing directory, unreachable hub, bad checkpoint
         print(f"musicgen-jax-api: cannot load model {settings.model!r}: {error}", file=sys.stderr)
         return 1

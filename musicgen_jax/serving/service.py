@@ -112,7 +112,9 @@ class MusicService:
                 from musicgen_jax import MusicGen
 
                 logger.info("loading %s (%s)", self.settings.model, self.settings.dtype)
-                self.model = MusicGen.from_pretrained(self.settings.model, dtype=self.settings.dtype)
+                self.model = MusicGen.from_pretrained(
+                    self.settings.model, dtype=self.settings.dtype, codec_backend=self.settings.codec_backend
+                )
             self.queue.engine = self.model.engine
             self.state = "warming"
             self._warm_up()

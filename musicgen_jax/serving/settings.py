@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from musicgen_jax.codec import CODEC_BACKENDS
 from musicgen_jax.dtypes import RUN_DTYPE_NAMES
 
 # Settings a flag may not set (secrets); they come from the environment or a file.
@@ -31,6 +32,9 @@ class ServerSettings(BaseSettings):
     model: str = Field("facebook/musicgen-small", description="hub id or local directory of the model")
     dtype: Literal[RUN_DTYPE_NAMES] = Field(
         "auto", description="parameter/compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)"
+    )
+    codec_backend: Literal[CODEC_BACKENDS] = Field(
+        "auto", description="EnCodec backend: jax, torch or auto (jax where it serves the codec)"
     )
     compilation_cache_dir: str | None = Field(
         None,

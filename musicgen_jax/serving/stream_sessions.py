@@ -2,7 +2,7 @@
 
 A session checks the caller (key, readiness, a free session id), reads the start message, queues
 one device job whose ``on_frames`` hands each batch of new frames to the event loop, and pumps:
-frames are decoded on the audio pool by a :class:`~musicgen_jax.codec.StreamingDecoder` and sent as
+frames are decoded on the audio pool by the codec's ``streaming_decoder()`` and sent as
 they are ready. A receiver task listens for ``stop`` (or the client leaving) meanwhile; either
 cancels the job, which frees the device when no other request shares its batch.
 """
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from musicgen_jax.codec import StreamingDecoder
+from musicgen_jax.codec import JaxCodecStream, StreamingDecoder
 from musicgen_jax.serving.errors import NotReady
 from musicgen_jax.serving.queue import Cancelled, CancelReason, Job, QueueFull
 from musicgen_jax.serving.schemas import StreamRequest, StreamSessionInfo
@@ -266,7 +266,7 @@ async def _stream_audio(stream: _Stream, service: MusicService) -> _Outcome:
     )
     model = service.model
     loop = asyncio.get_running_loop()
-    decoder = StreamingDecoder(model.codec)
+    decoder = model.codec.streaming_decoder()
     chunk_frames = max(1, round(body.chunk_duration * model.frame_rate))
     pending: list[np.ndarray] = []  # each [K, n]
     pending_frames = 0
@@ -338,7 +338,9 @@ async def _send_result(stream: _Stream) -> None:
     await stream.connection.close(CloseCode.NORMAL)
 
 
-def _decode_step(decoder: StreamingDecoder, codes: np.ndarray | None, final: bool) -> np.ndarray:
+def _decode_step(
+    decoder: StreamingDecoder | JaxCodecStream, codes: np.ndarray | None, final: bool
+) -> np.ndarray:
     """Push new codes ``[1, K, n]`` (and flush at the end); the audio ``[channels, samples]`` now final."""
     pieces = []
     if codes is None and decoder.frames_received == 0:

@@ -26,7 +26,7 @@ shares its batch) and the server answers ``done`` with ``"stopped": true``. Erro
 busy, 1011 internal, 1012 server shutting down).
 
 Audio is the model's raw output, not normalised (normalisation needs the whole clip), decoded by
-:class:`~musicgen_jax.codec.StreamingDecoder` with left context, so the concatenated chunks equal
+the codec's ``streaming_decoder()`` (either backend) with left context, so the concatenated chunks equal
 a single decode of the whole clip up to float rounding: there are no joins to hear.
 """
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from musicgen_jax import config_io
 from musicgen_jax.audio.formats import AUDIO_SUFFIXES
-from musicgen_jax.codec import EncodecBridge
+from musicgen_jax.codec import CODEC_BACKENDS, check_backend, load_codec
 from musicgen_jax.data import manifest as manifest_lib
 from musicgen_jax.data.augment import AugmentConfig
 from musicgen_jax.data.tokenize.options import TokenizeOptions
@@ -49,7 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=(1, 2),
         help="1 mono, 2 stereo (default: the codec source's model)",
     )
-    parser.add_argument("--device", default="cpu", help="torch device for the codec (cpu, cuda)")
+    parser.add_argument(
+        "--codec-backend",
+        default="auto",
+        metavar="|".join(CODEC_BACKENDS),
+        help="EnCodec backend: jax (Flax), torch (transformers) or auto (jax where it serves the codec)",
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="torch device for the codec with the torch backend (cpu, cuda)"
+    )
     parser.add_argument(
         "--extensions", default=",".join(AUDIO_SUFFIXES), help="audio suffixes for --audio-dir"
     )
@@ -87,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_backend(args.codec_backend)
         options = options_from_args(args)
         sources = manifest_lib.find_sources(
             audio_dir=args.audio_dir,
@@ -101,8 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: no audio files found", file=sys.stderr)
         return 2
     try:
-        codec = EncodecBridge.from_pretrained(
-            args.codec, audio_channels=args.audio_channels, device=args.device
+        codec = load_codec(
+            args.codec, audio_channels=args.audio_channels, backend=args.codec_backend, device=args.device
         )
     except (OSError, ValueError) as error:  # CheckpointError and ModelNotFoundError among them
         print(f"error: cannot load the codec {args.codec!r}: {error}", file=sys.stderr)

@@ -53,7 +53,7 @@ def tokenize_dataset(
 ) -> TokenizeSummary:
     """Tokenise ``sources`` into shards under ``output`` (resuming what an earlier run left).
 
-    ``codec`` is an :class:`~musicgen_jax.codec.EncodecBridge` (or anything with its ``encode``,
+    ``codec`` is one :func:`~musicgen_jax.codec.load_codec` returns (or anything with its ``encode``,
     ``sample_rate``, ``frame_rate`` and ``num_codebooks``).
     """
     output = Path(output)

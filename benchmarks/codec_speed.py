@@ -1,0 +1,105 @@
+"""Codec decode speed, JAX against PyTorch, on this machine (a benchmark, not a test).
+
+    python benchmarks/codec_speed.py [--codec DIR] [--seconds 10 30] [--repeat 5] [--batch 1]
+
+Decodes random codes of 10 s and 30 s (``--seconds``) with both backends of
+:func:`musicgen_jax.codec.load_codec` in one run, alternating torch and jax so both see the same
+machine load, and prints a table: the first call (JAX compiles a program per code length then),
+the median of ``--repeat`` further calls, and the torch/jax ratio of the medians. The codec is
+``--codec DIR`` (any source ``load_codec`` takes), else a random-weight codec with
+``facebook/encodec_32khz``'s config built here (speed does not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+# facebook/encodec_32khz's config.json, the fields that differ from transformers' defaults.
+ENCODEC_32KHZ = dict(
+    sampling_rate=32000,
+    audio_channels=1,
+    upsampling_ratios=[8, 5, 4, 4],
+    hidden_size=128,
+    num_filters=64,
+    num_residual_layers=1,
+    num_lstm_layers=2,
+    codebook_size=2048,
+    target_bandwidths=[2.2],
+    use_causal_conv=False,
+    use_conv_shortcut=False,
+    normalize=False,
+    norm_type="weight_norm",
+    pad_mode="reflect",
+    kernel_size=7,
+    last_kernel_size=7,
+    residual_kernel_size=3,
+    dilation_growth_rate=2,
+    compress=2,
+    trim_right_ratio=1.0,
+)
+
+
+def build_random_codec(directory: Path) -> Path:
+    """A random-weight ``EncodecModel`` of the 32 kHz codec's config saved to ``directory``."""
+    import torch
+    from transformers import EncodecConfig, EncodecModel
+
+    torch.manual_seed(0)
+    EncodecModel(EncodecConfig(**ENCODEC_32KHZ)).save_pretrained(directory)
+    return directory
+
+
+def timed(decode, codes: np.ndarray) -> float:
+    began = time.perf_counter()
+    audio = decode(codes)
+    np.asarray(audio).sum()  # the result is on the host: nothing left running
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--codec", help="codec source (default: a random 32 kHz codec built here)")
+    parser.add_argument("--seconds", type=float, nargs="+", default=[10.0, 30.0])
+    parser.add_argument("--repeat", type=int, default=5, help="timed calls per backend and length")
+    parser.add_argument("--batch", type=int, default=1)
+    args = parser.parse_args()
+
+    from musicgen_jax.codec import load_codec
+
+    with tempfile.TemporaryDirectory() as scratch:
+        source = args.codec or build_random_codec(Path(scratch))
+        codecs = {name: load_codec(source, backend=name, device="cpu") for name in ("torch", "jax")}
+    first = codecs["torch"]
+    print(f"codec: {args.codec or 'random facebook/encodec_32khz config'}; {first!r}")
+    rng = np.random.default_rng(0)
+    rows = []
+    for seconds in args.seconds:
+        frames = round(seconds * first.frame_rate)
+        codes = rng.integers(0, first.codebook_size, (args.batch, first.total_codebooks, frames), np.int32)
+        firsts = {name: timed(codec.decode, codes) for name, codec in codecs.items()}
+        times: dict[str, list[float]] = {name: [] for name in codecs}
+        for _ in range(args.repeat):
+            for name, codec in codecs.items():  # alternating: both see the same load
+                times[name].append(timed(codec.decode, codes))
+        medians = {name: statistics.median(values) for name, values in times.items()}
+        rows.append((seconds, firsts, medians))
+
+    print(f"\nbatch {args.batch}, median of {args.repeat} (first call separately: JAX compiles then)")
+    print(f"{'audio':>7} | {'torch first':>11} {'torch':>8} | {'jax first':>9} {'jax':>8} | torch/jax")
+    for seconds, firsts, medians in rows:
+        print(
+            f"{seconds:>6g}s | {firsts['torch']:>10.3f}s {medians['torch']:>7.3f}s | "
+            f"{firsts['jax']:>8.3f}s {medians['jax']:>7.3f}s | {medians['torch'] / medians['jax']:>8.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
