@@ -284,5 +284,5 @@ class GeneratedAudio:
 def _stack_frames(frames: list[np.ndarray]) -> np.ndarray:
     lengths = {f.shape[1] for f in frames}
     if len(lengths) != 1:
-        raise ValueError("rows have different lengths; use generator.generate for per-row durations")
+        raise ValueError("rows have different lengths; use engine.generate for per-row durations")
     return np.stack(frames).astype(np.int32)
