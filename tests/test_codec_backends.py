@@ -63,8 +63,9 @@ def test_backends_give_their_codec_with_the_same_facts(codecs):
         assert isinstance(jax_codec.streaming_decoder(), JaxCodecStream)
 
 
-def test_auto_is_jax_and_a_bad_backend_is_refused(sources):
-    assert isinstance(load_codec(sources["mono"]), JaxCodec)
+def test_auto_is_torch_for_now_and_a_bad_backend_is_refused(sources):
+    assert isinstance(load_codec(sources["mono"]), EncodecBridge)
+    assert isinstance(load_codec(sources["mono"], backend="jax"), JaxCodec)
     with pytest.raises(ValueError, match="codec backend must be one of auto, jax, torch; got 'tpu'"):
         load_codec(sources["mono"], backend="tpu")
     with pytest.raises(ValueError, match="codec backend must be one of"):

@@ -9,20 +9,18 @@ channels-first checked, stereo as the mono codec per channel), ``decode(codes)``
   (the parity reference; on the GPU when PyTorch sees one);
 * ``jax``: :class:`~musicgen_jax.codec.jax_codec.JaxCodec`, the Flax codec (no PyTorch once loaded),
   on JAX's default device;
-* ``auto`` (the default): ``jax``. Both take the same configs (mono, unchunked, unscaled: MusicGen's
-  codecs), so the choice is speed: on CPU the JAX decode of 10 s of codes of the 32 kHz codec is
-  several times faster than PyTorch's once compiled (benchmarks/codec_speed.py measures it; a new
-  code length compiles once, ~1 s). A config that only ``decode_chunks`` serves is refused by both
-  with a clear error; ``auto`` then names the torch one, the reference.
+* ``auto`` (the default): ``torch`` for now. Both take the same configs (mono, unchunked, unscaled:
+  MusicGen's codecs) and the JAX one-shot decode is several times faster on a CPU
+  (benchmarks/codec_speed.py), but the JAX streaming decoder compiles once per new chunk length,
+  which makes a server's first streamed chunks late; ``auto`` moves to ``jax`` when stream chunk
+  lengths are bucketed.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from musicgen_jax.codec.config import CodecConfig
 from musicgen_jax.codec.encodec import EncodecBridge
-from musicgen_jax.codec.files import open_codec
 from musicgen_jax.codec.jax_codec import JaxCodec
 
 CODEC_BACKENDS = ("auto", "jax", "torch")
@@ -35,16 +33,9 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-def jax_serves(config: CodecConfig) -> bool:
-    """Whether :class:`~musicgen_jax.codec.jax_codec.JaxCodec` (plain encode/decode) takes this codec."""
-    return config.audio_channels == 1 and config.chunk_length_s is None and not config.normalize
-
-
-def resolve_backend(backend: str, config: CodecConfig) -> str:
-    """The backend ``auto`` means for this codec config (see the module docstring); others as given."""
-    if check_backend(backend) != "auto":
-        return backend
-    return "jax" if jax_serves(config) else "torch"
+def resolve_backend(backend: str) -> str:
+    """The backend ``auto`` means (see the module docstring); the others as given."""
+    return "torch" if check_backend(backend) == "auto" else backend
 
 
 def load_codec(
@@ -59,8 +50,7 @@ def load_codec(
     takes) on ``backend``. ``audio_channels``: MusicGen's channel count (default: the source's model,
     else 1). ``device``: the torch device of the torch backend (``auto``: the GPU where PyTorch sees
     one); the JAX backend runs on JAX's default device."""
-    files = open_codec(source)
-    if resolve_backend(backend, CodecConfig.from_dict(files.config, where=files.where)) == "jax":
+    if resolve_backend(backend) == "jax":
         return JaxCodec.from_pretrained(source, audio_channels=audio_channels, bandwidth=bandwidth)
     return EncodecBridge.from_pretrained(
         source, audio_channels=audio_channels, device=device, bandwidth=bandwidth
