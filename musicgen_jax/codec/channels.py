@@ -10,6 +10,7 @@ JAX codec cannot disagree on it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -101,3 +102,31 @@ def check_model_codes(
             "(revert the delay pattern first: its special token is not a codec code)"
         )
     return array.astype(np.int64, copy=False)
+
+
+# Codes longer than this many seconds are decoded chunk by chunk through the streaming decoder (with
+# exact context) so memory stays bounded; shorter ones in one call, exactly as transformers does.
+DEFAULT_CHUNK_SECONDS = 30.0
+
+
+def decode_in_chunks(
+    codec, codes: np.ndarray, chunk_frames: int | None, decode_whole: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """Checked codes ``[batch, codebooks, frames]`` to float32 audio ``[batch, channels, samples]``:
+    in one ``decode_whole`` call up to ``chunk_frames`` frames (default :data:`DEFAULT_CHUNK_SECONDS`),
+    else pushed through ``codec.streaming_decoder()`` in chunks, equal to one decode to rounding."""
+    batch, _, frames = codes.shape
+    if chunk_frames is None:
+        chunk_frames = max(1, round(DEFAULT_CHUNK_SECONDS * codec.frame_rate))
+    if chunk_frames < 1:
+        raise ValueError(f"chunk_frames must be positive, got {chunk_frames}")
+    if frames == 0:
+        return np.zeros((batch, codec.audio_channels, 0), np.float32)
+    if frames <= chunk_frames:
+        return decode_whole(codes)
+    stream = codec.streaming_decoder()
+    pieces = [
+        stream.push(codes[..., start : start + chunk_frames]) for start in range(0, frames, chunk_frames)
+    ]
+    pieces.append(stream.flush())
+    return np.concatenate(pieces, axis=-1)

@@ -22,6 +22,7 @@ from musicgen_jax.codec.channels import (
     channel_codebooks,
     check_model_codes,
     codec_input,
+    decode_in_chunks,
     interleave_codebooks,
 )
 from musicgen_jax.codec.files import fit_error, match_names, missing_names, open_codec
@@ -32,10 +33,6 @@ if TYPE_CHECKING:
     from transformers import EncodecModel
 
     from musicgen_jax.codec.streaming import StreamingDecoder
-
-# Codes longer than this many seconds are decoded chunk by chunk (with exact context, see
-# streaming.py) so host memory stays bounded; shorter ones in one call, exactly as transformers does.
-DEFAULT_CHUNK_SECONDS = 30.0
 
 
 class EncodecBridge:
@@ -158,30 +155,17 @@ class EncodecBridge:
         """Codes ``[batch, total_codebooks, frames]`` (NumPy or JAX) to float32 audio
         ``[batch, audio_channels, frames * hop_length]``.
 
-        Up to ``chunk_frames`` frames (default :data:`DEFAULT_CHUNK_SECONDS` of audio) are decoded
+        Up to ``chunk_frames`` frames (default ``channels.DEFAULT_CHUNK_SECONDS`` of audio) are decoded
         in one call, bit-identical to transformers' ``EncodecModel.decode``; longer codes go through
         :class:`~musicgen_jax.codec.streaming.StreamingDecoder` in chunks of ``chunk_frames``, which
         carries the LSTM state and decodes each chunk with enough context that the result matches a
         single decode to float rounding.
         """
+        return decode_in_chunks(self, self.check_codes(codes), chunk_frames, self._decode_whole)
+
+    def _decode_whole(self, codes: np.ndarray) -> np.ndarray:
         import torch
 
-        codes = self.check_codes(codes)  # [batch, codebooks, frames] int64
-        batch, _, frames = codes.shape
-        if chunk_frames is None:
-            chunk_frames = max(1, round(DEFAULT_CHUNK_SECONDS * self.frame_rate))
-        if chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be positive, got {chunk_frames}")
-        if frames == 0:
-            return np.zeros((batch, self.audio_channels, 0), np.float32)
-        if frames > chunk_frames:
-            stream = self.streaming_decoder()
-            pieces = [
-                stream.push(codes[..., start : start + chunk_frames])
-                for start in range(0, frames, chunk_frames)
-            ]
-            pieces.append(stream.flush())
-            return np.concatenate(pieces, axis=-1)
         with torch.inference_mode():
             channels = [self._decode_mono(part) for part in channel_codebooks(codes, self.audio_channels)]
         return channels[0] if len(channels) == 1 else np.concatenate(channels, axis=1)

@@ -19,10 +19,10 @@ from musicgen_jax.codec.channels import (
     channels_as_rows,
     check_model_codes,
     codec_input,
+    decode_in_chunks,
     interleave_codebooks,
     rows_as_channels,
 )
-from musicgen_jax.codec.encodec import DEFAULT_CHUNK_SECONDS
 from musicgen_jax.codec.files import open_codec
 from musicgen_jax.codec.jax_encodec import JaxEncodec
 from musicgen_jax.codec.jax_streaming import JaxStreamingDecoder
@@ -117,22 +117,9 @@ class JaxCodec:
         ``[batch, audio_channels, frames * hop_length]``; codes longer than ``chunk_frames`` (default
         30 s) through the streaming decoder in chunks, which keeps memory bounded and matches a
         single decode to float rounding."""
-        codes = self.check_codes(codes)  # [batch, codebooks, frames]
-        batch, _, frames = codes.shape
-        if chunk_frames is None:
-            chunk_frames = max(1, round(DEFAULT_CHUNK_SECONDS * self.frame_rate))
-        if chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be positive, got {chunk_frames}")
-        if frames == 0:
-            return np.zeros((batch, self.audio_channels, 0), np.float32)
-        if frames > chunk_frames:
-            stream = self.streaming_decoder()
-            pieces = [
-                stream.push(codes[..., start : start + chunk_frames])
-                for start in range(0, frames, chunk_frames)
-            ]
-            pieces.append(stream.flush())
-            return np.concatenate(pieces, axis=-1)
+        return decode_in_chunks(self, self.check_codes(codes), chunk_frames, self._decode_whole)
+
+    def _decode_whole(self, codes: np.ndarray) -> np.ndarray:
         rows = channels_as_rows(codes, self.audio_channels)  # [channels*batch, K, frames]
         audio = np.asarray(self.codec.decode(rows), np.float32)  # [channels*batch, 1, samples]
         return rows_as_channels(audio, self.audio_channels)
