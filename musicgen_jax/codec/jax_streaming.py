@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from musicgen_jax.codec.flax_seanet import Decoder, LstmState
-from musicgen_jax.codec.layout import decoder_reach
+from musicgen_jax.codec.layout import StreamCounters, decoder_reach
 
 if TYPE_CHECKING:
     from musicgen_jax.codec.jax_encodec import JaxEncodec
@@ -49,7 +49,7 @@ def _upsample(params, hidden: jax.Array, *, decoder) -> jax.Array:
     return jnp.swapaxes(decoder.apply({"params": params["decoder"]}, hidden, method=Decoder.upsample), 1, 2)
 
 
-class JaxStreamingDecoder:
+class JaxStreamingDecoder(StreamCounters):
     """Push codes ``[batch, K, n_frames]`` as they are generated; get audio chunks back.
 
     ``push`` returns float32 ``[batch, channels, samples]`` (possibly 0 samples); ``flush``
@@ -75,16 +75,13 @@ class JaxStreamingDecoder:
 
     def reset(self) -> None:
         """Forget the stream: the next push starts a new one."""
-        self._shape: tuple[int, int] | None = None  # (batch, codebooks), fixed by the first push
-        self._received = 0  # frames pushed so far
+        self._reset_counters()
         self._lstm_done = 0  # frames through the input conv and the LSTM
-        self._emitted = 0  # frames returned as audio
         self._embeddings: jax.Array | None = None  # [batch, frames, dim] from _embeddings_start
         self._embeddings_start = 0
         self._lstm_out: jax.Array | None = None  # [batch, frames, dim] from _lstm_out_start
         self._lstm_out_start = 0
         self._lstm_state: LstmState | None = None
-        self._finished = False
 
     @property
     def lookahead_frames(self) -> int:
@@ -92,23 +89,15 @@ class JaxStreamingDecoder:
         return self.reach.lookahead
 
     @property
-    def frames_received(self) -> int:
-        return self._received
-
-    @property
-    def samples_emitted(self) -> int:
-        return self._emitted * self.codec.hop_length
+    def hop_length(self) -> int:
+        return self.codec.hop_length
 
     def push(self, codes: Any) -> jax.Array:
         """Add frames ``[batch, K, n_frames]``; return the audio that is now final."""
-        if self._finished:
-            raise RuntimeError("this stream was flushed; call reset() to start another")
+        self._check_open()
         codes = self.codec.check_codes(codes)  # [batch, K, n] int32
-        batch, codebooks, frames = codes.shape
-        if self._shape is None:
-            self._shape = (batch, codebooks)
-        elif self._shape != (batch, codebooks):
-            raise ValueError(f"codes of shape {codes.shape[:2]} pushed to a stream of {self._shape}")
+        self._accept(codes)
+        frames = codes.shape[-1]
         if frames:
             embeddings = self._embed(self.codec.params, codes)  # [batch, n, dim]
             self._embeddings = (
@@ -119,9 +108,7 @@ class JaxStreamingDecoder:
 
     def flush(self) -> jax.Array:
         """The remaining audio, decoded with the true end of the stream (as a full decode sees it)."""
-        if self._finished:
-            raise RuntimeError("this stream was already flushed")
-        self._finished = True
+        self._finish()
         return self._advance(final=True)
 
     def _advance(self, final: bool) -> jax.Array:

@@ -181,3 +181,42 @@ def decoder_reach(config: CodecConfig) -> DecoderReach:
     conv_left, conv_right = conv_reach(input_conv, config.use_causal_conv)
     left, right = stack_reach(tuple(upsampler), config.use_causal_conv)
     return DecoderReach(conv_left, conv_right, math.ceil(left) + 1, math.ceil(right) + 1)  # +1: margin
+
+
+class StreamCounters:
+    """The bookkeeping both streaming decoders share: frames pushed, frames emitted as audio, the
+    (batch, codebooks) the first push fixed, and whether the stream was flushed. Subclasses give
+    ``hop_length`` (samples per frame) and call these from ``reset``, ``push`` and ``flush``."""
+
+    hop_length: int
+
+    def _reset_counters(self) -> None:
+        self._shape: tuple[int, int] | None = None  # (batch, codebooks), fixed by the first push
+        self._received = 0  # frames pushed so far
+        self._emitted = 0  # frames returned as audio
+        self._finished = False
+
+    @property
+    def frames_received(self) -> int:
+        return self._received
+
+    @property
+    def samples_emitted(self) -> int:
+        return self._emitted * self.hop_length
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise RuntimeError("this stream was flushed; call reset() to start another")
+
+    def _accept(self, codes) -> None:
+        """Refuse checked codes of another (batch, codebooks) than the stream's first push."""
+        batch, codebooks = codes.shape[:2]
+        if self._shape is None:
+            self._shape = (batch, codebooks)
+        elif self._shape != (batch, codebooks):
+            raise ValueError(f"codes of shape {codes.shape[:2]} pushed to a stream of {self._shape}")
+
+    def _finish(self) -> None:
+        if self._finished:
+            raise RuntimeError("this stream was already flushed")
+        self._finished = True

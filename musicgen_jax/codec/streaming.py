@@ -30,7 +30,7 @@ import numpy as np
 
 from musicgen_jax.codec.channels import channels_as_rows, rows_as_channels
 from musicgen_jax.codec.config import CodecConfig
-from musicgen_jax.codec.layout import decoder_reach
+from musicgen_jax.codec.layout import StreamCounters, decoder_reach
 
 if TYPE_CHECKING:
     import torch
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from musicgen_jax.codec.encodec import EncodecBridge
 
 
-class StreamingDecoder:
+class StreamingDecoder(StreamCounters):
     """Push codes ``[batch, codebooks, n_frames]`` as they are generated; get audio chunks back.
 
     ``push`` returns float32 ``[batch, audio_channels, samples]`` (possibly with 0 samples);
@@ -63,16 +63,13 @@ class StreamingDecoder:
 
     def reset(self) -> None:
         """Forget the stream: the next push starts a new one."""
-        self._shape: tuple[int, int] | None = None  # (batch, codebooks), fixed by the first push
-        self._received = 0  # frames pushed so far
+        self._reset_counters()
         self._lstm_done = 0  # frames through the input conv and the LSTM
-        self._emitted = 0  # frames returned as audio
         self._embeddings: torch.Tensor | None = None  # [rows, dim, frames] from _embeddings_start
         self._embeddings_start = 0
         self._lstm_out: torch.Tensor | None = None  # [rows, dim, frames] from _lstm_out_start
         self._lstm_out_start = 0
         self._lstm_state: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._finished = False
 
     @property
     def lookahead_frames(self) -> int:
@@ -80,27 +77,18 @@ class StreamingDecoder:
         return self._conv_right + self._upsample_right
 
     @property
-    def frames_received(self) -> int:
-        return self._received
-
-    @property
-    def samples_emitted(self) -> int:
-        return self._emitted * self.bridge.hop_length
+    def hop_length(self) -> int:
+        return self.bridge.hop_length
 
     def push(self, codes: Any) -> np.ndarray:
         """Add frames ``[batch, codebooks, n_frames]``; return the audio that is now final."""
         import torch
 
-        if self._finished:
-            raise RuntimeError("this stream was flushed; call reset() to start another")
+        self._check_open()
         codes = self.bridge.check_codes(codes)  # [batch, codebooks, n] int64
-        batch, codebooks, frames = codes.shape
-        if self._shape is None:
-            self._shape = (batch, codebooks)
-        elif self._shape != (batch, codebooks):
-            raise ValueError(f"codes of shape {codes.shape[:2]} pushed to a stream of {self._shape}")
+        self._accept(codes)
         with torch.inference_mode():
-            if frames:
+            if codes.shape[-1]:
                 self._append_embeddings(codes)
             return self._advance(final=False)
 
@@ -108,9 +96,7 @@ class StreamingDecoder:
         """The remaining audio, decoded with the true end of the stream (as a full decode sees it)."""
         import torch
 
-        if self._finished:
-            raise RuntimeError("this stream was already flushed")
-        self._finished = True
+        self._finish()
         with torch.inference_mode():
             return self._advance(final=True)
 
