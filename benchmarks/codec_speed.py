@@ -20,38 +20,21 @@ from pathlib import Path
 
 import numpy as np
 
-# facebook/encodec_32khz's config.json, the fields that differ from transformers' defaults.
-ENCODEC_32KHZ = dict(
-    sampling_rate=32000,
-    audio_channels=1,
-    upsampling_ratios=[8, 5, 4, 4],
-    hidden_size=128,
-    num_filters=64,
-    num_residual_layers=1,
-    num_lstm_layers=2,
-    codebook_size=2048,
-    target_bandwidths=[2.2],
-    use_causal_conv=False,
-    use_conv_shortcut=False,
-    normalize=False,
-    norm_type="weight_norm",
-    pad_mode="reflect",
-    kernel_size=7,
-    last_kernel_size=7,
-    residual_kernel_size=3,
-    dilation_growth_rate=2,
-    compress=2,
-    trim_right_ratio=1.0,
-)
-
 
 def build_random_codec(directory: Path) -> Path:
-    """A random-weight ``EncodecModel`` of the 32 kHz codec's config saved to ``directory``."""
-    import torch
-    from transformers import EncodecConfig, EncodecModel
+    """A random-weight ``EncodecModel`` of the 32 kHz codec's config (musicgen-small's codec, from the
+    preset through the config's own conversion) saved to ``directory``."""
+    import dataclasses
 
+    import torch
+    from transformers import EncodecModel
+
+    from musicgen_jax.models.config import CodecShape, MusicGenConfig
+
+    small = MusicGenConfig.preset("small")
+    small = dataclasses.replace(small, audio=dataclasses.replace(small.audio, codec_shape=CodecShape()))
     torch.manual_seed(0)
-    EncodecModel(EncodecConfig(**ENCODEC_32KHZ)).save_pretrained(directory)
+    EncodecModel(small.codec_to_transformers()).save_pretrained(directory)
     return directory
 
 
