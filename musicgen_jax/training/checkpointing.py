@@ -92,32 +92,28 @@ class Checkpointer:
     def save(self, state: TrainState, data_state: Any, metrics: dict[str, float] | None = None) -> None:
         """Start saving at ``state.step``: returns once the arrays are copied off the device (so the
         next step may donate them); the write finishes in the background."""
-        step = int(jax.device_get(state.step))
+        items = {"params": _params_item(state), "optimizer": _optimizer_item(state)}
+        self.save_items(int(jax.device_get(state.step)), items, data_state, metrics)
+
+    def save_items(
+        self, step: int, items: dict[str, Any], data_state: Any, metrics: dict[str, float] | None = None
+    ) -> None:
+        """Save pytrees ``items`` (each its own orbax item, e.g. ``params``, ``optimizer``) and the data
+        iterator's state at ``step``; asynchronous as :meth:`save`."""
+        args = {name: ocp.args.StandardSave(tree) for name, tree in items.items()}
         self.manager.save(
             step,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardSave(_params_item(state)),
-                optimizer=ocp.args.StandardSave(_optimizer_item(state)),
-                data=ocp.args.JsonSave(encode_data_state(data_state)),
-            ),
+            args=ocp.args.Composite(**args, data=ocp.args.JsonSave(encode_data_state(data_state))),
             metrics=metrics,
             force=True,
         )
 
     def restore(self, abstract: TrainState, step: int | None = None) -> tuple[TrainState, Any]:
         """The state (sharded like ``abstract``) and the data iterator state at ``step`` (default: newest)."""
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(_params_item(abstract)),
-                optimizer=ocp.args.StandardRestore(_optimizer_item(abstract)),
-                data=ocp.args.JsonRestore(),
-            ),
+        items, data_state = self.restore_items(
+            {"params": _params_item(abstract), "optimizer": _optimizer_item(abstract)}, step
         )
-        params, optimizer = restored["params"], restored["optimizer"]
+        params, optimizer = items["params"], items["optimizer"]
         state = TrainState(
             step=optimizer["step"],
             params=params["params"],
@@ -125,17 +121,27 @@ class Checkpointer:
             opt_state=optimizer["opt_state"],
             ema_params=params["ema_params"],
         )
-        return state, decode_data_state(restored["data"])
+        return state, data_state
 
-    def restore_params(self, abstract_params: dict, step: int | None = None) -> dict:
-        """Only the ``params`` item (``{"params", "frozen_params", "ema_params"}``), for export."""
+    def restore_items(self, abstract: dict[str, Any], step: int | None = None) -> tuple[dict[str, Any], Any]:
+        """The items named in ``abstract`` (restored to its shapes and shardings) and the data
+        iterator's state, at ``step`` (default: newest)."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        args = {name: ocp.args.StandardRestore(tree) for name, tree in abstract.items()}
+        restored = self.manager.restore(step, args=ocp.args.Composite(**args, data=ocp.args.JsonRestore()))
+        return {name: restored[name] for name in abstract}, decode_data_state(restored["data"])
+
+    def restore_params(self, abstract_params: dict, step: int | None = None, item: str = "params") -> dict:
+        """One item only (default ``params``: ``{"params", "frozen_params", "ema_params"}``), for export."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         restored = self.manager.restore(
-            step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params))
+            step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract_params)})
         )
-        return restored["params"]
+        return restored[item]
 
     def close(self) -> None:
         self.manager.wait_until_finished()
