@@ -126,6 +126,13 @@ class JaxEncodec:
         config = CodecConfig.from_dict(files.config, where=files.where)
         return cls(config, load_params(files.tensors(), config, files.where), bandwidth=bandwidth)
 
+    def save_pretrained(self, directory: str | Path, overwrite: bool = False) -> Path:
+        """Write this codec as a transformers ``EncodecModel`` directory (``config.json``,
+        ``model.safetensors``) that transformers, the PyTorch bridge and :meth:`from_pretrained` load."""
+        from musicgen_jax.codec.flax_export import save_pretrained
+
+        return save_pretrained(self._config, jax.device_get(self.params), directory, overwrite=overwrite)
+
     # ------------------------------------------------------------------------------ facts
 
     @property

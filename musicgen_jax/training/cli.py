@@ -4,6 +4,7 @@
 
     python train.py --config configs/train/tiny.yaml output_dir=runs/tiny [key.path=value ...] [--resume]
     python train.py export RUN_DIR OUTPUT_DIR [--step N] [--ema] [--dtype bfloat16] [--transformers DIR]
+    python train.py codec --config configs/codec/demo.yaml output_dir=runs/codec  (see training/codec/cli.py)
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ def _train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="train.py",
         description="Train or fine-tune MusicGen. Overrides are dotted keys: training.batch_size=32 "
-        "model.decoder.hidden_size=1024 mesh.fsdp=-1. `train.py export --help` exports a run.",
+        "model.decoder.hidden_size=1024 mesh.fsdp=-1. `train.py export --help` exports a run; "
+        "`train.py codec --help` trains a codec.",
     )
     parser.add_argument(
         "--config", required=True, help="a train config YAML (configs/train/*.yaml) or its name"
@@ -54,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every file it writes at INFO
+    if argv and argv[0] == "codec":
+        from musicgen_jax.training.codec.cli import main as codec_main
+
+        return codec_main(argv[1:])
     if argv and argv[0] == "export":
         args = _export_parser().parse_args(argv[1:])
         path = export_run(
