@@ -2,7 +2,7 @@
 
 ::
 
-    python train.py codec --config configs/codec/demo.yaml output_dir=runs/codec [key.path=value ...] [--resume]
+    python train.py codec --config configs/codec/demo.yaml output_dir=runs/codec [key=value ...] [--resume]
     python train.py codec export RUN_DIR OUTPUT_DIR [--step N]
 """
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from musicgen_jax import config_io
 from musicgen_jax.codec.flax_export import save_pretrained
 from musicgen_jax.training.checkpointing import Checkpointer
 from musicgen_jax.training.codec import quantizer as quantizer_lib
 from musicgen_jax.training.codec.config import CodecTrainConfig
 from musicgen_jax.training.codec.params import fold, init_generator
 from musicgen_jax.training.codec.trainer import TRAIN_CONFIG_FILE, read_codec_config
-from musicgen_jax import config_io
 
 
 def export_codec_run(run_dir: str | Path, output_dir: str | Path, step: int | None = None) -> Path:
