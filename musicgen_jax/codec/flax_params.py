@@ -9,6 +9,8 @@ spelling is read, see :mod:`musicgen_jax.codec.files`) is folded into the kernel
 ``g * v / |v|`` with the norm over every axis but the first, as torch computes it.
 
 The tree: ``{"encoder": ..., "decoder": ..., "quantizer": {"codebooks": [Q, size, dim]}}``.
+:mod:`musicgen_jax.codec.flax_export` reads the same table the other way, to save a tree as an
+``EncodecModel`` directory.
 """
 
 from __future__ import annotations
@@ -34,8 +36,16 @@ Layout = Literal[
     "copy", "transpose", "conv", "conv_transpose", "weight_norm_conv", "weight_norm_conv_transpose", "stack"
 ]
 
+# Axis order taking each layout's torch tensor to its Flax leaf (``np.transpose(torch, axes)``); the
+# export (:mod:`musicgen_jax.codec.flax_export`) applies the inverse permutation.
+TO_FLAX_AXES: dict[str, tuple[int, ...]] = {
+    "transpose": (1, 0),  # [4 dim, dim] -> [dim, 4 dim]
+    "conv": (2, 1, 0),  # [out, in, k] -> [k, in, out]
+    "conv_transpose": (2, 0, 1),  # [in, out, k] -> [k, in, out]
+}
+
 _WEIGHT_G, _WEIGHT_V = ".parametrizations.weight.original0", ".parametrizations.weight.original1"
-_CODEBOOK_STATISTICS = ("inited", "cluster_size", "embed_avg")
+CODEBOOK_STATISTICS = ("inited", "cluster_size", "embed_avg")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,10 +132,16 @@ def quantizer_module(config: CodecConfig) -> ResidualVectorQuantizer:
     return ResidualVectorQuantizer(config.num_quantizers, config.codebook_size, config.codebook_dim)
 
 
-def _fold_weight_norm(g: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """torch's ``_weight_norm(v, g, dim=0)``: ``v * (g / |v|)``, the norm over every axis but the first."""
+def weight_norm_magnitude(v: np.ndarray) -> np.ndarray:
+    """``|v|`` as torch's ``weight_norm(dim=0)`` takes it: over every axis but the first, kept as size 1
+    (``[out, 1, 1]`` for a conv), summed in float64 and returned as float32."""
     norm = np.sqrt(np.sum(np.square(v.astype(np.float64)), axis=tuple(range(1, v.ndim)), keepdims=True))
-    return v * (g / norm.astype(np.float32))
+    return norm.astype(np.float32)
+
+
+def _fold_weight_norm(g: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """torch's ``_weight_norm(v, g, dim=0)``: ``v * (g / |v|)``."""
+    return v * (g / weight_norm_magnitude(v))
 
 
 def _to_flax(rule: WeightRule, arrays: list[np.ndarray]) -> np.ndarray:
@@ -144,13 +160,8 @@ def _to_flax(rule: WeightRule, arrays: list[np.ndarray]) -> np.ndarray:
         raise CheckpointError(
             f"{rule.keys[-1]}: a {weight.ndim}-D tensor where {'/'.join(rule.path)} needs another"
         )
-    if rule.layout in ("conv", "weight_norm_conv"):
-        return weight.transpose(2, 1, 0)  # [out, in, k] -> [k, in, out]
-    if rule.layout in ("conv_transpose", "weight_norm_conv_transpose"):
-        return weight.transpose(2, 0, 1)  # [in, out, k] -> [k, in, out]
-    if rule.layout == "transpose":
-        return weight.T  # [4 dim, dim] -> [dim, 4 dim]
-    return weight
+    axes = TO_FLAX_AXES.get(rule.layout.removeprefix("weight_norm_"))
+    return weight if axes is None else weight.transpose(axes)
 
 
 def load_params(source: TensorSource, config: CodecConfig, where: str) -> dict:
@@ -160,7 +171,7 @@ def load_params(source: TensorSource, config: CodecConfig, where: str) -> dict:
     statistics = [
         f"quantizer.layers.{k}.codebook.{name}"
         for k in range(config.num_quantizers)
-        for name in _CODEBOOK_STATISTICS
+        for name in CODEBOOK_STATISTICS
     ]
     matched, unexpected = files.match_names(source.keys(), set(wanted) | set(statistics))
     if error := files.fit_error(where, files.missing_names(wanted, matched), unexpected):

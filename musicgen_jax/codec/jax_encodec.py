@@ -33,6 +33,7 @@ import numpy as np
 
 from musicgen_jax.codec.config import CodecConfig
 from musicgen_jax.codec.files import CodecFiles, open_codec
+from musicgen_jax.codec.flax_export import save_pretrained
 from musicgen_jax.codec.flax_params import load_params, quantizer_module
 from musicgen_jax.codec.flax_seanet import Decoder, Encoder
 
@@ -126,12 +127,13 @@ class JaxEncodec:
         config = CodecConfig.from_dict(files.config, where=files.where)
         return cls(config, load_params(files.tensors(), config, files.where), bandwidth=bandwidth)
 
-    def save_pretrained(self, directory: str | Path, overwrite: bool = False) -> Path:
+    def save_pretrained(
+        self, directory: str | Path, codebook_statistics: dict | None = None, overwrite: bool = False
+    ) -> Path:
         """Write this codec as a transformers ``EncodecModel`` directory (``config.json``,
-        ``model.safetensors``) that transformers, the PyTorch bridge and :meth:`from_pretrained` load."""
-        from musicgen_jax.codec.flax_export import save_pretrained
-
-        return save_pretrained(self._config, jax.device_get(self.params), directory, overwrite=overwrite)
+        ``model.safetensors``) that transformers, the PyTorch bridge and :meth:`from_pretrained` load;
+        see :func:`musicgen_jax.codec.flax_export.save_pretrained` for the arguments."""
+        return save_pretrained(self._config, self.params, directory, codebook_statistics, overwrite)
 
     # ------------------------------------------------------------------------------ facts
 
