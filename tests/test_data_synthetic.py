@@ -247,3 +247,27 @@ def test_cli_writes_audio_sidecars_and_manifest(tmp_path):
             "instrument",
         }
         assert entry.info_path == str(manifest.sidecar_path(entry.path))
+
+
+def test_the_styles_span_60_to_180_bpm_and_every_timbre_varies_within_a_genre():
+    lows, highs = zip(*(style.tempo for style in synthetic.STYLES.values()), strict=True)
+    assert min(lows) == 60 and max(highs) == 180
+    covered = set(range(60, 181))
+    for style in synthetic.STYLES.values():
+        covered -= set(range(style.tempo[0], style.tempo[1] + 1))
+    assert not covered, sorted(covered)
+    for timbre in synthetic.TIMBRES:
+        always = [g for g, s in synthetic.STYLES.items() if timbre in s.timbres]
+        sometimes = [g for g, s in synthetic.STYLES.items() if timbre in s.optional]
+        assert always and sometimes or timbre in ("bass", "drums"), timbre
+
+
+@pytest.mark.parametrize("timbre", ["organ", "strings", "lead"])
+def test_each_new_timbre_plays_the_pitches_it_is_given(timbre):
+    # The strongest partial of a held A4 (440 Hz) is its fundamental, for every additive timbre.
+    note = synthetic.Note(0.0, 1.0, 69, 0.8, timbre)
+    wave = synthetic.render_note(note, RATE, np.random.default_rng(0))
+    spectrum = np.abs(np.fft.rfft(wave[: RATE // 2] * np.hanning(RATE // 2)))
+    peak_hz = np.argmax(spectrum) * RATE / (RATE // 2)
+    assert peak_hz == pytest.approx(440.0, abs=4.0)
+    assert np.max(np.abs(wave)) == pytest.approx(0.8)

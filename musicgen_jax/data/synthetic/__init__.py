@@ -2,7 +2,8 @@
 
 Each piece is composed from a seeded :class:`PieceSpec` (genre, tempo, key and scale, moods, a
 chord progression, timbres) into a list of :class:`Note` events on an eighth-note grid, rendered
-in NumPy with five additive timbres (piano-like, bass, pad, plucked, drums), and written the way
+in NumPy with eight additive timbres (piano-like, organ, bass, pad, strings, plucked, synth lead,
+drums), and written the way
 audiocraft's datasets are laid out: one audio file per piece, a sidecar ``<stem>.json`` with
 ``title, artist, key, bpm, genre, moods, keywords, description, name, instrument`` and a
 ``data.jsonl`` manifest (see :mod:`musicgen_jax.data.manifest`).

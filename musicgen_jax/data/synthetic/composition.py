@@ -1,5 +1,6 @@
 """Composition: a :class:`~musicgen_jax.data.synthetic.spec.PieceSpec` becomes :class:`Note` events
-on an eighth-note grid (bass, pad chords, piano chords or arpeggios, a plucked melody, drums)."""
+on an eighth-note grid (bass, pad and string chords, piano chords or arpeggios, organ chords on the
+off-beats, a plucked melody in eighths, a held synth-lead melody, drums)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def compose(spec: PieceSpec, duration: float, rng: np.random.Generator) -> list[
     notes: list[Note] = []
     total_beats = math.ceil(duration / beat)
     melody_degree = 7  # the tonic an octave up; melodies walk from and back to it
+    lead_degree = 7
     for beat_index in range(total_beats):
         bar, beat_in_bar = divmod(beat_index, BEATS_PER_BAR)
         root = spec.progression[bar % len(spec.progression)]
@@ -51,6 +53,18 @@ def compose(spec: PieceSpec, duration: float, rng: np.random.Generator) -> list[
         if "pad" in spec.timbres and downbeat:
             for degree in chord:
                 notes.append(Note(start, BEATS_PER_BAR * beat, _scale_pitch(spec, degree, 48), 0.6, "pad"))
+        if "strings" in spec.timbres and downbeat:
+            # The triad an octave above the pad, over the whole bar.
+            for degree in chord:
+                notes.append(
+                    Note(start, BEATS_PER_BAR * beat, _scale_pitch(spec, degree + 7, 48), 0.55, "strings")
+                )
+        if "organ" in spec.timbres:
+            # Short chords on the off-beat eighths (the "skank" of organ comping).
+            for degree in chord:
+                notes.append(
+                    Note(start + eighth, 0.8 * eighth, _scale_pitch(spec, degree, 48), 0.6 * accent, "organ")
+                )
         if "piano" in spec.timbres:
             if style.piano == "arpeggio":
                 for half in range(2):
@@ -87,6 +101,13 @@ def compose(spec: PieceSpec, duration: float, rng: np.random.Generator) -> list[
                         "plucked",
                     )
                 )
+        if "lead" in spec.timbres and beat_in_bar % 2 == 0:
+            # Half-note melody two octaves up, a chord tone at each bar line.
+            if downbeat:
+                lead_degree = 7 + (root if bar % len(spec.progression) else 0)
+            else:
+                lead_degree = int(np.clip(lead_degree + rng.choice((-2, -1, 1, 2)), 3, 13))
+            notes.append(Note(start, 1.9 * beat, _scale_pitch(spec, lead_degree, 72), 0.7 * accent, "lead"))
         if "drums" in spec.timbres:
             kick = style.four_on_the_floor or beat_in_bar in (0, 2)
             if kick:

@@ -25,13 +25,16 @@ BEATS_PER_BAR = 4
 # General MIDI drum numbers, used as the "pitch" of drum notes.
 KICK, SNARE, HIHAT = 36, 38, 42
 
-TIMBRES: tuple[str, ...] = ("piano", "bass", "pad", "plucked", "drums")
+TIMBRES: tuple[str, ...] = ("piano", "organ", "bass", "pad", "strings", "plucked", "lead", "drums")
 # The vocabulary word for each timbre (what the caption and the metadata call it).
 INSTRUMENT_WORDS: dict[str, str] = {
     "piano": "piano",
     "bass": "bass",
     "pad": "pad",
+    "organ": "organ",
+    "strings": "strings",
     "plucked": "plucked strings",
+    "lead": "synth",
     "drums": "drums",
 }
 
@@ -48,17 +51,29 @@ class Style:
     four_on_the_floor: bool = False
 
 
+# Together the tempo ranges cover 60-180 bpm, and every timbre leads in some genre and is optional
+# in others, so instrument words are not fixed by the genre word.
 STYLES: dict[str, Style] = {
-    "ambient": Style((60, 84), ("pad", "piano"), ("plucked",), piano="arpeggio"),
-    "classical": Style((66, 110), ("piano",), ("plucked", "pad"), piano="arpeggio"),
-    "jazz": Style((90, 140), ("piano", "bass", "drums")),
-    "pop": Style((96, 128), ("piano", "bass", "drums"), ("pad", "plucked")),
-    "rock": Style((100, 150), ("plucked", "bass", "drums")),
-    "folk": Style((80, 120), ("plucked", "bass"), ("piano",), piano="arpeggio"),
-    "electronic": Style((110, 135), ("pad", "bass", "drums"), ("plucked",), four_on_the_floor=True),
-    "techno": Style((124, 140), ("bass", "drums", "pad"), four_on_the_floor=True),
-    "house": Style((118, 128), ("piano", "bass", "drums"), ("pad",), four_on_the_floor=True),
+    "ambient": Style((60, 84), ("pad", "piano"), ("plucked", "strings"), piano="arpeggio"),
+    "classical": Style((66, 110), ("piano",), ("plucked", "strings"), piano="arpeggio"),
+    "orchestral": Style((60, 100), ("strings",), ("piano", "plucked"), piano="arpeggio"),
+    "jazz": Style((90, 140), ("piano", "bass", "drums"), ("organ",)),
+    "blues": Style((70, 110), ("organ", "bass", "drums"), ("piano", "plucked")),
+    "gospel": Style((70, 120), ("organ", "piano", "bass"), ("drums", "strings")),
+    "soul": Style((72, 104), ("organ", "bass", "drums"), ("strings", "piano")),
+    "funk": Style((96, 122), ("organ", "bass", "drums"), ("plucked", "lead")),
+    "pop": Style((96, 128), ("piano", "bass", "drums"), ("pad", "plucked", "strings")),
+    "rock": Style((100, 160), ("plucked", "bass", "drums"), ("organ",)),
+    "punk": Style((150, 180), ("plucked", "bass", "drums")),
+    "folk": Style((80, 120), ("plucked", "bass"), ("piano", "strings"), piano="arpeggio"),
+    "hip hop": Style((80, 100), ("piano", "bass", "drums"), ("strings", "pad")),
     "lofi": Style((70, 90), ("piano", "bass", "drums"), ("pad",), piano="arpeggio"),
+    "synthwave": Style((84, 118), ("lead", "bass", "drums"), ("pad",), four_on_the_floor=True),
+    "electronic": Style((110, 135), ("pad", "bass", "drums"), ("plucked", "lead"), four_on_the_floor=True),
+    "house": Style((118, 128), ("piano", "bass", "drums"), ("pad", "organ"), four_on_the_floor=True),
+    "techno": Style((124, 150), ("bass", "drums", "pad"), ("lead",), four_on_the_floor=True),
+    "trance": Style((130, 145), ("lead", "pad", "bass", "drums"), four_on_the_floor=True),
+    "drum and bass": Style((160, 180), ("bass", "drums", "pad"), ("lead", "piano")),
 }
 
 # Moods by (mode, energetic): minor pieces are never "happy", slow ones never "energetic".

@@ -1,5 +1,6 @@
-"""Synthesis in NumPy: five additive timbres (piano-like, bass, pad, plucked, drums) and the mix of
-a piece's notes into a mono or constant-power-panned stereo waveform."""
+"""Synthesis in NumPy: eight additive timbres (piano-like, organ, bass, pad, bowed strings, plucked,
+a synth lead, drums) and the mix of a piece's notes into a mono or constant-power-panned stereo
+waveform."""
 
 from __future__ import annotations
 
@@ -12,8 +13,35 @@ from musicgen_jax.data.synthetic.composition import Note
 from musicgen_jax.data.synthetic.spec import HIHAT, KICK, SNARE, TIMBRES
 
 # Pan position per timbre for stereo output (-1 left, +1 right).
-PAN: dict[str, float] = {"piano": -0.3, "bass": 0.0, "pad": 0.0, "plucked": 0.4, "drums": 0.1}
-_GAIN: dict[str, float] = {"piano": 0.5, "bass": 0.6, "pad": 0.25, "plucked": 0.45, "drums": 0.5}
+PAN: dict[str, float] = {
+    "piano": -0.3,
+    "organ": -0.2,
+    "bass": 0.0,
+    "pad": 0.0,
+    "strings": -0.5,
+    "plucked": 0.4,
+    "lead": 0.25,
+    "drums": 0.1,
+}
+_GAIN: dict[str, float] = {
+    "piano": 0.5,
+    "organ": 0.3,
+    "bass": 0.6,
+    "pad": 0.25,
+    "strings": 0.3,
+    "plucked": 0.45,
+    "lead": 0.35,
+    "drums": 0.5,
+}
+_RELEASE: dict[str, float] = {
+    "piano": 0.08,
+    "organ": 0.03,
+    "bass": 0.05,
+    "pad": 0.4,
+    "strings": 0.25,
+    "plucked": 0.05,
+    "lead": 0.06,
+}
 
 
 def midi_to_hz(pitch: float) -> float:
@@ -32,11 +60,20 @@ def _envelope(
     return env * fade
 
 
+def _vibrato_phase(f0: float, t: np.ndarray, sample_rate: int, rate: float, depth: np.ndarray) -> np.ndarray:
+    """The phase of a tone whose frequency swings by ``depth`` (relative, per sample) at ``rate`` Hz:
+    the integral of the instantaneous frequency, so the pitch moves without phase jumps."""
+    frequency = f0 * (1.0 + depth * np.sin(2 * np.pi * rate * t))
+    return 2 * np.pi * np.cumsum(frequency) / sample_rate
+
+
 def render_note(note: Note, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
     """One note's waveform, float64 ``[samples]``, peak around ``velocity``."""
     if note.timbre == "drums":
         return _render_drum(note, sample_rate, rng)
-    release = {"piano": 0.08, "bass": 0.05, "pad": 0.4, "plucked": 0.05}[note.timbre]
+    if note.timbre not in _RELEASE:
+        raise ValueError(f"unknown timbre {note.timbre!r}; known: {', '.join(TIMBRES)}")
+    release = _RELEASE[note.timbre]
     sustain = int(note.duration * sample_rate)
     length = sustain + int(release * sample_rate)
     t = np.arange(length) / sample_rate
@@ -63,6 +100,28 @@ def render_note(note: Note, sample_rate: int, rng: np.random.Generator) -> np.nd
                 if f < sample_rate / 2:
                     wave += 0.5 / h * np.sin(2 * np.pi * f * t)
         env = _envelope(length, sample_rate, min(0.3, 0.4 * note.duration), release, sustain)
+    elif note.timbre == "organ":
+        # Drawbar-like: fundamental, octave, twelfth and two octaves at fixed levels, no decay, and
+        # a fast attack: the sound of a held organ chord.
+        for h, level in ((1, 1.0), (2, 0.7), (3, 0.45), (4, 0.35), (6, 0.15)):
+            if f0 * h < sample_rate / 2:
+                wave += level * np.sin(2 * np.pi * f0 * h * t)
+        env = _envelope(length, sample_rate, 0.008, release, sustain)
+    elif note.timbre == "strings":
+        # A bowed section: a sawtooth series with 5.5 Hz vibrato and a slow swell.
+        phase = _vibrato_phase(f0, t, sample_rate, rate=5.5, depth=0.003 * np.ones_like(t))
+        for h in range(1, 12):
+            if f0 * h < sample_rate / 2:
+                wave += (1.0 / h) * np.sin(h * phase)
+        env = _envelope(length, sample_rate, min(0.15, 0.5 * note.duration), release, sustain)
+    elif note.timbre == "lead":
+        # A square-wave synth lead (odd harmonics only), with a little vibrato once the note holds.
+        depth = 0.004 * np.clip((t - 0.1) / 0.2, 0.0, 1.0)
+        phase = _vibrato_phase(f0, t, sample_rate, rate=6.0, depth=depth)
+        for h in range(1, 16, 2):
+            if f0 * h < sample_rate / 2:
+                wave += (1.0 / h) * np.sin(h * phase)
+        env = _envelope(length, sample_rate, 0.01, release, sustain)
     elif note.timbre == "plucked":
         for h in range(1, 11):
             f = f0 * h
@@ -71,8 +130,6 @@ def render_note(note: Note, sample_rate: int, rng: np.random.Generator) -> np.nd
         burst = int(0.004 * sample_rate)
         wave[:burst] += 0.3 * rng.standard_normal(burst) * np.linspace(1.0, 0.0, burst)
         env = _envelope(length, sample_rate, 0.002, release, sustain)
-    else:
-        raise ValueError(f"unknown timbre {note.timbre!r}; known: {', '.join(TIMBRES)}")
     wave *= env
     peak = np.max(np.abs(wave))
     return wave * (note.velocity / peak) if peak > 0 else wave
