@@ -28,9 +28,12 @@ from safetensors.numpy import load_file
 from test_codec_jax import CONFIGS, build_codec, check_codes, random_audio, torch_decode
 from transformers import EncodecConfig, EncodecModel
 
-from musicgen_jax.codec import EncodecBridge, JaxEncodec, flax_export
+from musicgen_jax.audio import load_audio
+from musicgen_jax.codec import EncodecBridge, JaxEncodec, flax_export, load_codec
 from musicgen_jax.codec.flax_export import save_pretrained, to_torch_tensors
 from musicgen_jax.data.synthetic import write_dataset
+from musicgen_jax.eval.metrics.noise import si_snr_db
+from musicgen_jax.eval.metrics.reference import log_mel_distance_db
 from musicgen_jax.training.cli import main as train_main
 
 PARAMS_ATOL = 1e-6
@@ -329,7 +332,22 @@ def test_a_trained_codec_run_exports_and_loads(tmp_path, capsys):
     with torch.no_grad():
         reference = model.decode(torch.from_numpy(codes)[None], [None]).audio_values.numpy()
     np.testing.assert_allclose(np.asarray(codec.decode(codes)), reference, atol=1e-5)
+    # The held-out reconstruction report: one per bandwidth, its figures those of the exported codec.
+    assert train_main(["codec", "evaluate", str(run), "--output", str(tmp_path / "report")]) == 0
+    reports = json.loads((tmp_path / "report.json").read_text())
+    assert [r["codec"]["num_codebooks"] for r in reports] == [2, 4]
+    bandwidth = reports[1]["codec"]["bandwidth_kbps"]
+    assert f"| {bandwidth:g} | 4 | 1 |" in (tmp_path / "report.md").read_text()
+    (row,) = reports[1]["clips"]  # 4 clips, 5% held out: the last one
+    assert row["name"].endswith("synth_000003.wav") and row["stated_bpm"] is not None
+    clip, rate = load_audio(row["name"])
+    jax_codec = load_codec(tmp_path / "codec", backend="jax", bandwidth=bandwidth)
+    decoded = jax_codec.decode(jax_codec.encode(clip[None], rate))[0, :, : clip.shape[-1]]
+    assert row["mel_distance_db"] == pytest.approx(log_mel_distance_db(decoded, rate, clip, rate), rel=1e-4)
+    assert row["si_snr_db"] == pytest.approx(si_snr_db(decoded, clip), abs=1e-3)
     # Bad input: a clear message and exit code 2.
+    assert train_main(["codec", "evaluate", str(tmp_path / "nowhere"), "--output", str(tmp_path / "r")]) == 2
+    assert "not a codec training run" in capsys.readouterr().err
     assert train_main(["codec", "export", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 2
     assert "not a codec training run" in capsys.readouterr().err
     assert train_main(["codec", "--config", "tiny", "codec.num_filter=3", f"output_dir={run}"]) == 2

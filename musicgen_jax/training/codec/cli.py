@@ -4,12 +4,15 @@
 
     python train.py codec --config configs/codec/demo.yaml output_dir=runs/codec [key=value ...] [--resume]
     python train.py codec export RUN_DIR OUTPUT_DIR [--step N]
+    python train.py codec evaluate RUN_DIR --output PREFIX [--step N]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from musicgen_jax.config_io import ConfigError
 from musicgen_jax.conversion.tensors import CheckpointError
@@ -44,9 +47,42 @@ def _export_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _evaluate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train.py codec evaluate",
+        description="Reconstruct a codec run's held-out clips at each bandwidth: mel distance, SI-SNR "
+        "and tempo before and after. Writes PREFIX.json and PREFIX.md.",
+    )
+    parser.add_argument("run_dir", help="the codec training run's output_dir")
+    parser.add_argument("--output", required=True, help="path prefix of the .json and .md reports")
+    parser.add_argument("--step", type=int, help="checkpoint step (default: newest)")
+    return parser
+
+
+def _evaluate(argv: list[str]) -> int:
+    from musicgen_jax.eval.reconstruction import render_markdown
+    from musicgen_jax.training.codec.evaluate import evaluate_codec_run
+
+    args = _evaluate_parser().parse_args(argv)
+    try:
+        reports = evaluate_codec_run(args.run_dir, step=args.step)
+    except (FileNotFoundError, ManifestError, CheckpointError, ValueError) as error:
+        print(f"train.py codec evaluate: {error}", file=sys.stderr)
+        return 2
+    prefix = Path(args.output)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    prefix.with_suffix(".json").write_text(json.dumps(reports, indent=2, allow_nan=False) + "\n")
+    prefix.with_suffix(".md").write_text(render_markdown(reports))
+    print(render_markdown(reports).split("\n\n")[0])
+    print(f"wrote {prefix.with_suffix('.json')} and {prefix.with_suffix('.md')}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     from musicgen_jax.training.codec.config import load_codec_train_config
 
+    if argv and argv[0] == "evaluate":
+        return _evaluate(argv[1:])
     if argv and argv[0] == "export":
         from musicgen_jax.training.codec.export import export_codec_run
 
