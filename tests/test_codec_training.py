@@ -14,6 +14,7 @@ from flax import traverse_util
 
 from musicgen_jax.config_io import ConfigError
 from musicgen_jax.data.synthetic import write_dataset
+from musicgen_jax.training.codec import balancer as balancer_lib
 from musicgen_jax.training.codec import discriminator as disc_lib
 from musicgen_jax.training.codec import quantizer as quantizer_lib
 from musicgen_jax.training.codec import spectral
@@ -279,3 +280,21 @@ def test_bad_configs_fail_before_anything_is_written(audio_dir, tmp_path):
     with pytest.raises(ValueError, match="no audio"):
         train_codec(_config(empty, tmp_path / "a"))
     assert not (tmp_path / "a").exists()
+
+
+def test_the_balancer_gives_each_loss_its_share_of_the_gradient():
+    # Two parallel gradients of per-item norms 2 and 6 (items of 4 samples of 1.0 and 3.0), weights
+    # 0.1 and 1: after balancing each is a unit vector times its share, so the sum has norm 1.
+    grads = jnp.stack([jnp.ones((2, 1, 4)), 3.0 * jnp.ones((2, 1, 4))])
+    weights = jnp.asarray([0.1, 1.0])
+    state = balancer_lib.BalancerState.create(2)
+    combined, scales, state = balancer_lib.balance(state, grads, weights, jnp.asarray([True, True]), 0.9, 1.0)
+    np.testing.assert_allclose(np.asarray(scales), [0.1 / 1.1 / 2.0, 1.0 / 1.1 / 6.0], rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(combined)[0]), 1.0, rtol=1e-6)
+    # The averages are bias-corrected EMAs: after norms 2 then 4, (0.9 * 2 + 4) / (0.9 + 1).
+    _, scales, state = balancer_lib.balance(state, 2.0 * grads, weights, jnp.asarray([True, False]), 0.9, 1.0)
+    np.testing.assert_allclose(float(scales[0]), 1.0 / ((0.9 * 2 + 4) / 1.9), rtol=1e-6)
+    # An inactive loss gets no share and keeps its average.
+    assert float(scales[1]) == 0.0
+    np.testing.assert_allclose(np.asarray(state.totals), [0.9 * 2 + 4, 6.0], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(state.counts), [1.9, 1.0], rtol=1e-6)

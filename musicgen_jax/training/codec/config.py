@@ -66,6 +66,17 @@ class LossSection:
     mel_smallest_fft: int = 64
     mel_largest_fft: int = 1024
     n_mels: int = 64
+    # EnCodec's balancer (audiocraft's defaults): the weights above become shares of a gradient of
+    # norm balancer_total_norm on the audio (see training/codec/balancer.py). Off: plain weights.
+    balance: bool = True
+    balancer_decay: float = 0.999
+    balancer_total_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.balancer_decay < 1.0 or self.balancer_total_norm <= 0:
+            raise ValueError("loss: balancer_decay must be in (0, 1) and balancer_total_norm positive")
+        if min(self.time_l1, self.mel, self.commitment, self.adversarial, self.feature_matching) < 0:
+            raise ValueError("loss: the weights must not be negative")
 
 
 @dataclasses.dataclass(frozen=True)

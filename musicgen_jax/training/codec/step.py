@@ -2,10 +2,10 @@
 
 One train step: encode, quantise (straight-through, at a bandwidth drawn for the step), decode,
 the losses (time L1, multi-scale mel, commitment, and with the discriminator on, adversarial and
-feature matching), one Adam step of the codec, the EMA k-means update of the codebooks, then one
-step of the discriminator on the same batch. The step is jitted with the state replicated and the
-batch split over the mesh's devices (data parallel): GSPMD sums the gradients and the codebook
-statistics over the whole global batch.
+feature matching; those on the audio balanced as EnCodec does, see balancer.py), one Adam step of
+the codec, the EMA k-means update of the codebooks, then one step of the discriminator on the same
+batch. The step is jitted with the state replicated and the batch split over the mesh's devices
+(data parallel): GSPMD sums the gradients and the codebook statistics over the whole global batch.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from musicgen_jax.codec.config import CodecConfig
 from musicgen_jax.codec.flax_seanet import Decoder, Encoder
+from musicgen_jax.training.codec import balancer as balancer_lib
 from musicgen_jax.training.codec import discriminator as disc_lib
 from musicgen_jax.training.codec import quantizer as quantizer_lib
 from musicgen_jax.training.codec.config import CodecTrainConfig
@@ -39,6 +40,7 @@ class CodecTrainState:
     quantizer: quantizer_lib.QuantizerState
     disc_params: dict | None  # the discriminator's, when enabled
     disc_opt_state: optax.OptState | None
+    balancer: balancer_lib.BalancerState  # the loss balancer's gradient-norm averages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +62,12 @@ class CodecModules:
             discriminator = disc_lib.MultiScaleStftDiscriminator(scales, train.discriminator.filters)
         stages = tuple(sorted({codec.quantizers_for_bandwidth(b) for b in codec.target_bandwidths}))
         return cls(codec, train, Encoder(codec), Decoder(codec), discriminator, stages)
+
+    @property
+    def balanced_losses(self) -> tuple[str, ...]:
+        """The losses on the decoded audio, in the balancer's order."""
+        adversarial = ("adversarial", "feature_matching") if self.discriminator is not None else ()
+        return ("time_l1", "mel", *adversarial)
 
     @property
     def mel_scales(self) -> tuple[int, ...]:
@@ -119,34 +127,60 @@ def _train_step(
         active_stages = stages[jax.random.randint(bandwidth_key, (), 0, len(modules.bandwidth_stages))]
     else:
         active_stages = stages[-1]
-    # The adversarial terms join at discriminator.start_step (the codec first learns to reconstruct).
-    adversarial_weight = jnp.where(state.step >= train.discriminator.start_step, 1.0, 0.0)
 
-    def codec_loss(params):
+    def forward(params):
         reconstruction, quantized = modules.reconstruct(
             params, state.quantizer.codebooks, audio, active_stages
         )
-        terms = modules.reconstruction_losses(reconstruction, audio)
-        terms["commitment"] = quantized.commitment
-        total = (
-            weights.time_l1 * terms["time_l1"]
-            + weights.mel * terms["mel"]
-            + weights.commitment * terms["commitment"]
-        )
-        if modules.discriminator is not None:
-            fake = modules.discriminator.apply({"params": state.disc_params}, reconstruction)
-            real = modules.discriminator.apply({"params": state.disc_params}, audio)
-            terms["adversarial"] = disc_lib.adversarial_loss(fake)
-            terms["feature_matching"] = disc_lib.feature_matching_loss(real, fake)
-            total = total + adversarial_weight * (
-                weights.adversarial * terms["adversarial"]
-                + weights.feature_matching * terms["feature_matching"]
-            )
-        return total, (terms, quantized, reconstruction)
+        return (reconstruction, quantized.commitment), quantized
 
-    (loss, (terms, quantized, reconstruction)), grads = jax.value_and_grad(codec_loss, has_aux=True)(
-        state.params
+    (reconstruction, commitment), pullback, quantized = jax.vjp(forward, state.params, has_aux=True)
+    # The losses on the decoded audio, each with its gradient there (balanced below).
+    output_losses = {
+        "time_l1": lambda r: jnp.mean(jnp.abs(r - audio)),
+        "mel": lambda r: multi_scale_mel_loss(
+            r, audio, modules.codec.sampling_rate, modules.mel_scales, weights.n_mels
+        ),
+    }
+    active = [True, True]
+    if modules.discriminator is not None:
+        real = modules.discriminator.apply({"params": state.disc_params}, audio)
+
+        def fake_of(r):
+            return modules.discriminator.apply({"params": state.disc_params}, r)
+
+        output_losses["adversarial"] = lambda r: disc_lib.adversarial_loss(fake_of(r))
+        output_losses["feature_matching"] = lambda r: disc_lib.feature_matching_loss(real, fake_of(r))
+        # The adversarial terms join at discriminator.start_step (the codec first learns to reconstruct).
+        started = state.step >= train.discriminator.start_step
+        active += [started, started]
+    assert tuple(output_losses) == modules.balanced_losses
+    terms, output_grads = {}, []
+    for name, fn in output_losses.items():
+        terms[name], grad = jax.value_and_grad(fn)(reconstruction)
+        output_grads.append(grad)
+    stacked = jnp.stack(output_grads)  # [losses, batch, channels, samples]
+    loss_weights = jnp.asarray([getattr(weights, name) for name in output_losses], jnp.float32)
+    active = jnp.asarray(active)
+    plain = jnp.where(active, loss_weights, 0.0)
+    balancer_state = state.balancer
+    if weights.balance:
+        out_grad, scales, balancer_state = balancer_lib.balance(
+            state.balancer, stacked, loss_weights, active, weights.balancer_decay, weights.balancer_total_norm
+        )
+    else:
+        scales = plain
+        out_grad = jnp.tensordot(scales, stacked, axes=1)
+    terms["commitment"] = commitment
+    # The commitment is a loss on the encoder's output, not the audio: its plain weight, unbalanced.
+    (grads,) = pullback((out_grad, jnp.asarray(weights.commitment, commitment.dtype)))
+    # "loss" at the configured weights, comparable from step to step and with the eval loss; the
+    # gradient is that of audiocraft's "effective loss", each term at the scale it got this step.
+    loss = (
+        sum(plain[i] * terms[name] for i, name in enumerate(output_losses)) + weights.commitment * commitment
     )
+    effective = sum(scales[i] * terms[name] for i, name in enumerate(output_losses))
+    effective = effective + weights.commitment * commitment
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     codebooks, quantizer_metrics = quantizer_lib.ema_update(
@@ -162,6 +196,8 @@ def _train_step(
         **quantizer_metrics,
         "codebooks": active_stages.astype(jnp.float32),
         "grad_norm": optax.global_norm(grads),
+        "effective_loss": effective,
+        **{f"scale/{name}": scales[i] for i, name in enumerate(output_losses)},
     }
     disc_params, disc_opt_state = state.disc_params, state.disc_opt_state
     if modules.discriminator is not None:
@@ -193,6 +229,7 @@ def _train_step(
         quantizer=codebooks,
         disc_params=disc_params,
         disc_opt_state=disc_opt_state,
+        balancer=balancer_state,
     )
     return new_state, metrics
 

@@ -30,6 +30,7 @@ from musicgen_jax.codec.jax_encodec import JaxEncodec
 from musicgen_jax.training import mesh as mesh_lib
 from musicgen_jax.training.checkpointing import Checkpointer, latest_saved_step
 from musicgen_jax.training.codec import quantizer as quantizer_lib
+from musicgen_jax.training.codec.balancer import BalancerState
 from musicgen_jax.training.codec.config import CodecTrainConfig, resolve_codec_config
 from musicgen_jax.training.codec.data import SegmentBatches, load_splits
 from musicgen_jax.training.codec.params import init_generator, to_training
@@ -88,6 +89,7 @@ def _items(state: CodecTrainState) -> dict[str, Any]:
         "optimizer": {
             "opt_state": state.opt_state,
             "disc_opt_state": state.disc_opt_state,
+            "balancer": state.balancer,
             "step": state.step,
         },
     }
@@ -102,6 +104,7 @@ def _state(items: dict[str, Any]) -> CodecTrainState:
         quantizer=params["quantizer"],
         disc_params=params["disc_params"],
         disc_opt_state=optimizer["disc_opt_state"],
+        balancer=optimizer["balancer"],
     )
 
 
@@ -141,6 +144,7 @@ def _initial_state(
         quantizer=quantizer,
         disc_params=disc_params,
         disc_opt_state=disc_opt_state,
+        balancer=BalancerState.create(len(modules.balanced_losses)),
     )
 
 
