@@ -1,7 +1,10 @@
-"""Where a model comes from: a local directory, or a Hugging Face hub id (downloaded or cached).
+"""Where a model comes from: a built-in model, a local directory, or a Hugging Face hub id
+(downloaded or cached).
 
-The hub path is real code (``huggingface_hub.snapshot_download``); with no network and no cached
-copy it fails at once with one sentence that says how to point at a local directory instead.
+Built-in models are reserved names (:data:`BUILTIN_MODELS`: ``demo``, trained here and shipped in
+the package), given as a string; a local directory of the same name is reached as ``./demo``. The
+hub path is real code (``huggingface_hub.snapshot_download``); with no network and no cached copy
+it fails at once with one sentence that says how to point at a local directory instead.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ MODEL_FILES = [
 ]
 FALLBACK_WEIGHTS = ["pytorch_model*.bin", "state_dict.bin", "flax_model.msgpack"]
 
+# Reserved model names and their directories inside the package.
+BUILTIN_MODELS: dict[str, Path] = {"demo": Path(__file__).resolve().parent / "assets" / "demo"}
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
@@ -34,7 +40,17 @@ def looks_like_hub_id(name: str) -> bool:
 def resolve(
     name_or_path: str | Path, allow_patterns: list[str] | None = None, revision: str | None = None
 ) -> Path:
-    """A local directory for ``name_or_path``: the directory itself, or the hub snapshot."""
+    """A local directory for ``name_or_path``: a built-in model's, the directory itself, or the hub
+    snapshot."""
+    if isinstance(name_or_path, str) and name_or_path in BUILTIN_MODELS:
+        builtin = BUILTIN_MODELS[name_or_path]
+        if not builtin.is_dir():
+            raise ModelNotFoundError(
+                f"the built-in {name_or_path!r} model is not in this installation ({builtin}); "
+                "build it with python -m musicgen_jax.recipes.demo, or give a local directory as ./"
+                f"{name_or_path}"
+            )
+        return builtin
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir():

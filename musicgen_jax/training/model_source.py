@@ -80,7 +80,11 @@ def _from_preset(spec: ModelSpec) -> ModelSource:
             "a model trained from a preset needs its tokenizer: set model.tokenizer (a tokenizer directory "
             "or hub id) or model.text_encoder_from (a T5 whose tokenizer is used)"
         )
-    return ModelSource(config, None, overrides, load_tokenizer(tokenizer_from), None, None)
+    # A codec on disk (the demo recipe's) travels with the run, so its export is self-contained; a
+    # hub id stays a name in the config, resolved where the model is loaded.
+    codec_dir = Path(config.audio.codec).expanduser()
+    codec_from = codec_dir if codec_dir.is_dir() else None
+    return ModelSource(config, None, overrides, load_tokenizer(tokenizer_from), codec_from, None)
 
 
 def write_run_files(source: ModelSource, output_dir: Path) -> None:

@@ -1,0 +1,1 @@
+"""End-to-end recipes built from the project's own commands (the built-in demo model)."""
