@@ -521,3 +521,32 @@ def test_full_size_state_layout_and_flops_from_shapes_only(tiny_tokenizer_dir):
     flops = throughput.train_step_flops(source.config, 1, positions, text)
     decoder_matmul_params = trainable - 2 * 4 * 2049 * 1024 // 2  # the embedding lookup is no matmul
     assert 1.0 < flops / (6 * decoder_matmul_params * positions) < 1.4  # + attention + frozen T5
+
+
+def test_attribute_dropout_removes_each_learned_attribute_apart():
+    from musicgen_jax.conditioning import Attributes, encode_attributes
+
+    rows = 2000
+    attributes = Attributes.create(genre="jazz", mood="happy", instruments=["piano"], tempo=120.0)
+    batch = {k: jnp.asarray(v) for k, v in encode_attributes([attributes] * rows).as_dict().items()}
+    batch["text_ids"] = jnp.zeros((rows, 4), jnp.int32)
+    batch["duration"], batch["duration_present"] = jnp.full((rows,), 10.0), jnp.ones((rows,))
+    config = load_train_config("tiny", ["output_dir=/tmp/unused", "training.attribute_dropout=0.3"])
+    out = jax.device_get(step_lib._attribute_dropout(jax.random.key(0), config, batch))
+    absent = {
+        "genre": out["genre"] == 0,
+        "moods": out["moods"].sum(-1) == 0,
+        "instruments": out["instruments"].sum(-1) == 0,
+        "tempo": out["tempo_present"] == 0,
+        "duration": out["duration_present"] == 0,
+    }
+    for name, mask in absent.items():
+        assert abs(mask.mean() - 0.3) < 0.04, name
+    # Independent draws: genre and tempo are both absent in about 0.3 * 0.3 of the rows.
+    assert abs((absent["genre"] & absent["tempo"]).mean() - 0.09) < 0.03
+    # What is kept is untouched; an absent tempo is zero with its flag, as encode_attributes writes None.
+    kept = ~absent["tempo"]
+    assert np.all(out["tempo"][kept] == 120.0) and np.all(out["tempo"][~kept] == 0.0)
+    assert np.all(out["genre"][~absent["genre"]] == batch["genre"][0])
+    unchanged = load_train_config("tiny", ["output_dir=/tmp/unused"])
+    assert step_lib._attribute_dropout(jax.random.key(0), unchanged, batch) is batch

@@ -213,6 +213,29 @@ def encode_attributes(batch: Sequence[Attributes | None]) -> EncodedAttributes:
     return EncodedAttributes(genre, moods, instruments, tempo, tempo_present, duration, duration_present)
 
 
+# Each learned attribute and the arrays that carry it; an attribute is absent when its arrays are
+# zero (genre row 0, no hot entry, the presence flag off): what encode_attributes writes for None.
+ATTRIBUTE_FIELDS: dict[str, tuple[str, ...]] = {
+    "genre": ("genre",),
+    "moods": ("moods",),
+    "instruments": ("instruments",),
+    "tempo": ("tempo", "tempo_present"),
+    "duration": ("duration", "duration_present"),
+}
+
+
+def keep_attributes(arrays: dict, keep: dict) -> dict:
+    """``arrays`` (encoded attributes, NumPy or JAX, batch-major) with attribute ``name`` made absent
+    in the rows where ``keep[name]`` (a ``[batch]`` bool array) is false; the others untouched."""
+    out = dict(arrays)
+    for name, rows in keep.items():
+        for key in ATTRIBUTE_FIELDS[name]:
+            value = arrays[key]
+            mask = rows.reshape(rows.shape + (1,) * (value.ndim - 1))
+            out[key] = value * mask.astype(value.dtype)
+    return out
+
+
 def null_attributes(size: int) -> EncodedAttributes:
     """The null condition for classifier-free guidance: nothing present."""
     return encode_attributes([None] * size)

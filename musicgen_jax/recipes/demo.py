@@ -102,7 +102,10 @@ def tokenizer(workdir: Path, manifests: Sequence[Path]) -> Path:
                 audio = Path(json.loads(line)["path"])
                 captions.append(json.loads(audio.with_suffix(".json").read_text())["description"])
         words = [*vocabulary.GENRES, *vocabulary.MOODS, *vocabulary.INSTRUMENTS, *vocabulary.KEYS]
-        build_word_tokenizer([*captions, *words, "bpm", "music", "song"]).save_pretrained(str(directory))
+        # The words of audiocraft's metadata merge too ("bpm: 120.0. genre: jazz. keywords: ..."):
+        # training text augmentation writes them (musicgen_jax/data/text.py).
+        merged = "key: bpm: 0. genre: moods: keywords: instrument: synthetic, instrumental, fast, slow"
+        build_word_tokenizer([*captions, *words, merged, "music song"]).save_pretrained(str(directory))
     return directory
 
 

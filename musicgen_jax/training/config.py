@@ -57,6 +57,10 @@ class TrainingSection:
     condition_dropout: float = 0.3  # probability of training on the null condition (for guidance)
     # "sample": one draw per example; "batch": one draw nulls the whole batch, as audiocraft does.
     condition_dropout_per: Literal["sample", "batch"] = "sample"
+    # Learned-attribute models: the probability that each attribute (genre, moods, instruments,
+    # tempo, duration) is absent from an example, independently (audiocraft's attribute dropout),
+    # so that a prompt naming only some of them, or only text, is one the model has trained on.
+    attribute_dropout: float = 0.0
     ema_decay: float | None = None  # exponential moving average of the weights (audiocraft: 0.99)
     ema_every: int = 1  # update the average every this many steps (audiocraft: 10)
     stop_after: int | None = None  # stop once this step is done and saved (a planned preemption)
@@ -193,6 +197,8 @@ class TrainConfig:
             )
         if not 0.0 <= t.condition_dropout < 1.0:
             raise ValueError("training.condition_dropout must be in [0, 1)")
+        if not 0.0 <= t.attribute_dropout < 1.0:
+            raise ValueError("training.attribute_dropout must be in [0, 1)")
         if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
             raise ValueError("training.ema_decay must be in (0, 1)")
         if self.model.init_from is None and self.model.preset is None:

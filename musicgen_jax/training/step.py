@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from musicgen_jax.conditioning import ATTRIBUTE_KEYS
+from musicgen_jax.conditioning import ATTRIBUTE_FIELDS, ATTRIBUTE_KEYS, keep_attributes
 from musicgen_jax.models.delay_pattern import training_pair
 from musicgen_jax.models.musicgen import MusicGenModel
 from musicgen_jax.sharding import axes
@@ -70,6 +70,17 @@ def _condition_dropout(rng: jax.Array, config: TrainConfig, batch_size: int) -> 
     return jax.random.bernoulli(rng, p, (batch_size,))
 
 
+def _attribute_dropout(rng: jax.Array, config: TrainConfig, batch: Batch) -> Batch:
+    """``batch`` with each learned attribute absent from each example with ``attribute_dropout``."""
+    p = config.training.attribute_dropout
+    if p == 0.0:
+        return batch
+    size = batch["text_ids"].shape[0]
+    keys = jax.random.split(rng, len(ATTRIBUTE_FIELDS))
+    keep = {name: ~jax.random.bernoulli(key, p, (size,)) for name, key in zip(ATTRIBUTE_FIELDS, keys)}
+    return keep_attributes(batch, keep)
+
+
 def _split_microbatches(tree: Batch, count: int) -> Batch:
     """``[batch, ...]`` → ``[count, batch / count, ...]`` taking every ``count``-th example, so each
     microbatch keeps the batch's device layout (each device holds a slice of every microbatch)."""
@@ -109,6 +120,9 @@ def make_train_step(
         rng_condition, rng_dropout = jax.random.split(rng)
         inputs, targets, mask = prepare_targets(micro, model)
         drop = _condition_dropout(rng_condition, config, inputs.shape[0])
+        if model.config.uses_learned_attributes:
+            # A stream of its own (folded in, not split off), so runs without it draw as before.
+            micro = _attribute_dropout(jax.random.fold_in(rng, 1), config, micro)
         logits = model.apply(
             {"params": merge_params(params, frozen_params)},
             micro,
