@@ -23,7 +23,7 @@ from musicgen_jax.audio.io import resample
 from musicgen_jax.eval.metrics.analysis import MetricUnavailable
 from musicgen_jax.eval.metrics.noise import si_snr_db
 from musicgen_jax.eval.metrics.reference import log_mel_distance_db
-from musicgen_jax.eval.metrics.rhythm import TEMPO_TOLERANCE, TEMPO_VERDICTS, estimate_tempo, tempo_verdict
+from musicgen_jax.eval.metrics.rhythm import TEMPO_TOLERANCE, TEMPO_VERDICTS, measured_bpm, tempo_verdict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,13 +57,6 @@ def stated_bpm(audio_path: str | Path) -> float | None:
     return float(value) if isinstance(value, int | float) and value > 0 else None
 
 
-def _tempo(audio: np.ndarray, sample_rate: int) -> float | None:
-    try:
-        return estimate_tempo(audio, sample_rate).bpm
-    except MetricUnavailable:
-        return None
-
-
 def reconstruct(codec, clip: Clip) -> tuple[np.ndarray, ClipReconstruction]:
     """``codec`` (either backend of :func:`musicgen_jax.codec.load_codec`) round trip of ``clip``:
     the reconstruction ``[channels, samples]`` at the codec's rate and its figures."""
@@ -83,8 +76,8 @@ def reconstruct(codec, clip: Clip) -> tuple[np.ndarray, ClipReconstruction]:
         seconds=original.shape[-1] / rate,
         mel_distance_db=log_mel_distance_db(decoded, rate, original, rate),
         si_snr_db=si_snr,
-        tempo_original=_tempo(original, rate),
-        tempo_reconstructed=_tempo(decoded, rate),
+        tempo_original=measured_bpm(original, rate),
+        tempo_reconstructed=measured_bpm(decoded, rate),
         stated_bpm=clip.stated_bpm,
     )
 

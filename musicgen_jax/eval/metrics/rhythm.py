@@ -78,6 +78,14 @@ def estimate_tempo(audio: np.ndarray, sample_rate: int, hop_length: int = 256) -
     )
 
 
+def measured_bpm(audio: np.ndarray, sample_rate: int) -> float | None:
+    """:func:`estimate_tempo`'s bpm, or ``None`` where it finds none (silence, too short, no beat)."""
+    try:
+        return estimate_tempo(audio, sample_rate).bpm
+    except MetricUnavailable:
+        return None
+
+
 def _pulse_clarity(onset_envelope: np.ndarray, period_frames: float) -> float:
     """Autocorrelation of the mean-removed onset envelope at the beat period, over its value at lag 0."""
     envelope = onset_envelope - onset_envelope.mean()
