@@ -7,6 +7,7 @@ audio, missing weights) prints one ``error:`` line and exits 1, never a tracebac
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -117,6 +118,8 @@ def run_probes_train(args: argparse.Namespace) -> None:
         args.num_examples, seed=args.seed, duration=args.duration, sample_rate=args.sample_rate
     )
     probes = AttributeProbes.train(examples, held_out_every=args.held_out_every)
+    rendered = {"seed": args.seed, "duration": args.duration, "sample_rate": args.sample_rate}
+    probes = dataclasses.replace(probes, training={**probes.training, "renders": rendered})
     probes.save(output)
     accuracy = probes.accuracy
     print(

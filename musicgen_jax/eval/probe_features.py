@@ -13,12 +13,17 @@ Per analysis window (16 kHz mono, :data:`WINDOW_SECONDS` long), :data:`FEATURE_D
 - **harmony** (17): the best major and minor key-profile correlations (Krumhansl-Kessler) and their
   difference, the fraction of frames whose best triad is major and the mean major-minor margin, and
   the chroma rotated to its best key's tonic: all key-invariant, so they speak of the mode;
+- **modulation** (40): for 8 groups of 5 adjacent mel bands, the log power of the band envelope's
+  fluctuation in 0.5-2, 2-4, 4-8, 8-16 and 16-31 Hz: how each register moves (held pads, chords on
+  the beat or off it, eighth-note melodies, the 5-6 Hz vibrato of strings and lead);
 - **rhythm** (12): log2 of librosa's tempo estimate, the onset envelope's mean and relative spread,
   and the autocorrelation of three onset envelopes (all bands, below 440 Hz, above 4.7 kHz) at half,
   one and two beats: the beat's clarity and where the kick and hi-hat fall.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 
@@ -31,7 +36,9 @@ HOP_SECONDS = 2.0
 MIN_SECONDS = 1.0  # a shorter clip is zero-padded to this (the chroma frames are 256 ms)
 N_MELS = 40
 HOP = 256  # STFT hop for everything but the chroma
-FEATURE_DIMENSION = 3 + 3 * N_MELS + 16 + 17 + 12
+MODULATION_EDGES_HZ = (0.5, 2.0, 4.0, 8.0, 16.0, 31.0)
+MODULATION_GROUPS = 8  # of N_MELS // MODULATION_GROUPS adjacent bands
+FEATURE_DIMENSION = 3 + 3 * N_MELS + 16 + 17 + MODULATION_GROUPS * (len(MODULATION_EDGES_HZ) - 1) + 12
 _EPS = 1e-9
 _REFERENCE_RMS = 0.1
 
@@ -83,8 +90,9 @@ def _level(y: np.ndarray) -> list[float]:
 def _harmony(y: np.ndarray) -> np.ndarray:
     import librosa
 
-    # Long frames (256 ms) resolve semitones down to the bass register.
-    chroma = librosa.feature.chroma_stft(y=y, sr=SAMPLE_RATE, n_fft=4096, hop_length=1024)  # [12, frames]
+    # Long frames (256 ms) resolve semitones down to the bass register; A440 tuning is assumed (the
+    # synthetic set's), not estimated, which silence could not do.
+    chroma = librosa.feature.chroma_stft(y=y, sr=SAMPLE_RATE, n_fft=4096, hop_length=1024, tuning=0.0)
     chroma = chroma / (np.linalg.norm(chroma, axis=0, keepdims=True) + _EPS)
     major_fit, minor_fit = (_MAJOR_TRIADS @ chroma).max(axis=0), (_MINOR_TRIADS @ chroma).max(axis=0)
     mean = chroma.mean(axis=1)  # [12]
@@ -94,6 +102,18 @@ def _harmony(y: np.ndarray) -> np.ndarray:
     keys = [max(major), max(minor), max(major) - max(minor)]
     triads = [float(np.mean(major_fit > minor_fit)), float(np.mean(major_fit - minor_fit))]
     return np.concatenate([keys, triads, np.roll(mean, -tonic) / (mean.sum() + _EPS)])
+
+
+def _modulation(log_mel: np.ndarray) -> np.ndarray:
+    groups = log_mel.reshape(MODULATION_GROUPS, -1, log_mel.shape[1]).mean(axis=1)  # [groups, frames]
+    groups = (groups - groups.mean(axis=1, keepdims=True)) * np.hanning(groups.shape[1])
+    power = np.abs(np.fft.rfft(groups, axis=1)) ** 2  # [groups, modulation frequencies]
+    frequencies = np.fft.rfftfreq(groups.shape[1], HOP / SAMPLE_RATE)
+    bands = [
+        power[:, (frequencies >= low) & (frequencies < high)].sum(axis=1)
+        for low, high in itertools.pairwise(MODULATION_EDGES_HZ)
+    ]
+    return np.log(np.stack(bands, axis=1) + 1e-6).ravel()  # [groups * bands]
 
 
 def _rhythm(log_mel: np.ndarray) -> list[float]:
@@ -138,6 +158,7 @@ def window_features(y: np.ndarray) -> np.ndarray:
             contrast.std(axis=1),
             [log_flatness.mean(), log_flatness.std()],
             _harmony(y),
+            _modulation(log_mel),
             _rhythm(log_mel),
         ]
     )

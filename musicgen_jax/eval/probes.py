@@ -35,6 +35,7 @@ from musicgen_jax.data.synthetic import (
     MOOD_CHOICES,
     STYLES,
     TIMBRES,
+    PieceSpec,
     SyntheticExample,
 )
 from musicgen_jax.eval.probe_features import FEATURE_DIMENSION, HOP_SECONDS, WINDOW_SECONDS, ProbeEmbedder
@@ -187,8 +188,8 @@ class AttributeProbes:
                 np.concatenate([b.intercept_ for b in binaries]),
                 multilabel=True,
             ),
-            genre=LinearProbe(tuple(map(str, genre.classes_)), genre.coef_, genre.intercept_, False),
-            mood=LinearProbe(tuple(map(str, mood.classes_)), mood.coef_, mood.intercept_, False),
+            genre=_softmax_probe(genre),
+            mood=_softmax_probe(mood),
             accuracy={},
             training={
                 "examples": len(specs),
@@ -269,7 +270,16 @@ class AttributeProbes:
         )
 
 
-def _labels(specs: Sequence) -> dict[str, np.ndarray]:
+def _softmax_probe(model) -> LinearProbe:
+    """A fitted sklearn ``LogisticRegression`` as a softmax probe. With two classes sklearn keeps one
+    row ``z`` for the second; the rows ``(-z/2, z/2)`` give the same probabilities under a softmax."""
+    coef, intercept = model.coef_, model.intercept_
+    if len(model.classes_) == 2:
+        coef, intercept = np.concatenate([-coef, coef]) / 2, np.concatenate([-intercept, intercept]) / 2
+    return LinearProbe(tuple(map(str, model.classes_)), coef, intercept, multilabel=False)
+
+
+def _labels(specs: Sequence[PieceSpec]) -> dict[str, np.ndarray]:
     """Per piece: instrument presence ``[n, instruments]``, genre ``[n]`` and mood class ``[n]``."""
     return {
         "instruments": np.array([[w in s.instruments for w in INSTRUMENT_CLASSES] for s in specs]),
@@ -293,7 +303,7 @@ def _class_figures(predicted: Sequence[str], true: Sequence[str], classes: Seque
     }
 
 
-def probe_accuracy(predictions: Sequence[ProbePrediction], specs: Sequence) -> dict[str, Any]:
+def probe_accuracy(predictions: Sequence[ProbePrediction], specs: Sequence[PieceSpec]) -> dict[str, Any]:
     """Each probe's figures on pieces whose truth is ``specs``: per instrument word accuracy, F1,
     detection rate (recall) and false-positive rate, and their pooled values; genre and mood-class
     accuracy with per-class recall (``None`` where a class has no example), and mode accuracy."""
