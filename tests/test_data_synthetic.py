@@ -271,3 +271,56 @@ def test_each_new_timbre_plays_the_pitches_it_is_given(timbre):
     peak_hz = np.argmax(spectrum) * RATE / (RATE // 2)
     assert peak_hz == pytest.approx(440.0, abs=4.0)
     assert np.max(np.abs(wave)) == pytest.approx(0.8)
+
+
+def test_the_held_out_pairs_name_optional_timbres_and_every_genre_has_a_held_out_tempo():
+    for genre, timbre in synthetic.HELD_OUT_PAIRS:
+        assert timbre in synthetic.STYLES[genre].optional, (genre, timbre)
+    for genre, style in synthetic.STYLES.items():
+        tempi = range(style.tempo[0], style.tempo[1] + 1)
+        assert any(synthetic.is_held_out(spec(genre=genre, tempo=t)) for t in tempi), genre
+        assert not all(synthetic.is_held_out(spec(genre=genre, tempo=t, timbres=())) for t in tempi), genre
+    assert synthetic.held_out_reasons(spec(tempo=123)) == ("tempo",)
+    assert synthetic.held_out_reasons(spec(timbres=("piano", "strings"))) == ("pop+strings",)
+    assert not synthetic.is_held_out(spec(genre="orchestral", timbres=("strings",)))
+
+
+def test_held_out_prompts_are_all_held_out_valid_and_cover_every_pair():
+    prompts = synthetic.held_out_prompts(40, seed=3)
+    assert len(prompts) == 40 and prompts == synthetic.held_out_prompts(40, seed=3)
+    assert prompts != synthetic.held_out_prompts(40, seed=4)
+    for prompt in prompts:
+        assert synthetic.is_held_out(prompt.spec) and prompt.reasons == synthetic.held_out_reasons(
+            prompt.spec
+        )
+        assert prompt.attributes.genre == prompt.spec.genre
+        assert prompt.attributes.instruments == prompt.spec.instruments
+        assert prompt.attributes.tempo == prompt.spec.tempo and str(prompt.spec.tempo) in prompt.caption
+    reasons = {reason for prompt in prompts for reason in prompt.reasons}
+    assert reasons >= {"tempo"} | {f"{g}+{t}" for g, t in synthetic.HELD_OUT_PAIRS}
+    assert sum("tempo" in prompt.reasons for prompt in prompts) >= 20
+
+
+def test_a_dataset_without_the_held_out_pieces_holds_none_and_keeps_the_rest(tmp_path):
+    plain = [synthetic.generate_example(i, seed=2, duration=0.25, sample_rate=RATE) for i in range(60)]
+    kept = [
+        synthetic.generate_example(i, seed=2, duration=0.25, sample_rate=RATE, exclude_held_out=True)
+        for i in range(60)
+    ]
+    assert not any(synthetic.is_held_out(example.spec) for example in kept)
+    replaced = [i for i, example in enumerate(plain) if synthetic.is_held_out(example.spec)]
+    assert replaced  # the rule picks some of 60 pieces, so the option has something to do
+    for index, (ours, theirs) in enumerate(zip(plain, kept, strict=True)):
+        if index not in replaced:  # a piece whose first draw is not held out is the same piece
+            assert ours.metadata == theirs.metadata
+            np.testing.assert_array_equal(ours.audio, theirs.audio)
+    assert (
+        synthetic.main(
+            ["--output", str(tmp_path), "--num-examples", "12", "--duration", "0.25"]
+            + ["--sample-rate", str(RATE), "--seed", "2", "--exclude-held-out"]
+        )
+        == 0
+    )
+    for index, entry in enumerate(manifest.read_manifest(tmp_path / "data.jsonl")):
+        sidecar = json.loads(manifest.sidecar_path(entry.path).read_text())
+        assert sidecar == kept[index].metadata

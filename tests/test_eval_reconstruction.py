@@ -8,9 +8,9 @@ import json
 
 import pytest
 
+from musicgen_jax.eval.metrics.rhythm import tempo_verdict
 from musicgen_jax.eval.reconstruction import (
     ClipReconstruction,
-    _tempo_kind,
     render_markdown,
     stated_bpm,
     summarize,
@@ -32,7 +32,7 @@ from musicgen_jax.eval.reconstruction import (
     ],
 )
 def test_tempo_verdicts(measured, reference, kind):
-    assert _tempo_kind(measured, reference) == kind
+    assert tempo_verdict(measured, reference) == kind
 
 
 def test_stated_bpm_comes_from_the_sidecar(tmp_path):

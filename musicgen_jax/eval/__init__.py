@@ -9,11 +9,27 @@
     from musicgen_jax.eval import VGGishEmbedder, fad_from_directories
     fad_from_directories("generated/", "reference/", VGGishEmbedder("vggish-10086976.pth")).fad
 
-Shell: ``python -m musicgen_jax.eval {score,fad,clap,report} --help``. Model weights are never
+Prompt adherence of the demo model (``AttributeProbes`` trained on renders of the synthetic set,
+``adherence_report``, ``write_adherence_html``)::
+
+    probes = AttributeProbes.train(render_examples(600))      # or AttributeProbes.load("probes/")
+    report = adherence_report({"guidance 3": clips, ...}, probes, real_clips)
+    write_adherence_html(report, "adherence.html", {"guidance 3": clips, ...})
+
+Shell: ``python -m musicgen_jax.eval {score,fad,clap,report,probes} --help``. Model weights are never
 downloaded: embedders load from local paths. Heavy imports (librosa, torch, matplotlib) happen on
 first use, so importing this package is cheap.
 """
 
+from musicgen_jax.eval.adherence import (
+    ADHERENCE_TARGET,
+    ClipAdherence,
+    GeneratedClip,
+    adherence_report,
+    probe_frechet_distance,
+    shuffled_requests,
+)
+from musicgen_jax.eval.adherence_html import write_adherence_html
 from musicgen_jax.eval.clap import ClapScore, clap_score
 from musicgen_jax.eval.clips import AudioReadError, read_clip
 from musicgen_jax.eval.embeddings import (
@@ -43,25 +59,35 @@ from musicgen_jax.eval.metrics import (
     evaluate_audio,
     evaluate_audio_detailed,
 )
+from musicgen_jax.eval.probe_features import ProbeEmbedder
+from musicgen_jax.eval.probes import AttributeProbes, ProbeError, ProbePrediction, render_examples
 from musicgen_jax.eval.report import write_report
 
 __all__ = [
+    "ADHERENCE_TARGET",
     "METRIC_DOCS",
     "REFERENCE_KEYS",
+    "AttributeProbes",
     "AudioEmbedder",
     "AudioEvaluation",
     "AudioReadError",
     "ClapEmbedder",
     "ClapScore",
+    "ClipAdherence",
     "EmbedderError",
     "EmbeddingStatistics",
     "FadResult",
+    "GeneratedClip",
     "JointEmbedder",
     "LogMelStatsEmbedder",
     "MetricUnavailable",
     "PannsEmbedder",
+    "ProbeEmbedder",
+    "ProbeError",
+    "ProbePrediction",
     "TextEmbedder",
     "VGGishEmbedder",
+    "adherence_report",
     "clap_score",
     "embedding_statistics",
     "evaluate_audio",
@@ -70,6 +96,10 @@ __all__ = [
     "frechet_audio_distance",
     "frechet_distance",
     "load_embedder",
+    "probe_frechet_distance",
     "read_clip",
+    "render_examples",
+    "shuffled_requests",
+    "write_adherence_html",
     "write_report",
 ]

@@ -1,4 +1,4 @@
-"""``python -m musicgen_jax.eval {score,fad,clap,report}``: evaluate audio files from the shell.
+"""``python -m musicgen_jax.eval {score,fad,clap,report,probes}``: evaluate audio files from the shell.
 
 Each subcommand parses its arguments and calls the library; bad input (missing file, unreadable
 audio, missing weights) prints one ``error:`` line and exits 1, never a traceback.
@@ -7,6 +7,7 @@ audio, missing weights) prints one ``error:`` line and exits 1, never a tracebac
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -100,9 +101,40 @@ def run_report(args: argparse.Namespace) -> None:
     print(f"wrote {output}", file=sys.stderr)
 
 
+def run_probes_train(args: argparse.Namespace) -> None:
+    from musicgen_jax.eval.probes import AttributeProbes, render_examples
+
+    if args.num_examples < 2 * args.held_out_every:
+        raise ValueError(
+            f"--num-examples {args.num_examples} is too few: give at least {2 * args.held_out_every}"
+        )
+    if args.duration <= 0 or args.sample_rate <= 0:
+        raise ValueError("--duration and --sample-rate must be positive")
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output} exists and is not a directory")
+    start = time.perf_counter()
+    examples = render_examples(
+        args.num_examples, seed=args.seed, duration=args.duration, sample_rate=args.sample_rate
+    )
+    probes = AttributeProbes.train(examples, held_out_every=args.held_out_every)
+    rendered = {"seed": args.seed, "duration": args.duration, "sample_rate": args.sample_rate}
+    probes = dataclasses.replace(probes, training={**probes.training, "renders": rendered})
+    probes.save(output)
+    accuracy = probes.accuracy
+    print(
+        f"on {accuracy['clips']} held-out renders: instruments {accuracy['instruments']['accuracy']:.3f} "
+        f"(detection {accuracy['instruments']['detection_rate']:.3f}, false positives "
+        f"{accuracy['instruments']['false_positive_rate']:.3f}), genre {accuracy['genre']['accuracy']:.3f}, "
+        f"mood class {accuracy['mood']['accuracy']:.3f} ({time.perf_counter() - start:.0f} s)",
+        file=sys.stderr,
+    )
+    print(f"wrote {output}", file=sys.stderr)
+
+
 def add_eval_commands(commands: argparse._SubParsersAction) -> None:
-    """Add ``score``, ``fad``, ``clap`` and ``report`` to a subparsers object; each sets ``args.run``
-    (dispatch with ``run``), so another command line can mount them under a name of its own."""
+    """Add ``score``, ``fad``, ``clap``, ``report`` and ``probes`` to a subparsers object; each sets
+    ``args.run`` (dispatch with ``run``), so another command line can mount them under a name of its own."""
     score = commands.add_parser(
         "score", help="signal metrics of one or more clips (optionally against references)"
     )
@@ -141,6 +173,25 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     )
     report.add_argument("--no-plots", action="store_true", help="tables only")
     report.set_defaults(run=run_report)
+
+    probes = commands.add_parser(
+        "probes", help="attribute probes (instruments, genre, mood) for prompt adherence"
+    )
+    probe_commands = probes.add_subparsers(dest="probes_command", required=True)
+    train = probe_commands.add_parser(
+        "train", help="train the probes on renders of the synthetic set and store them in a directory"
+    )
+    train.add_argument("--output", required=True, help="directory to write probes.npz and probes.json into")
+    train.add_argument("--num-examples", type=int, default=600, help="pieces to render (default 600)")
+    train.add_argument("--duration", type=float, default=6.0, help="seconds per piece (default 6)")
+    train.add_argument(
+        "--seed", type=int, default=1, help="synthetic-set seed (default 1: not the training set's 0)"
+    )
+    train.add_argument("--sample-rate", type=int, default=16000, help="render rate (default 16000)")
+    train.add_argument(
+        "--held-out-every", type=int, default=4, help="every n-th piece is kept out to measure the probes"
+    )
+    train.set_defaults(run=run_probes_train)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,9 +23,7 @@ from musicgen_jax.audio.io import resample
 from musicgen_jax.eval.metrics.analysis import MetricUnavailable
 from musicgen_jax.eval.metrics.noise import si_snr_db
 from musicgen_jax.eval.metrics.reference import log_mel_distance_db
-from musicgen_jax.eval.metrics.rhythm import estimate_tempo
-
-TEMPO_TOLERANCE = 0.05  # relative: the ±5% the demo model's prompt-adherence checks use
+from musicgen_jax.eval.metrics.rhythm import TEMPO_TOLERANCE, TEMPO_VERDICTS, measured_bpm, tempo_verdict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,13 +57,6 @@ def stated_bpm(audio_path: str | Path) -> float | None:
     return float(value) if isinstance(value, int | float) and value > 0 else None
 
 
-def _tempo(audio: np.ndarray, sample_rate: int) -> float | None:
-    try:
-        return estimate_tempo(audio, sample_rate).bpm
-    except MetricUnavailable:
-        return None
-
-
 def reconstruct(codec, clip: Clip) -> tuple[np.ndarray, ClipReconstruction]:
     """``codec`` (either backend of :func:`musicgen_jax.codec.load_codec`) round trip of ``clip``:
     the reconstruction ``[channels, samples]`` at the codec's rate and its figures."""
@@ -85,23 +76,10 @@ def reconstruct(codec, clip: Clip) -> tuple[np.ndarray, ClipReconstruction]:
         seconds=original.shape[-1] / rate,
         mel_distance_db=log_mel_distance_db(decoded, rate, original, rate),
         si_snr_db=si_snr,
-        tempo_original=_tempo(original, rate),
-        tempo_reconstructed=_tempo(decoded, rate),
+        tempo_original=measured_bpm(original, rate),
+        tempo_reconstructed=measured_bpm(decoded, rate),
         stated_bpm=clip.stated_bpm,
     )
-
-
-def _tempo_kind(measured: float | None, reference: float | None) -> str:
-    """``kept``, ``octave`` (half or double), ``lost`` or ``unmeasured``."""
-    if measured is None or reference is None:
-        return "unmeasured"
-    ratio = measured / reference
-    within = TEMPO_TOLERANCE + 1e-9  # inclusive: 126 bpm for 120 is a hit, whatever the rounding
-    if abs(ratio - 1.0) <= within:
-        return "kept"
-    if any(abs(ratio / octave - 1.0) <= within for octave in (0.5, 2.0)):
-        return "octave"
-    return "lost"
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -115,9 +93,9 @@ def _median(values: Sequence[float | None]) -> float | None:
 
 
 def _tempo_counts(rows: Sequence[ClipReconstruction], measured: str, reference: str) -> dict[str, int]:
-    counts = dict.fromkeys(("kept", "octave", "lost", "unmeasured"), 0)
+    counts = dict.fromkeys(TEMPO_VERDICTS, 0)
     for row in rows:
-        counts[_tempo_kind(getattr(row, measured), getattr(row, reference))] += 1
+        counts[tempo_verdict(getattr(row, measured), getattr(row, reference))] += 1
     return counts
 
 

@@ -76,7 +76,8 @@ class Image:
 Block = Heading | Paragraph | Table | Image
 
 
-def _format(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A table cell: 4 significant digits, "n/a" for a missing value."""
     if value is None:
         return "n/a"
     if isinstance(value, bool):
@@ -169,7 +170,7 @@ def _score_blocks(evaluation: dict, base_dir: Path, plots: bool) -> list[Block]:
     if len(items) > 1:
         rows = tuple(
             (str(item.get("audio", f"item {index}")),)
-            + tuple(_format(item.get("metrics", {}).get(k)) for k in SUMMARY_KEYS)
+            + tuple(format_value(item.get("metrics", {}).get(k)) for k in SUMMARY_KEYS)
             for index, item in enumerate(items)
         )
         blocks += [Heading("Summary"), Table(("audio",) + SUMMARY_KEYS, rows)]
@@ -203,7 +204,7 @@ def _score_blocks(evaluation: dict, base_dir: Path, plots: bool) -> list[Block]:
                 png = plot_metric_bars(metrics, keys, title, unit)
                 if png is not None:
                     blocks.append(Image(f"item{index}_{suffix}.png", png, title))
-        rows = tuple((key, _format(value), METRIC_DOCS.get(key, "")) for key, value in metrics.items())
+        rows = tuple((key, format_value(value), METRIC_DOCS.get(key, "")) for key, value in metrics.items())
         blocks.append(Table(("metric", "value", "meaning"), rows))
         if notes:
             blocks.append(Table(("metric", "note"), tuple((key, str(text)) for key, text in notes.items())))
@@ -214,7 +215,7 @@ def _fad_blocks(evaluation: dict) -> list[Block]:
     result = evaluation.get("result")
     if not isinstance(result, dict) or "fad" not in result:
         raise ReportError("a FAD evaluation needs a 'result' mapping with 'fad'")
-    rows = tuple((key, _format(value)) for key, value in result.items())
+    rows = tuple((key, format_value(value)) for key, value in result.items())
     return [
         Heading("Fréchet Audio Distance", 1),
         Paragraph(
@@ -230,13 +231,13 @@ def _clap_blocks(evaluation: dict) -> list[Block]:
     if not isinstance(items, list) or "clap_score" not in evaluation:
         raise ReportError("a CLAP evaluation needs 'items' and 'clap_score'")
     rows = tuple(
-        (str(item.get("audio")), str(item.get("text")), _format(item.get("score"))) for item in items
+        (str(item.get("audio")), str(item.get("text")), format_value(item.get("score"))) for item in items
     )
     return [
         Heading("CLAP score", 1),
         Paragraph(
             "Mean cosine similarity of audio and text embeddings: "
-            f"{_format(evaluation['clap_score'])} (range -1..1)."
+            f"{format_value(evaluation['clap_score'])} (range -1..1)."
         ),
         Table(("audio", "text", "score"), rows),
     ]

@@ -11,6 +11,8 @@ audiocraft's datasets are laid out: one audio file per piece, a sidecar ``<stem>
 Every word in the metadata is an entry of :mod:`musicgen_jax.conditioning.vocabulary`, so captions and
 attributes validate with :meth:`~musicgen_jax.conditioning.Attributes.create`. Example ``i`` of a
 run depends only on ``(seed, i)``: a larger dataset extends a smaller one with the same seed.
+:mod:`~musicgen_jax.data.synthetic.holdout` states which pieces a training set leaves out
+(``--exclude-held-out``) and draws prompts from them.
 
     python -m musicgen_jax.data.synthetic --output data/synth --num-examples 64 --duration 10
 """
@@ -19,6 +21,13 @@ from musicgen_jax.data.synthetic.captions import caption, metadata
 from musicgen_jax.data.synthetic.cli import main
 from musicgen_jax.data.synthetic.composition import Note, compose
 from musicgen_jax.data.synthetic.dataset import SyntheticExample, generate_example, write_dataset
+from musicgen_jax.data.synthetic.holdout import (
+    HELD_OUT_PAIRS,
+    HeldOutPrompt,
+    held_out_prompts,
+    held_out_reasons,
+    is_held_out,
+)
 from musicgen_jax.data.synthetic.spec import (
     BEATS_PER_BAR,
     ENERGETIC_TEMPO,
@@ -41,6 +50,7 @@ from musicgen_jax.data.synthetic.synthesis import midi_to_hz, render, render_not
 __all__ = [
     "BEATS_PER_BAR",
     "ENERGETIC_TEMPO",
+    "HELD_OUT_PAIRS",
     "HIHAT",
     "INSTRUMENT_WORDS",
     "KICK",
@@ -51,6 +61,7 @@ __all__ = [
     "SNARE",
     "STYLES",
     "TIMBRES",
+    "HeldOutPrompt",
     "Note",
     "PieceSpec",
     "Style",
@@ -58,6 +69,9 @@ __all__ = [
     "caption",
     "compose",
     "generate_example",
+    "held_out_prompts",
+    "held_out_reasons",
+    "is_held_out",
     "main",
     "metadata",
     "midi_to_hz",

@@ -25,6 +25,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="manifest paths relative to --output (default: absolute, as audiocraft)",
     )
+    parser.add_argument(
+        "--exclude-held-out",
+        action="store_true",
+        help="leave out the held-out tempi and genre+timbre pairs (musicgen_jax.data.synthetic.holdout)",
+    )
     args = parser.parse_args(argv)
     if args.num_examples < 1 or args.duration <= 0:
         parser.error("--num-examples must be positive and --duration above 0")
@@ -37,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         channels=args.channels,
         audio_format=args.format,
         absolute_paths=not args.relative_paths,
+        exclude_held_out=args.exclude_held_out,
     )
     print(f"wrote {args.num_examples} pieces of {args.duration:g} s and {path}")
     return 0

@@ -13,6 +13,7 @@ import numpy as np
 from musicgen_jax.data import manifest
 from musicgen_jax.data.synthetic.captions import caption, metadata
 from musicgen_jax.data.synthetic.composition import Note, compose
+from musicgen_jax.data.synthetic.holdout import is_held_out
 from musicgen_jax.data.synthetic.spec import PieceSpec, sample_spec
 from musicgen_jax.data.synthetic.synthesis import render
 
@@ -28,11 +29,24 @@ class SyntheticExample:
 
 
 def generate_example(
-    index: int, *, seed: int = 0, duration: float = 10.0, sample_rate: int = 32000, channels: int = 1
+    index: int,
+    *,
+    seed: int = 0,
+    duration: float = 10.0,
+    sample_rate: int = 32000,
+    channels: int = 1,
+    exclude_held_out: bool = False,
 ) -> SyntheticExample:
-    """Example ``index`` of the dataset with ``seed``: a function of ``(seed, index)`` alone."""
+    """Example ``index`` of the dataset with ``seed``: a function of ``(seed, index)`` alone.
+
+    With ``exclude_held_out`` a held-out spec (:func:`~musicgen_jax.data.synthetic.holdout.is_held_out`)
+    is replaced by the next spec drawn from the same generator until one is not held out, so the
+    example still depends on ``(seed, index)`` alone, and is the same as without the option
+    whenever its first draw was not held out."""
     rng = np.random.default_rng((seed, index))
     spec = sample_spec(rng)
+    while exclude_held_out and is_held_out(spec):
+        spec = sample_spec(rng)
     notes = tuple(compose(spec, duration, rng))
     description = caption(spec, rng)
     audio = render(
@@ -52,10 +66,12 @@ def write_dataset(
     channels: int = 1,
     audio_format: Literal["wav", "flac"] = "wav",
     absolute_paths: bool = True,
+    exclude_held_out: bool = False,
 ) -> Path:
     """Write ``num_examples`` pieces, their sidecar JSONs and ``data.jsonl`` under ``output``;
     return the manifest's path. Audio is 16-bit PCM, written without normalisation (the piece's
-    loudness is part of its dynamics)."""
+    loudness is part of its dynamics). ``exclude_held_out`` writes a training set without the
+    held-out pieces (see :func:`generate_example`)."""
     import soundfile
 
     output = Path(output)
@@ -64,7 +80,12 @@ def write_dataset(
     entries = []
     for index in range(num_examples):
         example = generate_example(
-            index, seed=seed, duration=duration, sample_rate=sample_rate, channels=channels
+            index,
+            seed=seed,
+            duration=duration,
+            sample_rate=sample_rate,
+            channels=channels,
+            exclude_held_out=exclude_held_out,
         )
         audio_path = audio_dir / f"{example.name}.{audio_format}"
         soundfile.write(str(audio_path), example.audio.T, sample_rate, subtype="PCM_16")

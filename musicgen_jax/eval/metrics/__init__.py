@@ -34,7 +34,13 @@ from musicgen_jax.eval.metrics.level import (
 from musicgen_jax.eval.metrics.noise import NOISE_FLOOR_SNR_RANGE_DB, noise_floor_snr_db, si_snr_db, snr_db
 from musicgen_jax.eval.metrics.pitch import PitchStatistics, pitch_statistics
 from musicgen_jax.eval.metrics.reference import chroma_similarity, log_mel_distance_db
-from musicgen_jax.eval.metrics.rhythm import TempoEstimate, estimate_tempo
+from musicgen_jax.eval.metrics.rhythm import (
+    TEMPO_TOLERANCE,
+    TEMPO_VERDICTS,
+    TempoEstimate,
+    estimate_tempo,
+    tempo_verdict,
+)
 from musicgen_jax.eval.metrics.timbre import harmonic_percussive_energy, spectral_statistics
 
 __all__ = [
@@ -45,6 +51,8 @@ __all__ = [
     "NOISE_FLOOR_SNR_RANGE_DB",
     "REFERENCE_KEYS",
     "SILENCE_DBFS",
+    "TEMPO_TOLERANCE",
+    "TEMPO_VERDICTS",
     "AudioEvaluation",
     "MetricUnavailable",
     "PitchStatistics",
@@ -65,5 +73,6 @@ __all__ = [
     "silence_fraction",
     "snr_db",
     "spectral_statistics",
+    "tempo_verdict",
     "true_peak_dbtp",
 ]

@@ -1,4 +1,5 @@
-"""Rhythm: tempo from librosa's beat tracker, beat regularity and pulse clarity."""
+"""Rhythm: tempo from librosa's beat tracker, beat regularity and pulse clarity, and the verdict on
+a measured tempo against the one it should be (shared by the codec and prompt-adherence reports)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,22 @@ from musicgen_jax.eval.metrics.analysis import (
 
 MIN_TEMPO_SECONDS = 2.0
 MIN_BEATS = 4
+TEMPO_TOLERANCE = 0.05  # relative: the ±5% the demo model's prompt-adherence checks use
+TEMPO_VERDICTS = ("kept", "octave", "lost", "unmeasured")
+
+
+def tempo_verdict(measured: float | None, reference: float | None) -> str:
+    """``kept`` within :data:`TEMPO_TOLERANCE` of ``reference``, ``octave`` within it of half or
+    double (an error of its own kind, not kept), ``lost`` otherwise, ``unmeasured`` without both."""
+    if measured is None or reference is None:
+        return "unmeasured"
+    ratio = measured / reference
+    within = TEMPO_TOLERANCE + 1e-9  # inclusive: 126 bpm for 120 is a hit, whatever the rounding
+    if abs(ratio - 1.0) <= within:
+        return "kept"
+    if any(abs(ratio / octave - 1.0) <= within for octave in (0.5, 2.0)):
+        return "octave"
+    return "lost"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +76,14 @@ def estimate_tempo(audio: np.ndarray, sample_rate: int, hop_length: int = 256) -
         local_tempo_std_bpm=float(np.std(local)),
         pulse_clarity=_pulse_clarity(onset_envelope, period * ANALYSIS_RATE / hop_length),
     )
+
+
+def measured_bpm(audio: np.ndarray, sample_rate: int) -> float | None:
+    """:func:`estimate_tempo`'s bpm, or ``None`` where it finds none (silence, too short, no beat)."""
+    try:
+        return estimate_tempo(audio, sample_rate).bpm
+    except MetricUnavailable:
+        return None
 
 
 def _pulse_clarity(onset_envelope: np.ndarray, period_frames: float) -> float:
