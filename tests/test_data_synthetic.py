@@ -259,7 +259,7 @@ def test_the_styles_span_60_to_180_bpm_and_every_timbre_varies_within_a_genre():
     for timbre in synthetic.TIMBRES:
         always = [g for g, s in synthetic.STYLES.items() if timbre in s.timbres]
         sometimes = [g for g, s in synthetic.STYLES.items() if timbre in s.optional]
-        assert always and sometimes or timbre in ("bass", "drums"), timbre
+        assert (always and sometimes) or timbre in ("bass", "drums"), timbre
 
 
 @pytest.mark.parametrize("timbre", ["organ", "strings", "lead"])
