@@ -44,8 +44,8 @@ class GenerationOutput:
     ``device_codes`` is None.
     """
 
+    host_frames: list[np.ndarray] | None  # per request [K, frames] int32; None until ``frames`` copies them
     seeds: list[int]
-    host_frames: list[np.ndarray] | None = None  # per request [K, frames] int32; see ``frames``
     device_codes: jax.Array | None = None  # [batch, K, frames] int32 on the device, or None
     steps: int = 0  # decoder positions run (all windows)
     generate_seconds: float = 0.0  # device time of the loops, compilation excluded
@@ -128,7 +128,7 @@ class GenerationCall:
 
     def run(self, requests: Sequence[GenerationRequest]) -> GenerationOutput:
         if not requests:
-            return GenerationOutput(seeds=[], host_frames=[])
+            return GenerationOutput(host_frames=[], seeds=[])
         engine = self.engine
         requests = [dataclasses.replace(r, params=r.params.with_seed()) for r in requests]
         totals = [engine.shapes.frames(r.params.duration) for r in requests]
@@ -139,8 +139,8 @@ class GenerationCall:
         memory, memory_mask = engine.encode(batch, encode_seconds)
         self.compile_seconds += sum(encode_seconds)
         output = GenerationOutput(
-            seeds=[r.params.seed for r in requests],
             host_frames=[np.zeros((engine.config.decoder.num_codebooks, 0), np.int32) for _ in requests],
+            seeds=[r.params.seed for r in requests],
             beam_scores=[None] * len(requests),
         )
         began = time.perf_counter()
