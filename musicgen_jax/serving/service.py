@@ -44,6 +44,18 @@ SHUT_DOWN = "interrupted: the server shut down before this task finished; submit
 INTERNAL = "generation failed because of an internal error (logged on the server)"
 
 
+def stream_pushes(model) -> list[int]:
+    """Frames a stream with the default ``chunk_duration`` pushes to its codec decoder (what warm-up
+    compiles the decoder for): what the loop's first chunk completes, then a chunk's worth (later
+    pushes gather at least that)."""
+    shapes, decoder = model.engine.shapes, model.config.decoder
+    first, _ = stream_loop_chunks(shapes)
+    # The loop fills positions from 1 (0 is the BOS column).
+    first_push = completed_frames(1 + first, decoder.num_codebooks, decoder.audio_channels)
+    later = round(StreamRequest.model_fields["chunk_duration"].default * shapes.frame_rate)
+    return sorted({max(1, first_push), max(1, later)})
+
+
 @dataclasses.dataclass(eq=False)
 class TaskHandle:
     """A task in flight: its device job and a future set once its file is written (or it failed)."""
@@ -148,18 +160,8 @@ class MusicService:
                 engine.warmup(batch_sizes=sizes, durations=durations, text_tokens=tokens)
             # The text encoder compiles per (batch, text length); batches are padded to buckets.
             engine.warmup_text_encoder(shapes.batch_buckets_up_to(settings.max_batch_size), tokens)
-        touch_audio_path(self.model, self.store.data_dir, stream_push_frames=self._stream_pushes())
+        touch_audio_path(self.model, self.store.data_dir, stream_push_frames=stream_pushes(self.model))
         logger.info("warm-up took %.1f s", time.perf_counter() - began)
-
-    def _stream_pushes(self) -> list[int]:
-        """Frames a stream with the default ``chunk_duration`` pushes to its codec decoder: what the
-        loop's first chunk completes, then a chunk's worth (later pushes gather at least that)."""
-        shapes, decoder = self.model.engine.shapes, self.model.config.decoder
-        first, _ = stream_loop_chunks(shapes)
-        # The loop fills positions from 1 (0 is the BOS column).
-        first_push = completed_frames(1 + first, decoder.num_codebooks, decoder.audio_channels)
-        later = round(StreamRequest.model_fields["chunk_duration"].default * shapes.frame_rate)
-        return sorted({max(1, first_push), max(1, later)})
 
     def require_ready(self) -> None:
         if self.state != "ready":
