@@ -83,8 +83,9 @@ class MusicGen:
         ``text_encoder`` (a T5 directory or hub id, default ``t5-base``), ``preset`` (the model
         shape) and ``codec`` (an EnCodec directory or hub id) are needed only for audiocraft's own
         checkpoints, which hold just the language model. ``codec_backend``: ``jax`` (the Flax
-        EnCodec), ``torch`` (transformers' ``EncodecModel``) or ``auto`` (jax where it serves the
-        codec; see :mod:`musicgen_jax.codec.backends`); both give the same audio to float rounding.
+        EnCodec), ``torch`` (transformers' ``EncodecModel``) or ``auto``, the default, which is
+        ``jax`` (see :mod:`musicgen_jax.codec.backends` for why); both give the same audio to float
+        rounding.
         """
         check_backend(codec_backend)  # before the seconds a model takes to load
         dtype = resolve_dtype(dtype)  # parameters are read straight into the dtype they will run in
@@ -224,9 +225,15 @@ class MusicGen:
         requests = self.make_requests(texts, **kwargs)
         codec = self.codec  # loaded before the clock starts: its import is not decoding time
         output = self.engine.generate(requests, progress=progress)
-        codes = _stack_frames(output.frames)
         began = time.perf_counter()
-        audio = codec.decode(codes)
+        if output.device_codes is not None:
+            # Codes still on the device: the JAX codec decodes them there, and they are copied to
+            # the host only after (the PyTorch one copies them first itself).
+            audio = codec.decode(output.device_codes)
+            codes = np.asarray(output.device_codes)
+        else:
+            codes = _stack_frames(output.frames)
+            audio = codec.decode(codes)
         return GeneratedAudio(
             audio=audio,
             sample_rate=self.sample_rate,

@@ -7,11 +7,14 @@ Tolerances, float32 on CPU: audio 1e-4 absolute (the JAX codec matches transform
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from musicgen_jax import MusicGen
-from musicgen_jax.codec import EncodecBridge, JaxCodec, StreamingDecoder, load_codec
+from musicgen_jax.codec import EncodecBridge, JaxCodec, JaxEncodec, StreamingDecoder, load_codec
+from musicgen_jax.codec.backends import resolve_backend
 from musicgen_jax.codec.jax_codec import JaxCodecStream
 
 AUDIO_ATOL = 1e-4
@@ -63,8 +66,10 @@ def test_backends_give_their_codec_with_the_same_facts(codecs):
         assert isinstance(jax_codec.streaming_decoder(), JaxCodecStream)
 
 
-def test_auto_is_torch_for_now_and_a_bad_backend_is_refused(sources):
-    assert isinstance(load_codec(sources["mono"]), EncodecBridge)
+def test_auto_is_jax_and_a_bad_backend_is_refused(sources):
+    assert resolve_backend("auto") == "jax"
+    assert isinstance(load_codec(sources["mono"]), JaxCodec)
+    assert isinstance(load_codec(sources["mono"], backend="torch"), EncodecBridge)
     assert isinstance(load_codec(sources["mono"], backend="jax"), JaxCodec)
     with pytest.raises(ValueError, match="codec backend must be one of auto, jax, torch; got 'tpu'"):
         load_codec(sources["mono"], backend="tpu")
@@ -72,13 +77,29 @@ def test_auto_is_torch_for_now_and_a_bad_backend_is_refused(sources):
         MusicGen.from_pretrained(sources["mono"], codec_backend="pytorch")
 
 
+@pytest.fixture
+def jax_decodes(monkeypatch):
+    """The codes each ``JaxEncodec.decode`` call receives (observed; the call still runs)."""
+    seen = []
+    real = JaxEncodec.decode
+
+    def spy(self, codes):
+        seen.append(codes)
+        return real(self, codes)
+
+    monkeypatch.setattr(JaxEncodec, "decode", spy)
+    return seen
+
+
 @pytest.mark.parametrize("variant", ["mono", "stereo"])
-def test_seeded_generation_is_the_same_on_both_backends(sources, variant):
+def test_seeded_generation_is_the_same_on_both_backends(sources, variant, jax_decodes):
     results = {}
     for backend in ("torch", "jax"):
         model = MusicGen.from_pretrained(sources[variant], dtype="float32", codec_backend=backend)
         results[backend] = model.generate(["calm piano"], duration=1.0, seed=7)
         assert type(model.codec) is {"torch": EncodecBridge, "jax": JaxCodec}[backend]
+    # The JAX codec decoded the codes where the generation left them, on the device.
+    assert len(jax_decodes) == 1 and isinstance(jax_decodes[0], jax.Array)
     torch_result, jax_result = results["torch"], results["jax"]
     np.testing.assert_array_equal(jax_result.codes, torch_result.codes)  # the same generation
     assert jax_result.audio.dtype == np.float32
@@ -87,6 +108,37 @@ def test_seeded_generation_is_the_same_on_both_backends(sources, variant):
     np.testing.assert_allclose(jax_result.audio, torch_result.audio, rtol=0, atol=AUDIO_ATOL)
     if variant == "stereo":
         assert np.abs(torch_result.audio[:, 0] - torch_result.audio[:, 1]).max() > 1e-3  # two channels
+
+
+def test_generation_falls_back_to_host_codes_where_rows_are_made_apart(sources, jax_decodes):
+    """Beam search builds its rows on the host: the codes reach the codec from there, and the
+    audio is still the PyTorch codec's."""
+    models = {
+        backend: MusicGen.from_pretrained(sources["mono"], dtype="float32", codec_backend=backend)
+        for backend in ("torch", "jax")
+    }
+    results = {
+        backend: model.generate(["calm piano"], duration=1.0, seed=3, num_beams=2)
+        for backend, model in models.items()
+    }
+    assert len(jax_decodes) == 1 and isinstance(jax_decodes[0], np.ndarray)
+    np.testing.assert_array_equal(results["jax"].codes, results["torch"].codes)
+    assert np.abs(results["torch"].audio).max() > 1e-3
+    np.testing.assert_allclose(results["jax"].audio, results["torch"].audio, rtol=0, atol=AUDIO_ATOL)
+
+
+def test_device_codes_are_checked_on_the_device(codecs):
+    codec = codecs["stereo", "jax"]
+    codes = jnp.asarray(np.random.default_rng(0).integers(0, 2048, (1, 8, 12)), jnp.int32)
+    checked = codec.check_codes(codes)
+    assert isinstance(checked, jax.Array) and checked.dtype == jnp.int32
+    np.testing.assert_allclose(
+        codec.decode(codes), codecs["stereo", "torch"].decode(np.asarray(codes)), atol=AUDIO_ATOL
+    )
+    with pytest.raises(ValueError, match="revert the delay pattern"):
+        codec.decode(codes.at[0, 3, 5].set(2048))
+    with pytest.raises(ValueError, match="2-channel codec takes 2 x"):
+        codec.decode(codes[:, :7])
 
 
 @pytest.mark.parametrize("variant", ["mono", "stereo"])
@@ -112,6 +164,8 @@ def test_stereo_stream_and_long_decode_are_the_same_on_both_backends(codecs):
     for backend in ("torch", "jax"):
         codec = codecs["stereo", backend]
         stream = codec.streaming_decoder()
+        stream.warm_up(7, batch=2)  # either backend takes it; the stream itself is untouched
+        assert stream.frames_received == 0
         pieces = [stream.push(codes[..., start : start + 7]) for start in range(0, 40, 7)] + [stream.flush()]
         assert all(isinstance(p, np.ndarray) and p.dtype == np.float32 for p in pieces)
         np.testing.assert_allclose(np.concatenate(pieces, -1), whole, rtol=0, atol=AUDIO_ATOL)

@@ -10,7 +10,7 @@ Tolerances, float32 on CPU (measured maxima in brackets):
   7.5e-8; time group norm 1.5e-6 at peaks near 6; chunked 9e-9];
 * encode then decode against transformers' encode then decode: 1e-4 absolute [as decode: the codes
   are equal];
-* stream against one full decode: one 16-bit step, 1/32768 [6e-8].
+* stream against one full decode: one 16-bit step, 1/32768 [6e-8; 9e-8 with padded windows].
 """
 
 from __future__ import annotations
@@ -23,13 +23,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file, save_file
 from transformers import EncodecConfig, EncodecModel
 
-from musicgen_jax.codec import CodecConfig, EncodedChunks, JaxEncodec, JaxStreamingDecoder
+from musicgen_jax.codec import CodecConfig, EncodedChunks, JaxEncodec, JaxStreamingDecoder, jax_streaming
+from musicgen_jax.codec.flax_seanet import Lstm as FlaxLstm
+from musicgen_jax.codec.jax_streaming import window_bucket
+from musicgen_jax.codec.layout import Lstm as LstmSpec
 from musicgen_jax.conversion import CheckpointError
 
 DECODE_ATOL = 1e-5
@@ -55,6 +59,23 @@ CONFIGS = {
         num_lstm_layers=1,
         codebook_size=256,
         target_bandwidths=[4.0, 12.0],
+    ),
+    # Streaming tests only: the other two pairings of (causal or not) x (one or two LSTM layers).
+    "causal-mono-lstm1": dict(
+        sampling_rate=8000,
+        upsampling_ratios=[2, 4],
+        use_causal_conv=True,
+        num_lstm_layers=1,
+        codebook_size=64,
+        target_bandwidths=[12.0],
+    ),
+    "noncausal-mono-lstm2": dict(
+        sampling_rate=8000,
+        upsampling_ratios=[4, 2],
+        use_causal_conv=False,
+        num_lstm_layers=2,
+        codebook_size=64,
+        target_bandwidths=[12.0],
     ),
     "group-norm": dict(
         sampling_rate=16000,
@@ -495,6 +516,113 @@ def test_stream_equals_one_full_decode(codecs, name, sizes):
     assert error <= STREAM_ATOL
     if sizes[0] == lookahead:  # a frame's audio comes out once its lookahead has arrived, not before
         assert pieces[0].shape[-1] == 0 and pieces[1].shape[-1] == codec.hop_length
+
+
+STREAMED = ["causal-mono-lstm2", "noncausal-stereo-lstm1", "causal-mono-lstm1", "noncausal-mono-lstm2"]
+
+
+def irregular_sizes(total: int, seed: int) -> list[int]:
+    """Push sizes from 0 to 19 (empty pushes included) summing to ``total``."""
+    rng, sizes = np.random.default_rng(seed), []
+    while sum(sizes) < total:
+        sizes.append(int(min(rng.integers(0, 20), total - sum(sizes))))
+    return sizes
+
+
+@pytest.mark.parametrize("name", STREAMED)
+def test_padded_stream_equals_one_full_decode(codecs, name):
+    """Windows padded to buckets (every push here but the flush) change no sample: causal and
+    non-causal codecs, one and two LSTM layers, reflect padding, irregular pushes."""
+    codec = JaxEncodec.from_pretrained(codecs(name)[1])
+    assert codec.config.pad_mode == "reflect"
+    codes = np.random.default_rng(7).integers(0, codec.codebook_size, (2, 2, 90)).astype(np.int32)
+    full = np.asarray(codec.decode(codes))
+    reach = JaxStreamingDecoder(codec).reach
+    for seed in (0, 1):
+        sizes = irregular_sizes(codes.shape[-1], seed)
+        # Teeth: steady windows (a push plus the input conv's context) of these pushes are padded.
+        context = reach.conv_left + reach.conv_right
+        assert sum(window_bucket(n + context) != n + context for n in sizes if n) >= 3
+        streamed = np.concatenate(_stream(codec, codes, sizes), axis=-1)
+        error = np.abs(streamed - full).max()
+        print(f"{name} {sizes}: stream max error {error:.2e}")
+        assert streamed.shape == full.shape and error <= STREAM_ATOL
+
+
+def test_window_buckets_are_few_and_waste_little():
+    buckets = [window_bucket(n) for n in range(1, 5000)]
+    assert buckets[:8] == list(range(1, 9))  # short windows are not padded
+    assert buckets[8:16] == [10, 10, 12, 12, 14, 14, 16, 16]
+    for n, size in enumerate(buckets, start=1):
+        assert n <= size < 1.25 * n and window_bucket(size) == size
+    for octave in range(3, 12):  # four lengths an octave
+        assert len({window_bucket(n) for n in range(2**octave + 1, 2 ** (octave + 1) + 1)}) == 4
+
+
+def test_lstm_length_stops_the_state_at_the_real_steps():
+    """What the padded stream relies on: masked steps leave the carried state exactly as it was,
+    and without the mask padding would change it (the check has teeth)."""
+    lstm = FlaxLstm(LstmSpec(dim=8, num_layers=2))
+    x = jax.random.normal(jax.random.key(0), (2, 11, 8))
+    params = lstm.init(jax.random.key(1), x)
+    real, state = lstm.apply(params, x[:, :7])
+    padded, masked_state = lstm.apply(params, x, None, 7)  # 4 steps of padding
+    np.testing.assert_allclose(np.asarray(padded[:, :7]), np.asarray(real), rtol=0, atol=1e-6)
+    for ours, theirs in zip(jax.tree.leaves(masked_state), jax.tree.leaves(state)):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=0, atol=1e-6)
+    _, unmasked = lstm.apply(params, x)
+    assert (
+        max(
+            np.abs(np.asarray(a) - np.asarray(b)).max()
+            for a, b in zip(jax.tree.leaves(unmasked), jax.tree.leaves(state))
+        )
+        > 1e-3
+    )
+
+
+def _compiled() -> int:
+    """Programs the stream's jitted stages hold (all configs and shapes of this process)."""
+    stages = (jax_streaming._conv_lstm, jax_streaming._append, jax_streaming._upsample)
+    return sum(stage._cache_size() for stage in stages)
+
+
+def _run_stream(codec: JaxEncodec, sizes: list[int], batch: int = 1) -> None:
+    shape = (batch, codec.num_codebooks, max(sizes))
+    codes = np.random.default_rng(0).integers(0, codec.codebook_size, shape, np.int32)
+    stream = JaxStreamingDecoder(codec)
+    for size in sizes:
+        stream.push(codes[..., :size])
+    stream.flush()
+
+
+def test_compiled_shapes_stay_few_however_long_the_stream(codecs):
+    """A stream compiles a small fixed set of programs per push pattern, not one per push or per
+    new window length, and ``warm_up`` compiles them all ahead."""
+    codec = JaxEncodec.from_pretrained(codecs("noncausal-stereo-lstm1")[1])
+    before = _compiled()
+    _run_stream(codec, [3] * 50)
+    steady = _compiled() - before
+    _run_stream(codec, [3] * 200)
+    assert _compiled() - before == steady  # a longer stream compiles nothing new
+    print(f"pushes of 3: {steady} programs")
+    assert steady <= 12  # 11 measured: the windows grow over the first pushes, then stay
+
+    sizes = [int(n) for n in np.random.default_rng(5).integers(1, 8, 250)]  # pushes of 1 to 7 frames
+    before = _compiled()
+    _run_stream(codec, sizes[:50])
+    varied = _compiled() - before
+    _run_stream(codec, sizes)
+    assert _compiled() - before == varied
+    print(f"pushes of 1 to 7: {varied} programs")
+    assert varied <= 24  # 18 measured
+
+    decoder = JaxStreamingDecoder(codec)
+    for push, batch in ((11, 1), (50, 1), (4, 3)):
+        decoder.warm_up(push, batch=batch)
+        before = _compiled()
+        _run_stream(codec, [push] * 20, batch=batch)
+        assert _compiled() == before, f"warm_up({push}, batch={batch}) left programs to compile"
+    assert decoder.frames_received == 0  # warm_up decoded on a scratch stream
 
 
 def test_naive_chunks_click_but_the_stream_does_not(codecs):

@@ -4,6 +4,7 @@ compilation per bucket, beams, continuation, long-form windows."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -167,6 +168,28 @@ def test_a_row_does_not_depend_on_its_batch(base_model):
     np.testing.assert_array_equal(together.frames[1], alone[0])
 
 
+def test_one_window_of_equal_rows_keeps_its_codes_on_the_device(base_model):
+    """The common case leaves the codes on the device (for a JAX codec to decode there); rows of
+    other lengths, or beams, are built on the host. Either way ``frames`` are the same codes."""
+    requests = base_model.make_requests(["jazz", "rock"], duration=1.0, seed=5)
+    output = base_model.engine.generate(requests)
+    assert isinstance(output.device_codes, jax.Array) and output.device_codes.shape == (2, 4, 50)
+    np.testing.assert_array_equal(np.stack(output.frames), np.asarray(output.device_codes))
+
+    longer = dataclasses.replace(requests[1], params=dataclasses.replace(requests[1].params, duration=1.2))
+    mixed = base_model.engine.generate([requests[0], longer])
+    assert mixed.device_codes is None and mixed.frames[1].shape == (4, 60)
+    np.testing.assert_array_equal(mixed.frames[0], output.frames[0])  # rows do not depend on the batch
+
+    prompted = dataclasses.replace(requests[0], prompt_codes=output.frames[0][:, :20])
+    continued = base_model.engine.generate([prompted])
+    assert continued.device_codes is not None
+    np.testing.assert_array_equal(continued.frames[0][:, :20], output.frames[0][:, :20])  # the prompt, kept
+
+    beams = base_model.make_requests(["jazz"], duration=1.0, seed=5, num_beams=2)
+    assert base_model.engine.generate(beams).device_codes is None
+
+
 def test_other_duration_in_the_bucket_does_not_recompile(tiny_hf_dir):
     model = MusicGen.from_pretrained(tiny_hf_dir, dtype="float32")
     model.generate_tokens(["jazz"], duration=2.0)
@@ -276,8 +299,6 @@ def test_one_beam_is_greedy_and_more_beams_score_at_least_as_well(base_model):
 
 def test_long_form_windows_follow_audiocraft(tiny_hf_dir):
     """Past the window, each window is prompted with the last (window - stride) of the previous one."""
-    import dataclasses
-
     loaded = load_model(tiny_hf_dir)
     loaded = dataclasses.replace(loaded, config=dataclasses.replace(loaded.config, max_duration=2.0))
     model = MusicGen(loaded, dtype="float32")  # a 100-frame window, for speed

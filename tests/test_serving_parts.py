@@ -107,6 +107,28 @@ def test_queue_cancellations_say_why():
     assert isinstance(error, Cancelled) and error.reason is CancelReason.SHUTDOWN
 
 
+def test_warm_up_streams_the_pushes_a_default_stream_makes(tiny_jax_dir):
+    """The first push warm-up compiles the stream decoder for is what the loop's first chunk really
+    completes, and the later ones a default chunk_duration's worth of the loop's chunks."""
+    from musicgen_jax import MusicGen
+    from musicgen_jax.serving.queue import stream_loop_chunks
+    from musicgen_jax.serving.schemas import StreamRequest
+    from musicgen_jax.serving.service import stream_pushes
+
+    model = MusicGen.from_pretrained(tiny_jax_dir, dtype="float32")
+    first, chunk = stream_loop_chunks(model.engine.shapes)
+    sizes = []
+    model.engine.generate(
+        model.make_requests(["jazz"], duration=2.0, seed=1),
+        on_frames=lambda row, frames: sizes.append(frames.shape[1]),
+        chunk_frames=chunk,
+        first_chunk_frames=first,
+    )
+    default_chunk = round(StreamRequest().chunk_duration * model.frame_rate)
+    assert default_chunk % chunk == 0 and set(sizes[1:-1]) == {chunk}  # later pushes gather whole chunks
+    assert stream_pushes(model) == sorted({sizes[0], default_chunk}) == [11, 50]
+
+
 def test_settings_from_environment_and_flags(monkeypatch, tmp_path):
     monkeypatch.setenv("MUSICGEN_MAX_BATCH_SIZE", "16")
     monkeypatch.setenv("MUSICGEN_WARMUP_BATCH_SIZES", "1, 8")

@@ -37,7 +37,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--codec-backend",
         default="auto",
         metavar="|".join(CODEC_BACKENDS),
-        help="EnCodec backend: jax (Flax), torch (transformers) or auto (jax where it serves the codec)",
+        help="EnCodec backend: jax (Flax), torch (transformers) or auto (jax)",
     )
 
 

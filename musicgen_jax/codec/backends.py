@@ -2,18 +2,20 @@
 
 Both backends give the same object to their callers: ``encode(audio, sample_rate)`` (resampled,
 channels-first checked, stereo as the mono codec per channel), ``decode(codes)`` -> NumPy float32
-``[batch, channels, samples]``, ``check_codes``, ``streaming_decoder()`` and the facts
+``[batch, channels, samples]``, ``check_codes``, ``streaming_decoder()`` (``push``, ``flush``,
+``reset``, ``warm_up``, ``lookahead_frames``) and the facts
 (``sample_rate``, ``frame_rate``, ``hop_length``, ``num_codebooks``, ``total_codebooks``):
 
 * ``torch``: :class:`~musicgen_jax.codec.encodec.EncodecBridge`, transformers' ``EncodecModel``
   (the parity reference; on the GPU when PyTorch sees one);
 * ``jax``: :class:`~musicgen_jax.codec.jax_codec.JaxCodec`, the Flax codec (no PyTorch once loaded),
   on JAX's default device;
-* ``auto`` (the default): ``torch`` for now. Both take the same configs (mono, unchunked, unscaled:
-  MusicGen's codecs) and the JAX one-shot decode is several times faster on a CPU
-  (benchmarks/codec_speed.py), but the JAX streaming decoder compiles once per new chunk length,
-  which makes a server's first streamed chunks late; ``auto`` moves to ``jax`` when stream chunk
-  lengths are bucketed.
+* ``auto`` (the default): ``jax``. Both take the same configs (mono, unchunked, unscaled:
+  MusicGen's codecs) and give the same audio to float rounding; the JAX one-shot decode is 3-4x
+  faster than PyTorch's on a CPU (docs/performance.md, benchmarks/codec_speed.py), and its
+  streaming decoder pads its windows to a few bucketed lengths, so a stream reuses compiled
+  programs (which ``warm_up`` compiles ahead) instead of compiling as chunk lengths change. Not yet
+  measured on a GPU, where PyTorch runs its codec too.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def check_backend(backend: str) -> str:
 
 def resolve_backend(backend: str) -> str:
     """The backend ``auto`` means (see the module docstring); the others as given."""
-    return "torch" if check_backend(backend) == "auto" else backend
+    return "jax" if check_backend(backend) == "auto" else backend
 
 
 def load_codec(

@@ -1,4 +1,4 @@
-"""MusicGen's channels over a mono EnCodec: the layout both codec backends share (NumPy only).
+"""MusicGen's channels over a mono EnCodec: the layout both codec backends share.
 
 Stereo MusicGen runs the mono codec once per channel and interleaves the channels' codebooks
 ``L0, R0, L1, R1, ...`` in its token stream; decoding splits them the same way. This is what
@@ -6,6 +6,10 @@ transformers' ``MusicgenForConditionalGeneration`` does in ``_prepare_audio_enco
 and ``generate``. Audio going in is resampled to the codec's rate and mixed to the model's channel
 count first, as audiocraft's ``convert_audio`` does. Written once here so the PyTorch bridge and the
 JAX codec cannot disagree on it.
+
+Written on NumPy, without importing JAX; what the JAX codec also applies to codes still on a device
+(:func:`channels_as_rows`, :func:`check_model_layout`, :func:`check_code_range`) takes the array
+module as an argument or uses only what both kinds of array have.
 """
 
 from __future__ import annotations
@@ -65,10 +69,13 @@ def channel_codebooks(codes: np.ndarray, audio_channels: int) -> list[np.ndarray
     return [codes[:, channel::audio_channels] for channel in range(audio_channels)]
 
 
-def channels_as_rows(codes: np.ndarray, audio_channels: int) -> np.ndarray:
+def channels_as_rows(codes, audio_channels: int, xp=np):
     """``[batch, audio_channels * K, n]`` -> ``[audio_channels * batch, K, n]``, left rows first, so
-    one mono codec call decodes every channel."""
-    return np.concatenate(channel_codebooks(codes, audio_channels), axis=0)
+    one mono codec call decodes every channel. ``xp``: the array module of ``codes`` (``jax.numpy``
+    for codes on a device)."""
+    if audio_channels == 1:
+        return codes
+    return xp.concatenate(channel_codebooks(codes, audio_channels), axis=0)
 
 
 def rows_as_channels(audio: np.ndarray, audio_channels: int) -> np.ndarray:
@@ -79,28 +86,47 @@ def rows_as_channels(audio: np.ndarray, audio_channels: int) -> np.ndarray:
     return np.ascontiguousarray(split.transpose(1, 0, 2))
 
 
-def check_model_codes(
-    codes: Any, *, audio_channels: int, available: int, codebook_size: int, expected: int
-) -> np.ndarray:
-    """Validate the model's codes ``[batch, audio_channels * K, frames]`` (K from 1 to ``available``,
-    normally ``expected`` in all) and return them as int64 NumPy."""
-    array = np.asarray(codes)  # zero-copy for NumPy and CPU JAX arrays
-    if array.ndim != 3:
-        raise ValueError(f"codes must be [batch, codebooks, frames], got shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"codes must be integers, got {array.dtype}")
-    codebooks = array.shape[1]
+def check_model_layout(
+    shape: tuple[int, ...], dtype, *, audio_channels: int, available: int, expected: int
+) -> None:
+    """Refuse model codes that are not integers ``[batch, audio_channels * K, frames]`` with K from 1 to
+    ``available`` (normally ``expected`` codebooks in all). Static facts only: nothing is read."""
+    if len(shape) != 3:
+        raise ValueError(f"codes must be [batch, codebooks, frames], got shape {tuple(shape)}")
+    if not np.issubdtype(dtype, np.integer):
+        raise ValueError(f"codes must be integers, got {dtype}")
+    codebooks = shape[1]
     per_channel, remainder = divmod(codebooks, audio_channels)
     if remainder or not 1 <= per_channel <= available:
         raise ValueError(
             f"codes have {codebooks} codebooks; this {audio_channels}-channel codec takes "
             f"{audio_channels} x (1 to {available}) (normally {expected})"
         )
-    if array.size and (array.min() < 0 or array.max() >= codebook_size):
+
+
+def check_code_range(codes, codebook_size: int) -> None:
+    """Refuse codes outside ``[0, codebook_size)``. Only ``min()`` and ``max()`` are read: for a JAX
+    array, two scalars come back from its device, not the codes."""
+    if not codes.size:
+        return
+    low, high = int(codes.min()), int(codes.max())
+    if low < 0 or high >= codebook_size:
         raise ValueError(
-            f"codes must lie in [0, {codebook_size}), got values in [{array.min()}, {array.max()}] "
+            f"codes must lie in [0, {codebook_size}), got values in [{low}, {high}] "
             "(revert the delay pattern first: its special token is not a codec code)"
         )
+
+
+def check_model_codes(
+    codes: Any, *, audio_channels: int, available: int, codebook_size: int, expected: int
+) -> np.ndarray:
+    """Validate the model's codes ``[batch, audio_channels * K, frames]`` (K from 1 to ``available``,
+    normally ``expected`` in all) and return them as int64 NumPy."""
+    array = np.asarray(codes)  # zero-copy for NumPy and CPU JAX arrays
+    check_model_layout(
+        array.shape, array.dtype, audio_channels=audio_channels, available=available, expected=expected
+    )
+    check_code_range(array, codebook_size)
     return array.astype(np.int64, copy=False)
 
 

@@ -153,25 +153,35 @@ class LstmLayer(nn.Module):
     dim: int
 
     @nn.compact
-    def __call__(self, x: jax.Array, state: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, tuple]:
-        """``x [batch, time, dim]`` and ``(h, c)`` -> ``[batch, time, dim]`` and the last ``(h, c)``."""
+    def __call__(
+        self, x: jax.Array, state: tuple[jax.Array, jax.Array], length: jax.Array | None = None
+    ) -> tuple[jax.Array, tuple]:
+        """``x [batch, time, dim]`` and ``(h, c)`` -> ``[batch, time, dim]`` and the last ``(h, c)``.
+
+        ``length`` (a traced int): only the first ``length`` steps are real; the state stops there
+        (later steps leave it as it was, exactly) and their outputs are meaningless. A streaming
+        decoder pads its windows to a few lengths this way without changing the carried state."""
         gates = 4 * self.dim  # input, forget, cell and output gates, in torch's order
         input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(), (self.dim, gates))
         input_bias = self.param("input_bias", nn.initializers.zeros, (gates,))
         hidden_kernel = self.param("hidden_kernel", nn.initializers.lecun_normal(), (self.dim, gates))
         hidden_bias = self.param("hidden_bias", nn.initializers.zeros, (gates,))
         inputs = jnp.matmul(x, input_kernel, precision=HIGHEST) + input_bias  # [batch, time, 4 dim]
+        real = None if length is None else jnp.arange(x.shape[1]) < length  # [time] bool
 
-        def step(carry, input_gates):
+        def step(carry, xs):
+            input_gates, is_real = xs
             h, c = carry
             i, f, g, o = jnp.split(
                 input_gates + (jnp.matmul(h, hidden_kernel, precision=HIGHEST) + hidden_bias), 4, -1
             )
             c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
             h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            if is_real is not None:
+                h, c = jnp.where(is_real, h, carry[0]), jnp.where(is_real, c, carry[1])
             return (h, c), h
 
-        state, outputs = jax.lax.scan(step, state, jnp.swapaxes(inputs, 0, 1))  # time-major
+        state, outputs = jax.lax.scan(step, state, (jnp.swapaxes(inputs, 0, 1), real))  # time-major
         return jnp.swapaxes(outputs, 0, 1), state
 
 
@@ -181,15 +191,17 @@ class Lstm(nn.Module):
     spec: layout.Lstm
 
     @nn.compact
-    def __call__(self, x: jax.Array, state: LstmState | None = None) -> tuple[jax.Array, LstmState]:
+    def __call__(
+        self, x: jax.Array, state: LstmState | None = None, length: jax.Array | None = None
+    ) -> tuple[jax.Array, LstmState]:
         """``x [batch, time, dim]`` -> ``[batch, time, dim]`` and each layer's last ``(h, c)``
-        (``state`` None: zeros, as torch starts)."""
+        (``state`` None: zeros, as torch starts; ``length``: see :class:`LstmLayer`)."""
         if state is None:
             zeros = jnp.zeros((x.shape[0], self.spec.dim), x.dtype)
             state = ((zeros, zeros),) * self.spec.num_layers
         hidden, states = x, []
         for n in range(self.spec.num_layers):
-            hidden, layer_state = LstmLayer(self.spec.dim, name=f"layer_{n}")(hidden, state[n])
+            hidden, layer_state = LstmLayer(self.spec.dim, name=f"layer_{n}")(hidden, state[n], length)
             states.append(layer_state)
         return hidden + x, tuple(states)
 
@@ -250,8 +262,10 @@ class Decoder(nn.Module):
     def input_conv(self, embeddings: jax.Array) -> jax.Array:
         return self.layers[0](embeddings)
 
-    def lstm(self, hidden: jax.Array, state: LstmState | None) -> tuple[jax.Array, LstmState]:
-        return self.layers[1](hidden, state)
+    def lstm(
+        self, hidden: jax.Array, state: LstmState | None, length: jax.Array | None = None
+    ) -> tuple[jax.Array, LstmState]:
+        return self.layers[1](hidden, state, length)
 
     def upsample(self, hidden: jax.Array) -> jax.Array:
         return _run(self.layers[2:], self.specs[2:], hidden)

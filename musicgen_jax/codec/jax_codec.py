@@ -13,11 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from musicgen_jax.codec.channels import (
     channels_as_rows,
+    check_code_range,
     check_model_codes,
+    check_model_layout,
     codec_input,
     decode_in_chunks,
     interleave_codebooks,
@@ -116,23 +120,37 @@ class JaxCodec:
         """Codes ``[batch, total_codebooks, frames]`` (NumPy or JAX) to float32 NumPy audio
         ``[batch, audio_channels, frames * hop_length]``; codes longer than ``chunk_frames`` (default
         30 s) through the streaming decoder in chunks, which keeps memory bounded and matches a
-        single decode to float rounding."""
+        single decode to float rounding. Codes given as a JAX array are decoded where they are,
+        without a trip to the host."""
         return decode_in_chunks(self, self.check_codes(codes), chunk_frames, self._decode_whole)
 
-    def _decode_whole(self, codes: np.ndarray) -> np.ndarray:
-        rows = channels_as_rows(codes, self.audio_channels)  # [channels*batch, K, frames]
+    def _decode_whole(self, codes: np.ndarray | jax.Array) -> np.ndarray:
+        xp = jnp if isinstance(codes, jax.Array) else np
+        rows = channels_as_rows(codes, self.audio_channels, xp)  # [channels*batch, K, frames]
         audio = np.asarray(self.codec.decode(rows), np.float32)  # [channels*batch, 1, samples]
         return rows_as_channels(audio, self.audio_channels)
 
-    def check_codes(self, codes: Any) -> np.ndarray:
-        """Validate codes and return them as int64 NumPy ``[batch, codebooks, frames]``."""
-        return check_model_codes(
-            codes,
+    def check_codes(self, codes: Any) -> np.ndarray | jax.Array:
+        """Validate codes ``[batch, codebooks, frames]``; return them as int64 NumPy, or, given a JAX
+        array, as an int32 JAX array on its device (checked there: two scalars come back, not the
+        codes)."""
+        if not isinstance(codes, jax.Array):
+            return check_model_codes(
+                codes,
+                audio_channels=self.audio_channels,
+                available=self.codec.config.num_quantizers,
+                codebook_size=self.codebook_size,
+                expected=self.total_codebooks,
+            )
+        check_model_layout(
+            codes.shape,
+            codes.dtype,
             audio_channels=self.audio_channels,
             available=self.codec.config.num_quantizers,
-            codebook_size=self.codebook_size,
             expected=self.total_codebooks,
         )
+        check_code_range(codes, self.codebook_size)
+        return codes.astype(jnp.int32)
 
     def streaming_decoder(self) -> JaxCodecStream:
         return JaxCodecStream(self)
@@ -164,13 +182,19 @@ class JaxCodecStream:
 
     def push(self, codes: Any) -> np.ndarray:
         """Add frames ``[batch, total_codebooks, n_frames]``; return the audio that is now final."""
-        codes = self.codec.check_codes(codes)
+        # The stream decodes from the host (see JaxStreamingDecoder): a JAX array is copied there.
+        codes = self.codec.check_codes(np.asarray(codes))
         return self._audio(self._stream.push(channels_as_rows(codes, self.codec.audio_channels)))
 
     def flush(self) -> np.ndarray:
         """The remaining audio, decoded with the true end of the stream."""
         return self._audio(self._stream.flush())
 
-    def _audio(self, rows: Any) -> np.ndarray:
-        """``[channels*batch, 1, samples]`` JAX -> ``[batch, channels, samples]`` NumPy float32."""
-        return rows_as_channels(np.asarray(rows, np.float32), self.codec.audio_channels)
+    def warm_up(self, push_frames: int, batch: int = 1) -> None:
+        """Compile the programs a stream of ``push_frames``-frame pushes of ``batch`` rows runs (see
+        :meth:`JaxStreamingDecoder.warm_up`); this stream is untouched."""
+        self._stream.warm_up(push_frames, batch * self.codec.audio_channels)  # channels are rows
+
+    def _audio(self, rows: np.ndarray) -> np.ndarray:
+        """``[channels*batch, 1, samples]`` -> ``[batch, channels, samples]`` NumPy float32."""
+        return rows_as_channels(rows, self.codec.audio_channels)

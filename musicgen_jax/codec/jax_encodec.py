@@ -16,7 +16,8 @@ Two interfaces, as transformers has:
   :class:`EncodedChunks` shaped like transformers' ``encode`` output; chunks are overlap-added with
   transformers' linear fade when decoded.
 
-Results are JAX arrays on the default device (``np.asarray`` one for NumPy). Everything runs in
+Results are JAX arrays on the default device (``np.asarray`` one for NumPy); codes may come as
+JAX arrays too and are then checked and decoded without leaving their device. Everything runs in
 float32 at ``Precision.HIGHEST``; loading needs no PyTorch either, except to read a ``.bin`` file.
 """
 
@@ -31,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from musicgen_jax.codec.channels import check_code_range
 from musicgen_jax.codec.config import CodecConfig
 from musicgen_jax.codec.files import CodecFiles, open_codec
 from musicgen_jax.codec.flax_export import save_pretrained
@@ -268,11 +270,11 @@ class JaxEncodec:
             raise ValueError("audio contains NaN or infinite values")
         return jnp.asarray(array, jnp.float32)
 
-    def check_codes(self, codes: Any) -> jax.Array:
-        """Validate codes ``[batch, K, frames]`` and return them as an int32 JAX array.
-
-        The check reads the codes on the host (a copy from the device: codes are small)."""
-        array = np.asarray(codes)
+    def check_codes(self, codes: Any) -> np.ndarray | jax.Array:
+        """Validate codes ``[batch, K, frames]`` and return them as int32 where they are: a JAX array
+        stays on its device (its value range is checked there: two scalars come back, not the
+        codes), anything else becomes NumPy."""
+        array = codes if isinstance(codes, jax.Array) else np.asarray(codes)
         if array.ndim != 3:
             raise ValueError(f"codes must be [batch, codebooks, frames], got shape {array.shape}")
         if not np.issubdtype(array.dtype, np.integer):
@@ -280,9 +282,5 @@ class JaxEncodec:
         available = self._config.num_quantizers
         if not 1 <= array.shape[1] <= available:
             raise ValueError(f"codes have {array.shape[1]} codebooks; this codec takes 1 to {available}")
-        if array.size and (array.min() < 0 or array.max() >= self.codebook_size):
-            raise ValueError(
-                f"codes must lie in [0, {self.codebook_size}), got values in [{array.min()}, {array.max()}] "
-                "(revert the delay pattern first: its special token is not a codec code)"
-            )
-        return jnp.asarray(array, jnp.int32)
+        check_code_range(array, self.codebook_size)
+        return array.astype(jnp.int32) if isinstance(array, jax.Array) else array.astype(np.int32, copy=False)

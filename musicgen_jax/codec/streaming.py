@@ -100,6 +100,10 @@ class StreamingDecoder(StreamCounters):
         with torch.inference_mode():
             return self._advance(final=True)
 
+    def warm_up(self, push_frames: int, batch: int = 1) -> None:
+        """Nothing to do: PyTorch compiles no program per shape. (The JAX stream's ``warm_up``
+        compiles its windows; both streams take the call, so a server need not ask which it has.)"""
+
     # ------------------------------------------------------------------------------ stages
 
     def _append_embeddings(self, codes: np.ndarray) -> None:

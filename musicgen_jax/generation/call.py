@@ -34,12 +34,30 @@ FramesFn = Callable[[int, np.ndarray], None]
 
 @dataclasses.dataclass
 class GenerationOutput:
-    frames: list[np.ndarray]  # per request: [K, frames] int32 codec codes
+    """What a generation call made, row by row in the order of its requests.
+
+    ``device_codes`` is set when every row came from one sampling window and all rows are equally
+    long (one duration up to the model's window, no beam search: the common case): the codes
+    ``[batch, K, frames]`` int32, still on the device, so a JAX codec can decode them before they
+    are copied anywhere. ``frames`` are then copied from it when first read; otherwise (beams,
+    long-form windows, rows of different lengths) the call builds ``frames`` on the host and
+    ``device_codes`` is None.
+    """
+
+    host_frames: list[np.ndarray] | None  # per request [K, frames] int32; None until ``frames`` copies them
     seeds: list[int]
+    device_codes: jax.Array | None = None  # [batch, K, frames] int32 on the device, or None
     steps: int = 0  # decoder positions run (all windows)
     generate_seconds: float = 0.0  # device time of the loops, compilation excluded
     compile_seconds: float = 0.0
     beam_scores: list[float | None] = dataclasses.field(default_factory=list)  # length-penalised
+
+    @property
+    def frames(self) -> list[np.ndarray]:
+        """Per request ``[K, frames]`` int32 codec codes on the host."""
+        if self.host_frames is None:
+            self.host_frames = [] if self.device_codes is None else list(np.asarray(self.device_codes))
+        return self.host_frames
 
 
 def sampling_controls(params_of: Sequence) -> SamplingControls:
@@ -110,7 +128,7 @@ class GenerationCall:
 
     def run(self, requests: Sequence[GenerationRequest]) -> GenerationOutput:
         if not requests:
-            return GenerationOutput([], [])
+            return GenerationOutput(host_frames=[], seeds=[])
         engine = self.engine
         requests = [dataclasses.replace(r, params=r.params.with_seed()) for r in requests]
         totals = [engine.shapes.frames(r.params.duration) for r in requests]
@@ -121,7 +139,7 @@ class GenerationCall:
         memory, memory_mask = engine.encode(batch, encode_seconds)
         self.compile_seconds += sum(encode_seconds)
         output = GenerationOutput(
-            frames=[np.zeros((engine.config.decoder.num_codebooks, 0), np.int32) for _ in requests],
+            host_frames=[np.zeros((engine.config.decoder.num_codebooks, 0), np.int32) for _ in requests],
             seeds=[r.params.seed for r in requests],
             beam_scores=[None] * len(requests),
         )
@@ -129,17 +147,26 @@ class GenerationCall:
         compiled_before = self.compile_seconds
         sample_rows = [i for i, r in enumerate(requests) if r.params.num_beams == 1]
         if sample_rows:
-            self._windows(requests, sample_rows, totals, memory, memory_mask, output, beams=False)
+            on_device = len(sample_rows) == len(requests)  # every row: the codes may stay on the device
+            self._windows(
+                requests, sample_rows, totals, memory, memory_mask, output, beams=False, on_device=on_device
+            )
         for row in (i for i, r in enumerate(requests) if r.params.num_beams > 1):
             self._windows(requests, [row], totals, memory, memory_mask, output, beams=True)
+        if output.device_codes is not None:  # generate_seconds is the loops' time: wait, without copying
+            output.device_codes.block_until_ready()
         output.generate_seconds = time.perf_counter() - began - (self.compile_seconds - compiled_before)
         output.compile_seconds = self.compile_seconds
         return output
 
     # ------------------------------------------------------------------------------ windows
 
-    def _windows(self, requests, rows, totals, memory, memory_mask, output, beams: bool) -> None:
-        """audiocraft's long-form schedule, for a group of rows."""
+    def _windows(
+        self, requests, rows, totals, memory, memory_mask, output, beams: bool, on_device: bool = False
+    ) -> None:
+        """audiocraft's long-form schedule, for a group of rows. ``on_device``: the rows are the whole
+        call; when one window makes all of them, equally long, their codes stay on the device
+        (``output.device_codes``)."""
         shapes = self.engine.shapes
         offset = dict.fromkeys(rows, 0)  # absolute frame where the row's current window starts
         prompt = {
@@ -160,7 +187,15 @@ class GenerationCall:
                     requests[active[0]], active[0], wanted, prompt, memory, memory_mask, output
                 )
             else:
-                results = self._sample_window(requests, active, wanted, prompt, memory, memory_mask, output)
+                window = self._sample_window(requests, active, wanted, prompt, memory, memory_mask, output)
+                lengths = {wanted[row] for row in active}
+                if on_device and len(lengths) == 1 and all(wanted[row] == totals[row] for row in active):
+                    # The window holds every frame, the prompt's included (forced): nothing to join.
+                    output.device_codes = window[: len(active), :, : lengths.pop()]
+                    output.host_frames = None
+                    return
+                host = np.asarray(window)
+                results = {row: host[i, :, : wanted[row]] for i, row in enumerate(active)}
             next_active = []
             for row in active:
                 frames = results[row]
@@ -246,8 +281,7 @@ class GenerationCall:
             position = min(position + size, end)
             self._emit(state, position, rows, wanted, emitted)
         output.steps += end
-        frames = np.asarray(loop.frames_of(state.tokens, dec.audio_channels))
-        return {row: frames[i, :, : wanted[row]] for i, row in enumerate(rows)}
+        return loop.frames_of(state.tokens, dec.audio_channels)  # [batch rows, K, bucket frames]
 
     def _emit(self, state, position: int, rows, wanted, emitted) -> None:
         """Report the frames the last chunk completed (copying tokens only when streaming)."""

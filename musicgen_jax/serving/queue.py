@@ -26,8 +26,20 @@ from collections.abc import Callable
 import numpy as np
 
 from musicgen_jax.generation.params import GenerationRequest
+from musicgen_jax.generation.shapes import ShapePlan
 
 logger = logging.getLogger(__name__)
+
+STREAM_CHUNK_SECONDS = 0.2  # audio per loop chunk of a batch that streams
+
+
+def stream_loop_chunks(shapes: ShapePlan) -> tuple[int, int]:
+    """(first, later) positions per loop chunk of a batch that streams. A stream wants its first
+    audio early: the loop runs in short chunks (:data:`STREAM_CHUNK_SECONDS` of frames, the first
+    also past the delay pattern) so frames reach the codec's decoder as they complete, at the cost
+    of one host round trip per chunk."""
+    chunk = max(1, shapes.frames(STREAM_CHUNK_SECONDS))
+    return chunk + shapes.num_delays, chunk
 
 
 class QueueFull(RuntimeError):
@@ -246,12 +258,7 @@ class GenerationQueue:
                 raise Cancelled("cancelled while generating", CancelReason.REQUESTED)
 
         streaming = any(job.on_frames is not None for job in jobs)
-        # A stream wants its first audio early: run the loop in short chunks (0.2 s of frames, the
-        # first just past the delay pattern and the codec decoder's lookahead) so frames reach the
-        # decoder as they complete, at the cost of one host round trip per chunk.
-        shapes = self.engine.shapes
-        chunk = max(1, shapes.frames(0.2)) if streaming else None
-        first = chunk and chunk + shapes.num_delays
+        first, chunk = stream_loop_chunks(self.engine.shapes) if streaming else (None, None)
         output = self.engine.generate(
             requests, progress=progress, on_frames=on_frames, chunk_frames=chunk, first_chunk_frames=first
         )

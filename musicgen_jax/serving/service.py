@@ -20,12 +20,20 @@ import time
 import uuid
 from typing import Any
 
+from musicgen_jax.generation.loop import completed_frames
 from musicgen_jax.serving import generation_request, views
 from musicgen_jax.serving.audio_files import touch_audio_path, write_task_audio
 from musicgen_jax.serving.errors import NotReady
 from musicgen_jax.serving.metrics import ServerMetrics
-from musicgen_jax.serving.queue import Cancelled, CancelReason, GenerationQueue, Job, JobResult
-from musicgen_jax.serving.schemas import GenerateRequest, TaskStatus
+from musicgen_jax.serving.queue import (
+    Cancelled,
+    CancelReason,
+    GenerationQueue,
+    Job,
+    JobResult,
+    stream_loop_chunks,
+)
+from musicgen_jax.serving.schemas import GenerateRequest, StreamRequest, TaskStatus
 from musicgen_jax.serving.security import KeyRing, RateLimiter
 from musicgen_jax.serving.settings import ServerSettings
 from musicgen_jax.serving.store import FINISHED, TaskRecord, TaskStore
@@ -34,6 +42,18 @@ logger = logging.getLogger(__name__)
 
 SHUT_DOWN = "interrupted: the server shut down before this task finished; submit it again"
 INTERNAL = "generation failed because of an internal error (logged on the server)"
+
+
+def stream_pushes(model) -> list[int]:
+    """Frames a stream with the default ``chunk_duration`` pushes to its codec decoder (what warm-up
+    compiles the decoder for): what the loop's first chunk completes, then a chunk's worth (later
+    pushes gather at least that)."""
+    shapes, decoder = model.engine.shapes, model.config.decoder
+    first, _ = stream_loop_chunks(shapes)
+    # The loop fills positions from 1 (0 is the BOS column).
+    first_push = completed_frames(1 + first, decoder.num_codebooks, decoder.audio_channels)
+    later = round(StreamRequest.model_fields["chunk_duration"].default * shapes.frame_rate)
+    return sorted({max(1, first_push), max(1, later)})
 
 
 @dataclasses.dataclass(eq=False)
@@ -140,7 +160,7 @@ class MusicService:
                 engine.warmup(batch_sizes=sizes, durations=durations, text_tokens=tokens)
             # The text encoder compiles per (batch, text length); batches are padded to buckets.
             engine.warmup_text_encoder(shapes.batch_buckets_up_to(settings.max_batch_size), tokens)
-        touch_audio_path(self.model, self.store.data_dir)
+        touch_audio_path(self.model, self.store.data_dir, stream_push_frames=stream_pushes(self.model))
         logger.info("warm-up took %.1f s", time.perf_counter() - began)
 
     def require_ready(self) -> None:

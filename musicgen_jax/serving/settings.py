@@ -34,7 +34,7 @@ class ServerSettings(BaseSettings):
         "auto", description="parameter/compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)"
     )
     codec_backend: Literal[CODEC_BACKENDS] = Field(
-        "auto", description="EnCodec backend: jax, torch or auto (jax where it serves the codec)"
+        "auto", description="EnCodec backend: jax, torch or auto (jax)"
     )
     compilation_cache_dir: str | None = Field(
         None,

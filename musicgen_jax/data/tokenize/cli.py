@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--codec-backend",
         default="auto",
         metavar="|".join(CODEC_BACKENDS),
-        help="EnCodec backend: jax (Flax), torch (transformers) or auto (jax where it serves the codec)",
+        help="EnCodec backend: jax (Flax), torch (transformers) or auto (jax)",
     )
     parser.add_argument(
         "--device", default="cpu", help="torch device for the codec with the torch backend (cpu, cuda)"
