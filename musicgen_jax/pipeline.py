@@ -259,8 +259,12 @@ class MusicGen:
         if self._codec is None:
             if self.codec_source is None:
                 raise CheckpointError("this model has no codec; pass codec= to from_pretrained")
+            # The bandwidth whose codebooks are the model's tokens (a codec may offer several).
             self._codec = load_codec(
-                self.codec_source, audio_channels=self.audio_channels, backend=self.codec_backend
+                self.codec_source,
+                audio_channels=self.audio_channels,
+                backend=self.codec_backend,
+                codebooks=self.num_codebooks // self.audio_channels,
             )
         return self._codec
 

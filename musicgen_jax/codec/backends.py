@@ -22,8 +22,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from musicgen_jax.codec.config import CodecConfig
 from musicgen_jax.codec.encodec import EncodecBridge
+from musicgen_jax.codec.files import open_codec
 from musicgen_jax.codec.jax_codec import JaxCodec
+from musicgen_jax.conversion.tensors import CheckpointError
 
 CODEC_BACKENDS = ("auto", "jax", "torch")
 
@@ -40,6 +43,20 @@ def resolve_backend(backend: str) -> str:
     return "jax" if check_backend(backend) == "auto" else backend
 
 
+def bandwidth_for_codebooks(source: str | Path, codebooks: int) -> float:
+    """The target bandwidth of ``source``'s codec at which it uses ``codebooks`` codebooks (a model's
+    token layout); CheckpointError when it has none. A codec trained at several bandwidths defaults
+    to the smallest (transformers' rule), which need not be the one a language model was trained on."""
+    config = CodecConfig.from_dict(open_codec(source).config)
+    for bandwidth in config.target_bandwidths:
+        if config.quantizers_for_bandwidth(bandwidth) == codebooks:
+            return float(bandwidth)
+    offered = {float(b): config.quantizers_for_bandwidth(b) for b in config.target_bandwidths}
+    raise CheckpointError(
+        f"the codec has no bandwidth with {codebooks} codebooks (bandwidths and codebooks: {offered})"
+    )
+
+
 def load_codec(
     source: str | Path,
     *,
@@ -47,11 +64,18 @@ def load_codec(
     backend: str = "auto",
     device: str = "auto",
     bandwidth: float | None = None,
+    codebooks: int | None = None,
 ) -> EncodecBridge | JaxCodec:
     """MusicGen's codec from ``source`` (any source :func:`~musicgen_jax.codec.files.open_codec`
     takes) on ``backend``. ``audio_channels``: MusicGen's channel count (default: the source's model,
     else 1). ``device``: the torch device of the torch backend (``auto``: the GPU where PyTorch sees
-    one); the JAX backend runs on JAX's default device."""
+    one); the JAX backend runs on JAX's default device. ``bandwidth`` (kbps) or ``codebooks`` (per
+    channel, see :func:`bandwidth_for_codebooks`) chooses how many codebooks it uses; neither: the
+    codec's default bandwidth."""
+    if codebooks is not None:
+        if bandwidth is not None:
+            raise ValueError("give bandwidth or codebooks, not both")
+        bandwidth = bandwidth_for_codebooks(source, codebooks)
     if resolve_backend(backend) == "jax":
         return JaxCodec.from_pretrained(source, audio_channels=audio_channels, bandwidth=bandwidth)
     return EncodecBridge.from_pretrained(

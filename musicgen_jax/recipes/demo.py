@@ -29,10 +29,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from musicgen_jax import hub
+from musicgen_jax.codec.backends import bandwidth_for_codebooks
 from musicgen_jax.conditioning import vocabulary
 from musicgen_jax.conditioning.word_tokenizer import build_word_tokenizer
 from musicgen_jax.data import synthetic
 from musicgen_jax.data import tokenize as tokenize_lib
+from musicgen_jax.models.config import MusicGenConfig
 from musicgen_jax.training import cli as train_cli
 
 CODEC_PIECES = 600
@@ -111,9 +113,14 @@ def tokenizer(workdir: Path, manifests: Sequence[Path]) -> Path:
 
 def tokens(workdir: Path, codec_dir: Path, train: Path, valid: Path) -> Path:
     directory = workdir / "tokens"
+    # The codec trained at two bandwidths; the LM's tokens are its codebooks at the one that gives
+    # the model's codebook count (the codec's default is the smallest).
+    codebooks = MusicGenConfig.preset("demo").decoder.num_codebooks
+    bandwidth = bandwidth_for_codebooks(codec_dir, codebooks)
     for split, manifest in (("train", train), ("valid", valid)):
         args = ["--manifest", str(manifest), "--codec", str(codec_dir), "--output", str(directory)]
         args += ["--segment-seconds", str(PIECE_SECONDS), "--split", split, "--codec-backend", "jax"]
+        args += ["--bandwidth", str(bandwidth)]
         _run(f"tokenising the {split} split", tokenize_lib.main([*args, "--no-progress"]))
     return directory
 

@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="train", help="split name of the shards (train, valid, ...)")
     parser.add_argument("--batch-size", type=int, default=4, help="segments per codec call")
     parser.add_argument(
+        "--bandwidth",
+        type=float,
+        help="codec bandwidth in kbps, one of its target_bandwidths (default: the codec's smallest)",
+    )
+    parser.add_argument(
         "--audio-channels",
         type=int,
         choices=(1, 2),
@@ -111,7 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         codec = load_codec(
-            args.codec, audio_channels=args.audio_channels, backend=args.codec_backend, device=args.device
+            args.codec,
+            audio_channels=args.audio_channels,
+            backend=args.codec_backend,
+            device=args.device,
+            bandwidth=args.bandwidth,
         )
     except (OSError, ValueError) as error:  # CheckpointError and ModelNotFoundError among them
         print(f"error: cannot load the codec {args.codec!r}: {error}", file=sys.stderr)
