@@ -358,7 +358,7 @@ def test_the_shipped_demo_codec_is_trained_and_loads_everywhere():
     # distance of 10.9 dB): pieces it never saw come back close, the same in transformers as in JAX.
     from musicgen_jax import hub
 
-    directory = hub.BUILTIN_MODELS["demo"].with_name("codec-demo")
+    directory = hub.DEMO_CODEC
     codec = load_codec(directory, backend="jax", codebooks=4)
     assert (codec.sample_rate, codec.frame_rate, codec.num_codebooks) == (16000, 25.0, 4)
     si_snr, mel = [], []

@@ -4,10 +4,11 @@ Every stage is one of the project's own commands, run in order under ``--workdir
 ``build/demo``), each seeded; a stage whose output is complete is skipped, and the training stages
 resume from their newest checkpoint, so a killed recipe continues where it stopped:
 
-1. ``codec-data``: 600 synthetic pieces of 10 s at 16 kHz (every attribute combination: a codec
-   should reconstruct any music, and it never sees a prompt);
+1. ``codec-data`` (with ``--retrain-codec``): 600 synthetic pieces of 10 s at 16 kHz (every
+   attribute combination: a codec should reconstruct any music, and it never sees a prompt);
 2. ``codec``: ``train.py codec --config demo`` on them, then exported as a transformers
-   ``EncodecModel`` directory (``codec/``);
+   ``EncodecModel`` directory (``codec/``); without ``--retrain-codec``, the shipped codec these
+   two stages made (docs/codec-demo.md) is copied instead;
 3. ``lm-data``: :data:`LM_PIECES` pieces with the held-out prompts' attribute combinations and
    tempi left out (``--exclude-held-out``), split into train and valid manifests;
 4. ``tokenizer``: the word-level tokenizer of the captions and the attribute vocabulary;
@@ -64,10 +65,16 @@ def codec_data(workdir: Path) -> Path:
     return manifest
 
 
-def codec(workdir: Path, manifest: Path) -> Path:
+def codec(workdir: Path, retrain: bool) -> Path:
+    """The codec: the shipped one (``hub.DEMO_CODEC``, trained by exactly these stages), or with
+    ``retrain`` trained again from its data."""
     run, exported = workdir / "codec-run", workdir / "codec"
     if _done(exported):
         return exported
+    if not retrain and hub.DEMO_CODEC.is_dir():
+        shutil.copytree(hub.DEMO_CODEC, exported)
+        return exported
+    manifest = codec_data(workdir)
     args = ["codec", "--config", "demo", f"data.manifest={manifest}", f"output_dir={run}"]
     resume = ["--resume"] if (run / "checkpoints").is_dir() else []
     _run("codec training", train_cli.main([*args, *resume]))
@@ -165,10 +172,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--install", action="store_true", help="copy the result to where --model demo finds it"
     )
+    parser.add_argument(
+        "--retrain-codec",
+        action="store_true",
+        help="train the codec too (default: the shipped demo codec, which these stages trained)",
+    )
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    codec_dir = codec(workdir, codec_data(workdir))
+    codec_dir = codec(workdir, args.retrain_codec)
     train, valid = lm_data(workdir)
     tokenizer(workdir, [train, valid])
     tokens(workdir, codec_dir, train, valid)
