@@ -23,7 +23,9 @@ class UsageError(ValueError):
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"hub id or local directory (default {DEFAULT_MODEL})"
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"demo (the built-in model, offline), a hub id or a local directory (default {DEFAULT_MODEL})",
     )
     parser.add_argument(
         "--dtype",

@@ -12,6 +12,7 @@ import dataclasses
 import html
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,20 @@ def plot_metric_bars(metrics: dict[str, Any], keys: tuple[str, ...], title: str,
     if unit == "0..1":
         axis.set_xlim(min(0.0, *values), 1.1)
     axis.axvline(0.0, color="black", linewidth=0.5)
+    return _figure_png(figure)
+
+
+def plot_curves(curves: dict[str, Sequence[Sequence[float]]], title: str, xlabel: str, ylabel: str) -> bytes:
+    """Lines through each curve's ``(x, y)`` points (a training run's losses by step), as PNG bytes."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    for label, points in curves.items():
+        if points:
+            xs, ys = zip(*points, strict=True)
+            axis.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=label)
+    axis.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    axis.grid(alpha=0.3)
+    axis.legend()
     return _figure_png(figure)
 
 

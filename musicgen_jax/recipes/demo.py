@@ -14,10 +14,13 @@ resume from their newest checkpoint, so a killed recipe continues where it stopp
 4. ``tokenizer``: the word-level tokenizer of the captions and the attribute vocabulary;
 5. ``tokens``: both splits tokenised with the trained codec;
 6. ``lm``: ``train.py --config demo``, text encoder trained with the decoder;
-7. ``export``: the EMA weights as a musicgen-jax checkpoint (``model/``), codec and tokenizer inside;
+7. ``export``: the EMA weights as a musicgen-jax checkpoint (``model/``), codec and tokenizer inside,
+   with ``training.json`` beside them: each stage's wall-clock seconds (summed over resumed runs,
+   ``timings.json`` in the workdir) and the LM's training and validation loss curves;
 8. ``install`` (with ``--install``): ``model/`` copied to where ``--model demo`` finds it.
 
-On the 2-core CPU this project is developed on, the codec takes ~40 min and the LM about an hour.
+On the 2-core CPU this project is developed on, the codec takes ~50 min (docs/codec-demo.md) and
+the rest about an hour and a half (``training.json`` of the shipped model has the figures).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import argparse
 import json
 import shutil
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from musicgen_jax import hub
@@ -37,6 +41,7 @@ from musicgen_jax.data import synthetic
 from musicgen_jax.data import tokenize as tokenize_lib
 from musicgen_jax.models.config import MusicGenConfig
 from musicgen_jax.training import cli as train_cli
+from musicgen_jax.training.logging import read_metrics
 
 CODEC_PIECES = 600
 LM_PIECES = 3000
@@ -44,10 +49,23 @@ PIECE_SECONDS = 10.0
 SAMPLE_RATE = 16000
 VALID_FRACTION = 0.04  # of the LM pieces, for the LM's validation loss
 SEED = 0
+TIMINGS = "timings.json"  # in the workdir: seconds per stage, summed over resumed runs
+SUMMARY = "training.json"  # in the exported model: timings and loss curves, for its report
 
 
 def _done(path: Path) -> bool:
     return path.exists()
+
+
+def _timed(workdir: Path, stage: str, work: Callable[[], object]):
+    """Run ``work`` and add its wall-clock seconds to ``stage`` in the workdir's timings."""
+    began = time.perf_counter()
+    result = work()
+    path = workdir / TIMINGS
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    timings[stage] = round(timings.get(stage, 0.0) + time.perf_counter() - began, 1)
+    path.write_text(json.dumps(timings, indent=1) + "\n")
+    return result
 
 
 def _run(what: str, code: int) -> None:
@@ -145,10 +163,27 @@ def lm(workdir: Path) -> Path:
     return run
 
 
+def training_summary(workdir: Path, run: Path) -> dict:
+    """What the model's report shows of its making: stage timings and the LM's loss curves."""
+    metrics = read_metrics(run)
+    timings_path = workdir / TIMINGS
+    return {
+        "stages_seconds": json.loads(timings_path.read_text()) if timings_path.is_file() else {},
+        "codec": "docs/codec-demo.md (its training and reconstruction)",
+        "lm_pieces": LM_PIECES,
+        "piece_seconds": PIECE_SECONDS,
+        "valid_fraction": VALID_FRACTION,
+        "train_loss": [[m["step"], m["loss"]] for m in metrics if m.get("loss") is not None],
+        "validation_loss": [[m["step"], m["eval/loss"]] for m in metrics if m.get("eval/loss") is not None],
+    }
+
+
 def export(workdir: Path, run: Path) -> Path:
     model = workdir / "model"
     if not _done(model):
         _run("LM export", train_cli.main(["export", str(run), str(model), "--ema"]))
+    if not _done(model / SUMMARY):
+        (model / SUMMARY).write_text(json.dumps(training_summary(workdir, run), indent=1) + "\n")
     return model
 
 
@@ -180,11 +215,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    codec_dir = codec(workdir, args.retrain_codec)
-    train, valid = lm_data(workdir)
-    tokenizer(workdir, [train, valid])
-    tokens(workdir, codec_dir, train, valid)
-    model = export(workdir, lm(workdir))
+    codec_dir = _timed(workdir, "codec", lambda: codec(workdir, args.retrain_codec))
+    train, valid = _timed(workdir, "lm-data", lambda: lm_data(workdir))
+    _timed(workdir, "tokenizer", lambda: tokenizer(workdir, [train, valid]))
+    _timed(workdir, "tokens", lambda: tokens(workdir, codec_dir, train, valid))
+    run = _timed(workdir, "lm", lambda: lm(workdir))
+    model = export(workdir, run)
     print(f"demo model in {model}")
     if args.install:
         print(f"installed as {install(model)}")

@@ -7,6 +7,10 @@ no attributes) and the guidance-3 clips scored against shuffled prompts. The att
 stored with the model (trained on real renders, ``probes/``; trained here when absent) and the beat
 tracker judge them against real renders of the same prompts (:func:`~musicgen_jax.eval.adherence.
 adherence_report`); the report is written as JSON and as an HTML page with spectrograms.
+
+Beside adherence the report shows how the model was made: the codec's reconstruction of the same
+held-out real renders, and the LM's loss curves and each recipe stage's time (``training.json``,
+written by :mod:`musicgen_jax.recipes.demo` into the exported model).
 """
 
 from __future__ import annotations
@@ -25,9 +29,21 @@ from musicgen_jax import hub
 from musicgen_jax.data.synthetic import compose, render
 from musicgen_jax.data.synthetic.holdout import HeldOutPrompt, held_out_prompts
 from musicgen_jax.eval.adherence import GeneratedClip, adherence_report, shuffled_requests
-from musicgen_jax.eval.adherence_html import write_adherence_html
+from musicgen_jax.eval.adherence_html import adherence_blocks
 from musicgen_jax.eval.probes import AttributeProbes, render_examples
+from musicgen_jax.eval.reconstruction import Clip, evaluate_reconstruction
+from musicgen_jax.eval.report import (
+    Block,
+    Heading,
+    Image,
+    Paragraph,
+    Table,
+    format_value,
+    plot_curves,
+    render_html,
+)
 from musicgen_jax.pipeline import MusicGen
+from musicgen_jax.recipes.demo import SUMMARY
 
 PROBES_DIR = "probes"  # inside the model directory
 BATCH = 8
@@ -102,11 +118,58 @@ def evaluate(
     report = adherence_report(conditions, probes_for(Path(model_dir), rate), real)
     report["model"] = {"name": model_name, "sample_rate": rate, "prompts": num_prompts, "duration": duration}
     report["generation_seconds"] = generation_seconds
+    clips = [
+        Clip(f"prompt_{i:02d}", audio, rate, stated_bpm=float(p.spec.tempo))
+        for i, ((audio, _), p) in enumerate(zip(real, prompts, strict=True))
+    ]
+    report["codec_reconstruction"] = evaluate_reconstruction(model.codec, clips)
+    summary = Path(model_dir) / SUMMARY
+    report["training"] = json.loads(summary.read_text()) if summary.is_file() else None
     report["prompts"] = [
         {"caption": p.caption, "reasons": list(p.reasons), **dataclasses.asdict(p.attributes)}
         for p in prompts
     ]
     return report, conditions
+
+
+def making_blocks(report: dict) -> list[Block]:
+    """How the model was made: its codec on the held-out real renders, its stages' times, its losses."""
+    codec = report["codec_reconstruction"]
+    figures, facts = codec["summary"], codec["codec"]
+    tempo = figures["tempo_reconstructed_vs_original"]
+    blocks: list[Block] = [
+        Heading("The demo model", 1),
+        Paragraph(
+            f"{report['model']['prompts']} held-out prompts of {report['model']['duration']:g} s; "
+            f"{report['generation_seconds']:.0f} s to generate all conditions on this machine."
+        ),
+        Heading("Its codec on the held-out real renders"),
+        Paragraph(
+            f"{facts['num_codebooks']} codebooks at {facts['bandwidth_kbps']:g} kbps, "
+            f"{facts['sample_rate']} Hz: log-mel distance {format_value(figures['mel_distance_db_mean'])} dB "
+            f"(mean), SI-SNR {format_value(figures['si_snr_db_mean'])} dB (mean); the reconstruction's tempo "
+            f"kept in {tempo['kept']}, an octave off in {tempo['octave']}, lost in {tempo['lost']} of "
+            f"{figures['clips']} clips (against the beat tracker's reading of the original)."
+        ),
+    ]
+    training = report.get("training")
+    if not training:
+        return [*blocks, Paragraph("No training.json in the model: its making is not recorded.")]
+    stages = training["stages_seconds"]
+    rows = tuple((stage, f"{seconds / 60:.1f}") for stage, seconds in stages.items())
+    blocks += [
+        Heading("Training"),
+        Paragraph(
+            f"The LM trained on {training['lm_pieces']} synthetic pieces of {training['piece_seconds']:g} s "
+            f"({training['valid_fraction']:.0%} held for validation) on a 2-core CPU; the codec: "
+            f"{training['codec']}. Minutes per recipe stage (python -m musicgen_jax.recipes.demo), "
+            f"{sum(stages.values()) / 60:.0f} in all:"
+        ),
+        Table(("stage", "minutes"), rows),
+    ]
+    curves = {"train": training["train_loss"], "validation": training["validation_loss"]}
+    png = plot_curves(curves, "LM cross-entropy", "step", "nats per token")
+    return [*blocks, Image("loss.png", png, "the LM's training and validation loss")]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,7 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     prefix = Path(args.output)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     prefix.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    write_adherence_html(report, prefix.with_suffix(".html"), conditions)
+    page = render_html([*making_blocks(report), *adherence_blocks(report, conditions)], "The demo model")
+    prefix.with_suffix(".html").write_text(page)
     print(f"wrote {prefix.with_suffix('.json')} and {prefix.with_suffix('.html')}")
     return 0
 

@@ -29,7 +29,10 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MUSICGEN_", frozen=True, extra="forbid")
 
     # ------------------------------------------------------------------ model and device
-    model: str = Field("facebook/musicgen-small", description="hub id or local directory of the model")
+    model: str = Field(
+        "facebook/musicgen-small",
+        description="the built-in `demo`, a hub id or a local directory of the model",
+    )
     dtype: Literal[RUN_DTYPE_NAMES] = Field(
         "auto", description="parameter/compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)"
     )
