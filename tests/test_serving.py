@@ -259,12 +259,43 @@ def test_continuation_from_an_uploaded_prompt(client):
     ],
 )
 def test_bad_fields_get_422_with_the_field_and_the_reason(client, payload, field, words):
-    response = client.post("/generate", json=payload)
+    response = client.post("/generate", json={"prompt": "jazz", **payload})
     assert response.status_code == 422, response.text
     errors = response.json()["detail"]
     assert any(words in e["msg"] for e in errors), errors
     if field is not None:
         assert any(e["loc"][:2] == ["body", field] for e in errors), errors
+
+
+def test_a_request_must_say_what_to_make(client):
+    """A prompt, an input_audio upload or unconditional: true; ``{}`` is not a full-length generation."""
+    for body, words in [
+        ({}, "the prompt is empty"),
+        ({"prompt": ""}, "the prompt is empty"),
+        ({"prompt": " \n\t"}, "the prompt is empty"),
+        ({"genre": "jazz", "duration": 1}, "unconditional: true"),
+        ({"unconditional": False}, "the prompt is empty"),
+        ({"prompt": "jazz", "unconditional": True}, "not both"),
+    ]:
+        response = client.post("/generate", json=body)
+        assert response.status_code == 422, (body, response.text)
+        (error,) = response.json()["detail"]
+        assert error["loc"] == ["body"] and words in error["msg"], (body, error)
+    form = client.post("/generate", files={"duration": (None, "1")})  # multipart without the upload
+    assert form.status_code == 422 and "the prompt is empty" in form.json()["detail"][0]["msg"]
+    unconditional = client.post(
+        "/generate?wait=true", json={"unconditional": True, "duration": 1, "seed": 4, "prompt": ""}
+    )
+    assert unconditional.status_code == 200, unconditional.text
+    task = unconditional.json()
+    assert (
+        task["status"] == "completed" and not task["prompt"] and task["audio_seconds"] == pytest.approx(1.0)
+    )
+    # The published schema says the same: one of the three is required.
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    required = [branch["required"] for branch in schema["GenerateRequest"]["anyOf"]]
+    assert required == [["prompt"], ["input_audio"], ["unconditional"]]
+    assert "input_audio" in schema["GenerateForm"]["properties"]
 
 
 def test_malformed_requests_get_clear_4xx(client):
@@ -348,10 +379,10 @@ def test_refusals_name_their_field_by_attribute(client):
         assert raised.value.field == field
     service = client.app.state.service
     for body, field in [
-        ({"mood": ["happy", "grumpy"]}, "mood"),  # the library's message starts "unknown mood"
-        ({"key": "H major"}, "key"),
+        ({"prompt": "x", "mood": ["happy", "grumpy"]}, "mood"),  # the library's message starts "unknown mood"
+        ({"prompt": "x", "key": "H major"}, "key"),
         ({"prompt": "x" * 201}, "prompt"),
-        ({"continuation_end": 3.0}, "continuation_start"),
+        ({"prompt": "x", "continuation_end": 3.0}, "continuation_start"),
     ]:
         with pytest.raises(FieldError) as raised:
             service.build_request(GenerateRequest(**body))
@@ -476,9 +507,37 @@ def test_stream_in_base64_and_stop_early(client):
         ("bad.id", None, 4400, "session_id"),
         ("ok", "not json", 4400, "not valid JSON"),
         ("ok", {"type": "hello"}, 4400, "start_streaming"),
-        ("ok", {"type": "start_streaming", "request": {"duration": 99}}, 4400, "at most 12 seconds"),
-        ("ok", {"type": "start_streaming", "request": {"genre": "polka"}}, 4400, "unknown genre"),
-        ("ok", {"type": "start_streaming", "request": {"chunk_duration": 0}}, 4400, "chunk_duration"),
+        (
+            "ok",
+            {"type": "start_streaming", "request": {"prompt": "x", "duration": 99}},
+            4400,
+            "at most 12 seconds",
+        ),
+        (
+            "ok",
+            {"type": "start_streaming", "request": {"prompt": "x", "genre": "polka"}},
+            4400,
+            "unknown genre",
+        ),
+        (
+            "ok",
+            {"type": "start_streaming", "request": {"prompt": "x", "chunk_duration": 0}},
+            4400,
+            "chunk_duration",
+        ),
+        ("ok", {"type": "start_streaming", "request": {}}, 4400, "the prompt is empty"),
+        (
+            "ok",
+            {"type": "start_streaming", "request": {"prompt": " ", "genre": "jazz"}},
+            4400,
+            "prompt is empty",
+        ),
+        (
+            "ok",
+            {"type": "start_streaming", "request": {"prompt": "x", "unconditional": True}},
+            4400,
+            "not both",
+        ),
     ],
 )
 def test_stream_errors_are_messages_then_a_close_code(client, session, first, code, words):

@@ -240,6 +240,33 @@ def _chromium() -> str | None:
     return None
 
 
+# Pixels of a canvas unlike its background (#fafbff), and how many colours it has (every 10th pixel).
+CANVAS_PIXELS = """(id) => {
+  const canvas = document.getElementById(id);
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let painted = 0;
+  const colours = new Set();
+  for (let i = 0; i < data.length; i += 4) {
+    const off = Math.abs(data[i] - 250) + Math.abs(data[i + 1] - 251) + Math.abs(data[i + 2] - 255);
+    if (off > 30) painted += 1;
+    if (i % 40 === 0) colours.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+  }
+  const total = data.length / 4;
+  return { width: canvas.width, height: canvas.height, painted, total, colours: colours.size };
+}"""
+
+
+def assert_drawn(page) -> None:
+    """The waveform and spectrogram canvases are visible, sized and drawn (not blank, not one colour)."""
+    assert page.is_visible("#waveform") and page.is_visible("#spectrogram")
+    wave = page.evaluate(CANVAS_PIXELS, "waveform")
+    spectrum = page.evaluate(CANVAS_PIXELS, "spectrogram")
+    assert wave["width"] >= 200 and wave["height"] >= 50, wave
+    # A waveform paints its envelope around the middle line and leaves background above and below.
+    assert 0.05 * wave["total"] < wave["painted"] < wave["total"], wave
+    assert spectrum["painted"] > 0.5 * spectrum["total"] and spectrum["colours"] > 20, spectrum
+
+
 def test_web_page_generates_and_plays_in_headless_chromium(server, tmp_path):
     playwright = pytest.importorskip(
         "playwright.sync_api", reason="pip install playwright (the Python client)"
@@ -270,6 +297,8 @@ def test_web_page_generates_and_plays_in_headless_chromium(server, tmp_path):
             page.dispatch_event("#api-key", "change")
             page.wait_for_selector("#ready-text:text('ready')", timeout=30_000)
             assert page.locator("#genre option").count() > 10  # the vocabulary arrived
+            page.click("#generate")  # no prompt: refused with the server's reason, nothing generated
+            page.wait_for_selector("#message.error:has-text('prompt is empty')", timeout=10_000)
             page.fill("#prompt", "gentle piano in the rain")
             page.eval_on_selector(
                 "#duration", "el => { el.value = 2; el.dispatchEvent(new Event('input')); }"
@@ -287,6 +316,12 @@ def test_web_page_generates_and_plays_in_headless_chromium(server, tmp_path):
             assert "done" in page.inner_text("#message")
             page.wait_for_selector("#tasks .pill.completed", timeout=10_000)
             first_src = page.eval_on_selector("#player", "el => el.src")
+            # The clip's waveform and spectrogram, drawn in the page from the decoded file.
+            page.wait_for_function("() => window.musicgenVisuals.drawn >= 1", timeout=30_000)
+            drawn = page.evaluate("() => window.musicgenVisuals")
+            assert drawn["error"] is None and drawn["clip"].endswith(".wav"), drawn
+            assert drawn["sampleRate"] == SAMPLE_RATE and drawn["seconds"] == pytest.approx(2.0, abs=0.05)
+            assert_drawn(page)
 
             page.click("#stream")  # the live stream: Web Audio plays the chunks, the player gets the result
             page.wait_for_function("() => window.musicgen.stream.done", timeout=90_000)
@@ -297,6 +332,9 @@ def test_web_page_generates_and_plays_in_headless_chromium(server, tmp_path):
                 f"return a.src !== '{first_src}' && a.duration > 0; }}",
                 timeout=30_000,
             )
+            page.wait_for_function("() => window.musicgenVisuals.drawn >= 2", timeout=30_000)
+            assert page.evaluate("() => window.musicgenVisuals.clip").startswith("musicgen-stream-")
+            assert_drawn(page)
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
             shot = os.environ.get("MUSICGEN_PAGE_SCREENSHOT")
             if shot:

@@ -124,7 +124,7 @@ def test_warm_up_streams_the_pushes_a_default_stream_makes(tiny_jax_dir):
         chunk_frames=chunk,
         first_chunk_frames=first,
     )
-    default_chunk = round(StreamRequest().chunk_duration * model.frame_rate)
+    default_chunk = round(StreamRequest.model_fields["chunk_duration"].default * model.frame_rate)
     assert default_chunk % chunk == 0 and set(sizes[1:-1]) == {chunk}  # later pushes gather whole chunks
     assert stream_pushes(model) == sorted({sizes[0], default_chunk}) == [11, 50]
 

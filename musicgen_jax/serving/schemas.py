@@ -12,7 +12,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from musicgen_jax.audio.formats import DEFAULT_NORMALIZATION, FORMATS, NORMALIZATIONS
 from musicgen_jax.conditioning import vocabulary
@@ -23,6 +32,19 @@ Normalization = Literal[NORMALIZATIONS]
 TaskState = Literal["queued", "running", "completed", "failed"]
 MAX_LIST_ITEMS = 16
 VOCABULARY_SIZE = 2048  # codebook size of every MusicGen checkpoint: top_k above it means "all tokens"
+# Validation context key: the multipart body carries an ``input_audio`` upload (an audio prompt).
+HAS_INPUT_AUDIO = "has_input_audio"
+NO_PROMPT = (
+    "the prompt is empty; describe the music in prompt, upload input_audio to continue, "
+    "or set unconditional: true for music without a prompt"
+)
+PROMPT_AND_UNCONDITIONAL = "give a prompt or unconditional: true, not both"
+# What a request must say (GenerateRequest), as the published schema states it: a prompt with a
+# non-space character, an input_audio upload (a property of the multipart form only) or
+# unconditional: true. The validator checks it again (and refuses a prompt with unconditional: true).
+_PROMPT_GIVEN = {"required": ["prompt"], "properties": {"prompt": {"type": "string", "pattern": "\\S"}}}
+_AUDIO_GIVEN = {"required": ["input_audio"]}
+_UNCONDITIONAL_GIVEN = {"required": ["unconditional"], "properties": {"unconditional": {"const": True}}}
 
 
 def _unicode_text(value: str) -> str:
@@ -44,14 +66,28 @@ _DEFAULTS = GenerationParams()
 
 
 class GenerateRequest(BaseModel):
-    """One piece of music to make. Send as JSON, or as multipart/form-data with ``input_audio``."""
+    """One piece of music to make. Send as JSON, or as multipart/form-data with ``input_audio``.
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, title="GenerateRequest")
+    A request says what to make: a ``prompt``, an ``input_audio`` upload to continue, or
+    ``unconditional: true`` for music without a prompt; anything else (``{}``, a blank prompt) is
+    refused, as the command line refuses an empty prompt, rather than quietly generating
+    unconditional audio.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        title="GenerateRequest",
+        json_schema_extra={"anyOf": [_PROMPT_GIVEN, _AUDIO_GIVEN, _UNCONDITIONAL_GIVEN]},
+    )
 
     prompt: Annotated[str, Field(max_length=1000), AfterValidator(_unicode_text)] | None = Field(
         None,
-        description="text description of the music; empty or absent: unconditional",
+        description="text description of the music; required unless input_audio or unconditional is given",
         examples=["upbeat jazz piano with smooth saxophone"],
+    )
+    unconditional: bool = Field(
+        False, description="true: music without a text prompt (prompt must then be absent or empty)"
     )
     duration: float | None = Field(
         None,
@@ -104,6 +140,16 @@ class GenerateRequest(BaseModel):
         description="with input_audio: where the prompt ends, seconds; null or -1: its end",
     )
 
+    @model_validator(mode="after")
+    def _says_what_to_make(self, info: ValidationInfo) -> GenerateRequest:
+        has_prompt = bool(self.prompt and self.prompt.strip())
+        if self.unconditional and has_prompt:
+            raise PydanticCustomError("prompt_and_unconditional", PROMPT_AND_UNCONDITIONAL)
+        has_audio = bool(info.context and info.context.get(HAS_INPUT_AUDIO))
+        if not (has_prompt or has_audio or self.unconditional):
+            raise PydanticCustomError("missing_prompt", NO_PROMPT)
+        return self
+
 
 def request_model(
     max_prompt_chars: int, max_duration: float, default_duration: float
@@ -133,7 +179,12 @@ def request_model(
 class StreamRequest(GenerateRequest):
     """A streaming request: the generation fields plus how much audio each chunk should carry."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, title="StreamRequest")
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        title="StreamRequest",
+        json_schema_extra={"anyOf": [_PROMPT_GIVEN, _UNCONDITIONAL_GIVEN]},  # no upload on a stream
+    )
 
     chunk_duration: float = Field(1.0, ge=0.2, le=10.0, description="seconds of audio per chunk (at least)")
     encoding: Literal["binary", "base64"] = Field(

@@ -82,7 +82,7 @@ function showDetails(rows) {
   }
 }
 
-function playBlob(blob, fileName) {
+function playBlob(blob, fileName, sampleRate) {
   if (state.objectUrl) URL.revokeObjectURL(state.objectUrl);
   state.objectUrl = URL.createObjectURL(blob);
   const player = $("player");
@@ -93,6 +93,7 @@ function playBlob(blob, fileName) {
   link.download = fileName;
   link.textContent = `Download ${fileName}`;
   link.hidden = false;
+  showVisuals(blob, sampleRate, fileName); // visuals.js: its waveform and spectrogram
 }
 
 const fmt = (value, digits) => (typeof value === "number" ? value.toFixed(digits) : value);
@@ -133,7 +134,8 @@ function numberOf(id) {
 
 function collectRequest() {
   const request = {
-    prompt: $("prompt").value.trim() || null,
+    prompt: $("unconditional").checked ? null : $("prompt").value.trim() || null,
+    unconditional: $("unconditional").checked || null,
     duration: Number($("duration").value),
     temperature: numberOf("temperature"),
     top_k: numberOf("top_k"),
@@ -178,7 +180,7 @@ async function generate() {
     }
     state.lastTask = task;
     if (task.status === "failed") throw new Error(task.error || "generation failed");
-    playBlob(await fetchAudio(task.task_id), `musicgen-${task.task_id.slice(0, 8)}.${task.format}`);
+    playBlob(await fetchAudio(task.task_id), `musicgen-${task.task_id.slice(0, 8)}.${task.format}`, task.sample_rate);
     setProgress(1);
     say(`done: ${fmt(task.audio_seconds, 1)} s of audio`);
     showDetails([
@@ -280,7 +282,9 @@ function startStream() {
     } else if (message.type === "done") {
       state.stream.done = true;
       state.stream.stopped = message.stopped;
-      if (received.length) playBlob(wavBlob(received, meta.sample_rate, meta.channels), `musicgen-stream-${message.seed}.wav`);
+      if (received.length) {
+        playBlob(wavBlob(received, meta.sample_rate, meta.channels), `musicgen-stream-${message.seed}.wav`, meta.sample_rate);
+      }
       const t = message.timings || {};
       say(message.stopped ? "stopped" : `streamed ${fmt(message.audio_seconds, 1)} s in ${message.chunks} chunks`);
       showDetails([
@@ -340,7 +344,7 @@ async function refreshTasks() {
       play.textContent = "play";
       play.addEventListener("click", async () => {
         try {
-          playBlob(await fetchAudio(task.task_id), `musicgen-${task.task_id.slice(0, 8)}.${task.format}`);
+          playBlob(await fetchAudio(task.task_id), `musicgen-${task.task_id.slice(0, 8)}.${task.format}`, task.sample_rate);
           $("player").play().catch(() => {});
         } catch (error) {
           say(error.message, true);
@@ -381,6 +385,7 @@ async function init() {
   $("duration").addEventListener("input", () => { $("duration-out").textContent = `${$("duration").value} s`; });
   $("tempo").addEventListener("input", () => { $("tempo-out").textContent = `${$("tempo").value} BPM`; });
   $("tempo-on").addEventListener("change", () => { $("tempo").disabled = !$("tempo-on").checked; });
+  $("unconditional").addEventListener("change", () => { $("prompt").disabled = $("unconditional").checked; });
   $("generate").addEventListener("click", generate);
   $("stream").addEventListener("click", startStream);
   $("stop").addEventListener("click", stopStream);

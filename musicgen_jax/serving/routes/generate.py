@@ -175,7 +175,9 @@ async def _read_body(
             if values:
                 data[name] = values[0] if len(values) == 1 else values
         try:
-            return request_model.model_validate(data), audio
+            # The upload is not a field: tell the model it came, as it may stand in for a prompt.
+            context = {schemas.HAS_INPUT_AUDIO: audio is not None}
+            return request_model.model_validate(data, context=context), audio
         except ValidationError as error:
             raise RequestValidationError(_located(error)) from None
     raise HTTPException(
