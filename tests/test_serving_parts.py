@@ -9,11 +9,11 @@ import pytest
 
 from musicgen_jax.serving.queue import GenerationQueue, Job
 from musicgen_jax.serving.settings import SettingsError, make_settings, parse_args
-from musicgen_jax.serving.store import TaskStore
+from musicgen_jax.serving.store import SqliteTaskStore
 
 
 def test_store_recovers_interrupted_tasks_and_cleans_up_by_age_and_size(tmp_path):
-    store = TaskStore(tmp_path)
+    store = SqliteTaskStore(tmp_path)
     for name in ("old", "big", "new"):
         store.create(name, {"prompt": name}, "wav", 1, None)
         (store.audio_dir / f"{name}.wav").write_bytes(b"x" * 1000)
@@ -23,7 +23,7 @@ def test_store_recovers_interrupted_tasks_and_cleans_up_by_age_and_size(tmp_path
     store.mark_running(["running"], time.time(), 1)
     store.close()
 
-    store = TaskStore(tmp_path)  # a restart
+    store = SqliteTaskStore(tmp_path)  # a restart
     assert store.recover() == 2
     assert store.get("queued").status == store.get("running").status == "failed"
     assert "interrupted" in store.get("running").error
