@@ -33,6 +33,23 @@ logger = logging.getLogger(__name__)
 _MIGRATION_LOCK = 0x6D75_7369_6367_656E  # "musicgen": serialises replicas migrating at once
 
 
+class StoreUnavailable(RuntimeError):
+    """The database cannot be reached (the message names it without its password)."""
+
+
+def describe(url: str) -> str:
+    """``user@host:port/database`` of a connection URL, never its password."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.Error:  # an unparsable URL: say nothing of it
+        return "the database"
+    where = f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}"
+    return f"{parts.get('user', '')}@{where}/{parts.get('dbname', '')}"
+
+
 class PostgresTaskStore(TaskStore):
     """Tasks in PostgreSQL (``postgresql://user@host:5432/db``), shared by every replica."""
 
@@ -52,7 +69,11 @@ class PostgresTaskStore(TaskStore):
         self._connect_timeout = connect_timeout
         self._lock = threading.Lock()
         self._connection = None
-        self._migrate()
+        try:
+            self._migrate()
+        except psycopg.OperationalError as error:
+            message = str(error).replace(url, describe(url)).strip().splitlines()[0]
+            raise StoreUnavailable(f"cannot reach the task database {describe(url)}: {message}") from None
 
     def _connect(self):
         if self._connection is None or self._connection.closed or self._connection.broken:
