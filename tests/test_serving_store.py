@@ -211,3 +211,26 @@ def test_sqlite_version_1_database_is_migrated(tmp_path):
         )
     finally:
         store.close()
+
+
+def test_a_worker_that_lost_its_task_cancels_the_job(open_store):
+    from musicgen_jax.generation.params import GenerationParams, GenerationRequest
+    from musicgen_jax.serving.queue import Job
+    from musicgen_jax.serving.task_queue import TaskQueue
+
+    store = open_store()
+    store.create("t", {}, "wav", 1, None, job=_job("t"), shape_key="[1]")
+    make_job = lambda record: Job(
+        GenerationRequest(record.job["prompt"], GenerationParams(seed=1)), key=(1,), task_id=record.task_id
+    )
+    stalled = TaskQueue(store, make_job, lease_seconds=0.2, worker_id="stalled")
+    (job,) = stalled.claim(4, None)
+    assert stalled.held == {"t": job}
+    stalled.renew()  # still its own
+    assert not job.cancelled.is_set()
+    time.sleep(0.4)  # it stalled past its lease; another worker takes the task
+    assert [j.task_id for j in TaskQueue(store, make_job, worker_id="other").claim(4, (1,))] == ["t"]
+    stalled.renew()
+    assert job.cancelled.is_set() and stalled.held == {}
+    assert stalled.hand_back() == 0  # nothing of its own left to give back
+    assert store.get("t").claimed_by == "other"
