@@ -69,3 +69,23 @@ def tiny_tokenizer_dir(tmp_path_factory):
     """The testing tokenizer saved as a directory: ``model.tokenizer=<it>`` for from-scratch runs
     (configs/train/tiny.yaml names t5-small's, which needs the network)."""
     return save_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server of the test session's own (tests/postgres.py); skips when there is none."""
+    from postgres import PostgresServer, unavailable
+
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    return postgres_server.new_database()

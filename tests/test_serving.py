@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from musicgen_jax import MusicGen
 from musicgen_jax.serving import create_app
 from musicgen_jax.serving.settings import make_settings
-from musicgen_jax.serving.store import TaskStore
+from musicgen_jax.serving.store import SqliteTaskStore
 from musicgen_jax.serving.streaming import decode_chunk
 
 SAMPLE_RATE = 32000
@@ -184,10 +184,11 @@ def test_queued_requests_are_batched_and_batching_does_not_change_the_music(clie
     assert {s["batch_size"] for s in statuses.values()} == {4}
     assert len({s["started_at"] for s in statuses.values()}) == 1
     assert wait_finished(client, long_task)["status"] == "completed"
-    # The same request alone gives the same samples.
+    # The same request alone gives the same samples (no-cache: generated again, not the stored answer).
     alone = client.post(
         "/generate?wait=true",
         json={"prompt": "song 12", "duration": 2.2, "seed": 12, "normalization_strategy": "none"},
+        headers={"Cache-Control": "no-cache"},
     ).json()
     assert alone["batch_size"] == 1
     batched_audio, _ = read_back(client.get(f"/download/{ids[12]}").content)
@@ -396,7 +397,7 @@ def test_tasks_left_when_the_server_stops_fail_as_interrupted(model, tiny_jax_di
     with TestClient(create_app(settings, model, start_worker=False)) as idle:  # tasks stay queued
         wait_ready(idle)
         task_id = idle.post("/generate", json={"prompt": "never run"}).json()["task_id"]
-    store = TaskStore(tmp_path)  # after the shutdown
+    store = SqliteTaskStore(tmp_path)  # after the shutdown
     record = store.get(task_id)
     store.close()
     assert (record.status, record.error) == ("failed", SHUT_DOWN)

@@ -36,10 +36,12 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """``python serve.py`` on 127.0.0.1; started, waited for, stopped with SIGTERM."""
+    """``python serve.py`` on 127.0.0.1; started, waited for, stopped with SIGTERM (or killed).
+    ``extra_args``: more flags (a replica's ``--database-url`` and ``--storage-url``)."""
 
-    def __init__(self, model_dir: Path, data_dir: Path, log_path: Path):
+    def __init__(self, model_dir: Path, data_dir: Path, log_path: Path, extra_args: tuple[str, ...] = ()):
         self.model_dir, self.data_dir, self.log_path = model_dir, data_dir, log_path
+        self.extra_args = tuple(extra_args)
         self.process: subprocess.Popen | None = None
         self.port = 0
 
@@ -81,6 +83,7 @@ class LiveServer:
             "2",
             "--log-level",
             "warning",
+            *self.extra_args,
         ]
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -111,6 +114,12 @@ class LiveServer:
             raise AssertionError(
                 f"the server ignored SIGTERM for {timeout:g} s:\n{self.log_tail()}"
             ) from None
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once, as a replica whose machine fails."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]

@@ -9,11 +9,11 @@ import pytest
 
 from musicgen_jax.serving.queue import GenerationQueue, Job
 from musicgen_jax.serving.settings import SettingsError, make_settings, parse_args
-from musicgen_jax.serving.store import TaskStore
+from musicgen_jax.serving.store import SqliteTaskStore
 
 
 def test_store_recovers_interrupted_tasks_and_cleans_up_by_age_and_size(tmp_path):
-    store = TaskStore(tmp_path)
+    store = SqliteTaskStore(tmp_path)
     for name in ("old", "big", "new"):
         store.create(name, {"prompt": name}, "wav", 1, None)
         (store.audio_dir / f"{name}.wav").write_bytes(b"x" * 1000)
@@ -23,7 +23,7 @@ def test_store_recovers_interrupted_tasks_and_cleans_up_by_age_and_size(tmp_path
     store.mark_running(["running"], time.time(), 1)
     store.close()
 
-    store = TaskStore(tmp_path)  # a restart
+    store = SqliteTaskStore(tmp_path)  # a restart
     assert store.recover() == 2
     assert store.get("queued").status == store.get("running").status == "failed"
     assert "interrupted" in store.get("running").error
@@ -163,3 +163,53 @@ def test_cli_fails_fast_with_one_line(tmp_path, capsys):
         and "\n" not in error
         and "Traceback" not in error
     )
+
+
+def test_replica_settings_and_the_default_data_directory(monkeypatch, tmp_path):
+    monkeypatch.setenv("MUSICGEN_DATABASE_URL", "postgresql://musicgen@db.internal:5432/musicgen")
+    monkeypatch.setenv("MUSICGEN_STORAGE_URL", "s3://bucket/audio")
+    settings = parse_args(["--lease-seconds", "12", "--queue-poll-ms", "50"])
+    assert settings.database_url == "postgresql://musicgen@db.internal:5432/musicgen"
+    assert (settings.storage_url, settings.lease_seconds, settings.queue_poll_ms) == (
+        "s3://bucket/audio",
+        12,
+        50,
+    )
+    assert parse_args(["--database-url", ""]).database_url is None  # empty: SQLite
+    with pytest.raises(SettingsError, match="database_url"):
+        make_settings(database_url="mysql://x@y/z")
+    # Not the folder the server starts in: the platform's state directory.
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert make_settings().data_dir == tmp_path / "state" / "musicgen-jax"
+
+
+def test_cli_names_an_unreachable_database_in_one_line_without_its_password(tiny_jax_dir, tmp_path, capsys):
+    from musicgen_jax.serving.cli import main
+
+    url = "postgresql://musicgen:hunter2@127.0.0.1:1/musicgen"  # nothing listens on port 1
+    args = ["--model", str(tiny_jax_dir), "--database-url", url, "--data-dir", str(tmp_path / "data")]
+    assert main([*args, "--warmup-batch-sizes", ""]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("musicgen-jax-api: cannot reach the task database musicgen@127.0.0.1:1/musicgen")
+    assert "hunter2" not in error and "\n" not in error
+
+
+@pytest.mark.parametrize("location", ["directory", "memory://musicgen-test-audio"])
+def test_audio_storage_in_a_directory_or_an_fsspec_url(location, tmp_path):
+    from musicgen_jax.serving.audio_storage import AudioStorage
+
+    storage = AudioStorage(tmp_path / "audio" if location == "directory" else location)
+    assert storage.is_local == (location == "directory")
+    with storage.writing("a.wav") as path:
+        path.write_bytes(b"RIFF-whole")
+        assert not storage.exists("a.wav") or storage.is_local  # remote: published on leaving only
+    assert storage.exists("a.wav") and storage.read("a.wav") == b"RIFF-whole"
+    with pytest.raises(RuntimeError), storage.writing("b.wav") as path:  # a writer that fails
+        path.write_bytes(b"half")
+        raise RuntimeError("disk full")
+    assert not storage.exists("b.wav") or storage.is_local  # (locally save_audio renames only when whole)
+    storage.delete("a.wav")
+    storage.delete("a.wav")  # twice is fine
+    assert not storage.exists("a.wav")
+    with pytest.raises(FileNotFoundError):
+        storage.read("a.wav")

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from musicgen_jax import MusicGen
     from musicgen_jax.runtime import enable_compilation_cache
     from musicgen_jax.serving.app import create_app
+    from musicgen_jax.serving.postgres_store import StoreUnavailable, describe
 
     cache = enable_compilation_cache(settings.compilation_cache_dir)
     log.info("compilation cache: %s", cache or "off")
@@ -44,14 +45,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"musicgen-jax-api: cannot load model {settings.model!r}: {error}", file=sys.stderr)
         return 1
     log.info(
-        "loaded %s: %d Hz, %d channel(s), API keys %s, data in %s",
+        "loaded %s: %d Hz, %d channel(s), API keys %s, tasks in %s, audio in %s",
         settings.model,
         model.sample_rate,
         model.audio_channels,
         "on" if keys else "off",
-        settings.data_dir.resolve(),
+        f"PostgreSQL {describe(settings.database_url)}"
+        if settings.database_url
+        else settings.data_dir.expanduser().resolve() / "tasks.sqlite3",
+        settings.storage_url or settings.data_dir.expanduser().resolve() / "audio",
     )
-    app = create_app(settings, model)
+    try:
+        app = create_app(settings, model)
+    except StoreUnavailable as error:  # the shared database is down or misnamed
+        print(f"musicgen-jax-api: {error}", file=sys.stderr)
+        return 1
     uvicorn.run(
         app,
         host=settings.host,

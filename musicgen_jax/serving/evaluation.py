@@ -5,6 +5,9 @@ Runs on the audio pool; the metrics are :mod:`musicgen_jax.eval`'s (see ``METRIC
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 
 from musicgen_jax.audio import load_audio
@@ -21,7 +24,13 @@ def evaluate(audio: np.ndarray, rate: int, reference: tuple[np.ndarray, int] | N
 
 def load_task_audio(store: TaskStore, record: TaskRecord) -> tuple[np.ndarray, int]:
     """A completed task's audio ``[channels, samples]`` and rate; FileNotFoundError once deleted."""
-    path = store.audio_path(record)
-    if path is None or not path.is_file():
+    storage = store.storage
+    if not record.file_name or not storage.exists(record.file_name):
         raise FileNotFoundError(f"the audio of task {record.task_id} was deleted")
-    return load_audio(path)
+    path = storage.local_path(record.file_name)
+    if path is not None:
+        return load_audio(path)
+    with tempfile.TemporaryDirectory(prefix="musicgen-evaluate-") as scratch:  # remote storage
+        local = Path(scratch) / record.file_name
+        local.write_bytes(storage.read(record.file_name))
+        return load_audio(local)

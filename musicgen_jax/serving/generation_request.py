@@ -9,12 +9,14 @@ field where there is one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from typing import Any
 
 import numpy as np
 
-from musicgen_jax.conditioning import InvalidAttributeError, PromptError
-from musicgen_jax.generation.params import GenerationParamsError, GenerationRequest
+from musicgen_jax.conditioning import Attributes, InvalidAttributeError, PromptError
+from musicgen_jax.generation.params import GenerationParams, GenerationParamsError, GenerationRequest
 from musicgen_jax.serving.errors import FieldError
 from musicgen_jax.serving.schemas import GenerateRequest
 from musicgen_jax.serving.settings import ServerSettings
@@ -112,3 +114,37 @@ def applied_settings(body: GenerateRequest, request: GenerationRequest, frame_ra
         "normalization_strategy": body.normalization_strategy,
         "audio_prompt_seconds": prompt_frames / frame_rate if prompt_frames else None,
     }
+
+
+def encode_request(request: GenerationRequest) -> dict[str, Any]:
+    """A request as JSON-ready data, for whichever replica claims its task (:func:`decode_request`)."""
+    codes = request.prompt_codes
+    return {
+        "prompt": request.prompt,
+        "params": dataclasses.asdict(request.params),
+        "attributes": None if request.attributes is None else dataclasses.asdict(request.attributes),
+        "prompt_codes": None if codes is None else np.asarray(codes, np.int64).tolist(),  # [K, frames]
+    }
+
+
+def decode_request(data: dict[str, Any]) -> GenerationRequest:
+    """The request :func:`encode_request` wrote (already validated when it was submitted)."""
+    attributes = data.get("attributes")
+    if attributes is not None:
+        attributes = Attributes(
+            **{name: tuple(value) if isinstance(value, list) else value for name, value in attributes.items()}
+        )
+    codes = data.get("prompt_codes")
+    return GenerationRequest(
+        prompt=data.get("prompt"),
+        params=GenerationParams(**data["params"]),
+        attributes=attributes,
+        prompt_codes=None if codes is None else np.asarray(codes, np.int32),
+    )
+
+
+def cache_key(model_name: str, dtype: str, job: dict[str, Any]) -> str:
+    """Equal for requests whose audio is equal: the same model, settings, seed, format and
+    normalisation (``job`` holds them all, the audio prompt's codes included)."""
+    text = json.dumps({"model": model_name, "dtype": dtype, "job": job}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()

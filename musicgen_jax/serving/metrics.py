@@ -37,7 +37,14 @@ class ServerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.queue_depth = Gauge("musicgen_queue_depth", "requests waiting for the device", registry=r)
+        # With a shared (PostgreSQL) store: the shared queue's depth, the same on every replica, so
+        # an autoscaler can scale on it.
+        self.queue_depth = Gauge(
+            "musicgen_queue_depth", "requests waiting for a device (the shared queue's)", registry=r
+        )
+        self.cache_hits = Counter(
+            "musicgen_cache_hits", "requests answered with an identical finished task's audio", registry=r
+        )
         self.tasks = Counter("musicgen_tasks", "tasks finished, by final status", ["status"], registry=r)
         self.task_latency = Histogram(
             "musicgen_task_latency_seconds",

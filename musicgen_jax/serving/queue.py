@@ -7,6 +7,12 @@ batch. Rows of a batch are independent (per-row seeds and sampling knobs), so a 
 does not depend on its company. The batch is padded with copies of its first request up to the
 generator's batch bucket, so the text encoder sees only bucket sizes (which warm-up compiled).
 
+Jobs come from two places: the local queue (:meth:`GenerationQueue.submit`: live streams, whose
+frames go to a socket of this process) and a :class:`JobSource` (the task store's queue, shared by
+every replica when it is PostgreSQL), which the worker polls when the local queue is empty and
+which :meth:`GenerationQueue.wake` nudges when a task is submitted here. A batch is gathered from
+one place: claimed tasks batch with claimed tasks of the same key, claimed during the window.
+
 A batch that fails is retried one job at a time, so one bad request cannot fail its neighbours.
 Jobs are cancelled (a stream stopped, the server shutting down) between chunks of the decode loop:
 the progress callback raises once every job of the batch is cancelled.
@@ -22,6 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -40,6 +47,14 @@ def stream_loop_chunks(shapes: ShapePlan) -> tuple[int, int]:
     of one host round trip per chunk."""
     chunk = max(1, shapes.frames(STREAM_CHUNK_SECONDS))
     return chunk + shapes.num_delays, chunk
+
+
+class JobSource(Protocol):
+    """Where the worker finds jobs besides its local queue (the task store's queue)."""
+
+    def claim(self, limit: int, key: tuple | None) -> list[Job]:
+        """Up to ``limit`` jobs of shape ``key`` (None: of the oldest waiting job's key), now claimed."""
+        ...
 
 
 class QueueFull(RuntimeError):
@@ -104,8 +119,12 @@ class GenerationQueue:
         window: float = 0.03,
         max_pending: int = 256,
         on_batch: Callable[[list[Job], float, float], None] | None = None,
+        source: JobSource | None = None,
+        poll_interval: float = 0.2,
     ):
         self.engine = engine
+        self.source = source
+        self.poll_interval = poll_interval  # how often an idle worker asks the source for work
         self.max_batch = max_batch
         self.window = window
         self.max_pending = max_pending
@@ -128,8 +147,18 @@ class GenerationQueue:
             self._pending.append(job)
             self._condition.notify()
 
+    def wake(self) -> None:
+        """Tell an idle worker the source has new work (a task submitted in this process)."""
+        with self._condition:
+            self._condition.notify_all()
+
+    @property
+    def accepting(self) -> bool:
+        return not self._stopping
+
     @property
     def depth(self) -> int:
+        """Jobs in the local queue (the source counts its own)."""
         return len(self._pending)
 
     def position(self, job: Job) -> int | None:
@@ -178,22 +207,63 @@ class GenerationQueue:
             self._execute(batch)
 
     def _next_batch(self) -> list[Job] | None:
-        with self._condition:
-            while not self._pending and not self._stopping:
-                self._condition.wait()
+        while True:
+            with self._condition:
+                if self._stopping:
+                    return None
+                if self._pending:
+                    return self._gather_local()
+            claimed = self._claim(self.max_batch, None)
+            if claimed:
+                return self._gather_claimed(claimed)
+            with self._condition:
+                if not self._pending and not self._stopping:
+                    self._condition.wait(self.poll_interval if self.source is not None else None)
+
+    def _gather_local(self) -> list[Job]:
+        """The oldest local job and local company of its key (holding the condition)."""
+        first = self._pending.popleft()
+        batch = [first]
+        deadline = time.monotonic() + self.window
+        while len(batch) < self.max_batch:
+            self._take_matching(first.key, batch)
+            remaining = deadline - time.monotonic()
+            if len(batch) >= self.max_batch or remaining <= 0 or self._stopping:
+                break
+            self._condition.wait(remaining)
+        self.running = batch
+        return batch
+
+    def _gather_claimed(self, batch: list[Job]) -> list[Job] | None:
+        """Claimed jobs, and more of their key claimed until the window closes."""
+        deadline = time.monotonic() + self.window
+        while len(batch) < self.max_batch:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            with self._condition:
+                if not self._stopping:
+                    self._condition.wait(remaining)
             if self._stopping:
-                return None
-            first = self._pending.popleft()
-            batch = [first]
-            deadline = time.monotonic() + self.window
-            while len(batch) < self.max_batch:
-                self._take_matching(first.key, batch)
-                remaining = deadline - time.monotonic()
-                if len(batch) >= self.max_batch or remaining <= 0 or self._stopping:
-                    break
-                self._condition.wait(remaining)
+                break
+            batch += self._claim(self.max_batch - len(batch), batch[0].key)
+        if self._stopping:  # never started: the source's owner hands them back
+            for job in batch:
+                _resolve(job, error=Cancelled("the server shut down before this ran", CancelReason.SHUTDOWN))
+            return None
+        with self._condition:
             self.running = batch
-            return batch
+        return batch
+
+    def _claim(self, limit: int, key: tuple | None) -> list[Job]:
+        if self.source is None:
+            return []
+        try:
+            return self.source.claim(limit, key)
+        except Exception:  # the database may be down for a while; the worker lives on
+            logger.exception("claiming queued tasks failed; trying again shortly")
+            time.sleep(self.poll_interval)
+            return []
 
     def _take_matching(self, key: tuple, batch: list[Job]) -> None:
         """Move queued jobs with ``key`` into ``batch`` (oldest first, up to the maximum)."""

@@ -10,6 +10,7 @@ API keys are deliberately not a flag (flags show up in ``ps``): use ``MUSICGEN_A
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,18 @@ from musicgen_jax.dtypes import RUN_DTYPE_NAMES
 
 # Settings a flag may not set (secrets); they come from the environment or a file.
 _NOT_FLAGS = {"api_keys"}
+
+
+def default_data_dir() -> Path:
+    """The platform's state directory for this program (``$XDG_STATE_HOME/musicgen-jax``, else
+    ``~/.local/state/musicgen-jax`` on Linux; the equivalent on macOS and Windows), not the folder
+    the server happens to start in."""
+    try:
+        import platformdirs
+    except ImportError:  # a dependency; the XDG rule without it
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "musicgen-jax"
+    return Path(platformdirs.user_state_dir("musicgen-jax", appauthor=False))
 
 
 class ServerSettings(BaseSettings):
@@ -73,7 +86,30 @@ class ServerSettings(BaseSettings):
 
     # ------------------------------------------------------------------ storage
     data_dir: Path = Field(
-        Path("musicgen-data"), description="directory of the task database and audio files"
+        default_factory=default_data_dir,
+        description="local directory of the SQLite task database and (without storage_url) the audio files",
+    )
+    database_url: str | None = Field(
+        None,
+        description=(
+            "PostgreSQL task store and queue shared by replicas (postgresql://user@host:5432/db); "
+            "none: SQLite in data_dir, one process"
+        ),
+    )
+    storage_url: str | None = Field(
+        None,
+        description=(
+            "where audio files go: a directory (shared by replicas) or an fsspec URL; none: data_dir/audio"
+        ),
+    )
+    lease_seconds: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="how long a claimed task stays this replica's without a renewal (renewed every third)",
+    )
+    queue_poll_ms: float = Field(
+        200.0, gt=0, le=60_000, description="how often an idle replica looks for queued tasks"
     )
     retention_hours: float = Field(168.0, gt=0, description="finished tasks older than this are deleted")
     max_storage_mb: float = Field(
@@ -137,6 +173,18 @@ class ServerSettings(BaseSettings):
     def _positive_sizes(cls, value: list[int]) -> list[int]:
         if any(size < 1 for size in value):
             raise ValueError("batch sizes must be >= 1")
+        return value
+
+    @field_validator("database_url", "storage_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("database_url must be a PostgreSQL URL: postgresql://user@host:5432/database")
         return value
 
     @model_validator(mode="after")

@@ -1,14 +1,19 @@
-"""Tasks: ``POST /generate`` (JSON, or multipart with an audio prompt), status, download and list."""
+"""Tasks: ``POST /generate`` (JSON, or multipart with an audio prompt), status, download and list.
+
+Any replica answers for any task: status and listing read the store, downloads read the audio
+storage. A request identical to a finished one (same settings and explicit seed) is answered with
+that task (header ``X-Musicgen-Cache: hit``) unless it says ``Cache-Control: no-cache``. Downloads
+carry the file's digest as a strong ``ETag`` and answer ``If-None-Match`` with 304.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -25,6 +30,7 @@ router = APIRouter()
 
 MAX_FORM_FIELDS = 64
 UPLOAD_FIELD = "input_audio"
+CACHE_HEADER = "X-Musicgen-Cache"
 
 
 @router.post(
@@ -59,27 +65,24 @@ async def generate(
         generation = await loop.run_in_executor(executor, service.build_request, body, audio)
     except ValueError as error:
         raise invalid(str(error), _location(error, request_model)) from None
-    handle = await run_in_threadpool(service.submit_task, body, generation, who.owner)
-    task_id = handle.task_id
-    if wait:
-        # shield: a timeout must not cancel the shared future other waiters may hold
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                asyncio.shield(asyncio.wrap_future(handle.finished)), service.settings.sync_timeout_seconds
-            )
-        record = await run_in_threadpool(service.store.get, task_id)
-        if record is not None and service.is_finished(record):
-            return SafeJSONResponse(service.task_status(record).model_dump(), status_code=200)
+    directives = {part.strip().lower() for part in request.headers.get("cache-control", "").split(",")}
+    use_cache = not directives & {"no-cache", "no-store"}  # the client asks for new audio
+    record, cached = await run_in_threadpool(service.submit_task, body, generation, who.owner, use_cache)
+    task_id = record.task_id
+    headers = {"Location": f"/generate/{task_id}"} | ({CACHE_HEADER: "hit"} if cached else {})
+    if wait and not cached:
+        record = await service.wait_finished(task_id, service.settings.sync_timeout_seconds)
+    if wait and record is not None and service.is_finished(record):
+        status = await run_in_threadpool(service.task_status, record)
+        return SafeJSONResponse(status.model_dump(), status_code=200, headers=headers)
     accepted = schemas.TaskAccepted(
         task_id=task_id,
-        status="queued",
+        status="completed" if cached else "queued",
         seed=generation.params.seed,
         status_url=f"/generate/{task_id}",
         download_url=f"/download/{task_id}",
     )
-    return SafeJSONResponse(
-        accepted.model_dump(), status_code=202, headers={"Location": f"/generate/{task_id}"}
-    )
+    return SafeJSONResponse(accepted.model_dump(), status_code=202, headers=headers)
 
 
 @router.get(
@@ -105,9 +108,15 @@ def task_status(task_id: str, who: Caller = Depends(caller), service: MusicServi
             "description": "the audio file",
         }
     }
+    | {304: {"description": "If-None-Match names the file's ETag: the copy you have is current"}}
     | error_responses(401, 404, 409),
 )
-def download(task_id: str, who: Caller = Depends(caller), service: MusicService = Depends(get_service)):
+def download(
+    task_id: str,
+    request: Request,
+    who: Caller = Depends(caller),
+    service: MusicService = Depends(get_service),
+):
     record = service.store.get(task_id)
     if not service.visible(record, who.owner):
         raise HTTPException(404, f"no task {task_id!r}")
@@ -116,12 +125,32 @@ def download(task_id: str, who: Caller = Depends(caller), service: MusicService 
         if record.status == "failed":
             detail += f": {record.error}"
         raise HTTPException(409, detail)
+    headers = {"Cache-Control": "private, no-cache"}  # may be kept, but asked about (ETag) before use
+    if record.etag:
+        headers["ETag"] = f'"{record.etag}"'
+        if _matches(request.headers.get("if-none-match"), record.etag):
+            return Response(status_code=304, headers=headers)
+    storage = service.store.storage
+    media_type, filename = MEDIA_TYPES[record.format], f"musicgen-{task_id}.{record.format}"
     path = service.store.audio_path(record)
-    if path is None or not path.is_file():
-        raise HTTPException(404, f"the audio of task {task_id} was deleted")
-    return FileResponse(
-        path, media_type=MEDIA_TYPES[record.format], filename=f"musicgen-{task_id}.{record.format}"
-    )
+    if path is not None:
+        if not path.is_file():
+            raise HTTPException(404, f"the audio of task {task_id} was deleted")
+        return FileResponse(path, media_type=media_type, filename=filename, headers=headers)
+    try:
+        content = storage.read(record.file_name)
+    except FileNotFoundError:
+        raise HTTPException(404, f"the audio of task {task_id} was deleted") from None
+    headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return Response(content, media_type=media_type, headers=headers)
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weak comparison, as RFC 9110 asks)."""
+    if not if_none_match:
+        return False
+    tags = [tag.strip() for tag in if_none_match.split(",")]
+    return any(tag == "*" or tag.removeprefix("W/").strip('"') == etag for tag in tags)
 
 
 @router.get(
