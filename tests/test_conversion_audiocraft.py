@@ -407,3 +407,28 @@ def test_zeros_attended_text_padding_is_audiocrafts(tiny_hf_dir):
     assert relative_error(ours[1], transformers_like[1]) > 1e-3
     assert relative_error(ours[0], transformers_like[0]) <= RTOL
     assert relative_error(ours[2], transformers_like[2]) <= RTOL
+
+
+def test_converter_takes_the_file_without_a_preset(gated_audiocraft, tmp_path, capsys):
+    from musicgen_jax.conversion.checkpoint import load_config
+    from musicgen_jax.conversion.cli import hf_to_jax_main
+
+    saved = gated_audiocraft
+    args = ["--model", str(saved.lm_dir / "state_dict.bin"), "--text-encoder", str(saved.t5_dir)]
+    args += [
+        "--codec",
+        str(saved.source),
+        "--output",
+        str(tmp_path / "out"),
+        "--text-padding",
+        "zeros_attended",
+    ]
+    assert hf_to_jax_main(args) == 0, capsys.readouterr().err
+    config = load_config(tmp_path / "out")
+    assert (config.decoder.num_heads, config.decoder.num_layers) == (8, 3)
+    assert config.conditioning.text_padding == "zeros_attended" and config.text_projection is True
+    wrong = ["--model", str(saved.lm_dir), "--text-encoder", str(saved.t5_dir), "--preset", "tiny-learned"]
+    assert hf_to_jax_main([*wrong, "--output", str(tmp_path / "x")]) == 1
+    assert (
+        "decoder.num_layers is 2, but xp.cfg (transformer_lm.num_layers) gives 3" in capsys.readouterr().err
+    )

@@ -47,6 +47,14 @@ def state_dict_file(path: str | Path) -> Path:
     return path / STATE_DICT if path.is_dir() else path
 
 
+def text_encoder_source(name: str | Path) -> str | Path:
+    """Where to find a T5 audiocraft names: its legacy hub ids (``t5-base``, ...) live under
+    ``google-t5/`` on the hub now; a local directory of that name is used as it is."""
+    if isinstance(name, str) and "/" not in name and not Path(name).expanduser().exists():
+        return f"google-t5/{name}"
+    return name
+
+
 def read_package(path: str | Path) -> tuple[dict, TensorSource]:
     """``xp.cfg`` (as a dict) and the LM tensors of an audiocraft checkpoint file or directory."""
     file = state_dict_file(path)
@@ -94,8 +102,7 @@ def load_audiocraft(
     """
     file = state_dict_file(path)
     xp_cfg, source = read_package(file)
-    t5_name = text_encoder or MusicGenConfig.audiocraft_text_encoder(xp_cfg)
-    t5_dir = hub.resolve(t5_name)
+    t5_dir = hub.resolve(text_encoder_source(text_encoder or MusicGenConfig.audiocraft_text_encoder(xp_cfg)))
     text_config, text_params = load_t5_encoder(t5_dir, dtype)
     has_projection = f"{AUDIOCRAFT_PROJECTION}.weight" in source
     name = (file.parent if file.name == STATE_DICT else file.with_suffix("")).name
