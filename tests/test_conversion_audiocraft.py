@@ -28,7 +28,7 @@ from musicgen_jax.conversion import CheckpointError, export_to_transformers, loa
 from musicgen_jax.conversion.audiocraft_format import load_audiocraft, read_package
 from musicgen_jax.conversion.checkpoint import expected_shapes
 from musicgen_jax.conversion.key_maps import audiocraft_rules
-from musicgen_jax.conversion.params import load_params
+from musicgen_jax.conversion.params import export_params, load_params
 from musicgen_jax.models.musicgen import MusicGenModel
 
 RTOL = 1e-5
@@ -218,6 +218,13 @@ def test_shape_is_read_from_xp_cfg_and_logits_match_transformers(gated_audiocraf
         assert np.array_equal(got[name], value), name
 
     hf, _ = reference.load(saved.source)
+    # The name table read backwards gives audiocraft's state dict again, fused q/k/v included.
+    state = audiocraft_state(hf)
+    exported = export_params(jax.tree.map(np.asarray, model.engine.params), audiocraft_rules(model.config))
+    assert exported.keys() == state.keys()
+    for name, tensor in state.items():
+        assert np.array_equal(exported[name], tensor.numpy()), name
+
     batch = model.engine.prepare_text(PROMPTS, None)
     assert batch.mask.min() == 0  # padded rows: masked alike in both
     tokens = _tokens(want_config)
@@ -432,3 +439,13 @@ def test_converter_takes_the_file_without_a_preset(gated_audiocraft, tmp_path, c
     assert (
         "decoder.num_layers is 2, but xp.cfg (transformer_lm.num_layers) gives 3" in capsys.readouterr().err
     )
+
+
+def test_a_missing_projection_is_named(gated_audiocraft, tmp_path):
+    saved = gated_audiocraft
+    hf, _ = reference.load(saved.source)
+    config, _ = load_transformers_params(saved.source)
+    state = {k: v for k, v in audiocraft_state(hf).items() if not k.startswith(PROJECTION)}
+    save_audiocraft(tmp_path / "lm", state, xp_cfg(config))
+    with pytest.raises(CheckpointError, match=rf"lacks 2 tensor\(s\).*{PROJECTION}\.weight"):
+        load_audiocraft(tmp_path / "lm", text_encoder=saved.t5_dir)

@@ -104,11 +104,12 @@ def load_audiocraft(
     xp_cfg, source = read_package(file)
     t5_dir = hub.resolve(text_encoder_source(text_encoder or MusicGenConfig.audiocraft_text_encoder(xp_cfg)))
     text_config, text_params = load_t5_encoder(t5_dir, dtype)
-    has_projection = f"{AUDIOCRAFT_PROJECTION}.weight" in source
+    # audiocraft's always has one; without it, the widths decide (and a missing one is named).
+    projection = True if f"{AUDIOCRAFT_PROJECTION}.weight" in source else None
     name = (file.parent if file.name == STATE_DICT else file.with_suffix("")).name
     try:
         config = MusicGenConfig.from_audiocraft(
-            xp_cfg, text_config, text_projection=has_projection, name=name or "musicgen"
+            xp_cfg, text_config, text_projection=projection, name=name or "musicgen"
         )
     except ValueError as error:
         raise CheckpointError(f"{file}: {error}") from None
@@ -122,7 +123,7 @@ def load_audiocraft(
                 + " (leave the preset out to take the checkpoint's own shape)"
             )
         try:
-            config = dataclasses.replace(chosen, text_projection=has_projection)
+            config = dataclasses.replace(chosen, text_projection=projection)
         except ValueError as error:
             raise CheckpointError(f"preset {preset!r} with {file}: {error}") from None
     lm_shapes = {p: s for p, s in ckpt.expected_shapes(config).items() if p[0] != "text_encoder"}

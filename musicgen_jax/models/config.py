@@ -339,7 +339,7 @@ class MusicGenConfig:
         xp_cfg: dict,
         text_encoder: TextEncoderConfig,
         *,
-        text_projection: bool = True,
+        text_projection: bool | None = True,
         name: str = "musicgen",
     ) -> MusicGenConfig:
         """From the ``xp.cfg`` audiocraft stores beside the weights of ``state_dict.bin`` (its
@@ -349,7 +349,8 @@ class MusicGenConfig:
         ``hidden_scale`` (ffn = dim * hidden_scale), ``n_q`` and ``card``; stereo is
         ``interleave_stereo_codebooks.use``. The text encoder's config comes from its own checkpoint
         (xp.cfg only names it: :meth:`audiocraft_text_encoder`). audiocraft's T5 conditioner always
-        has its ``output_proj``, so ``text_projection`` defaults to true whatever the widths. A
+        has its ``output_proj``, so ``text_projection`` defaults to true whatever the widths (None, for
+        a state dict without one: only when the widths differ). A
         setting this model does not implement (post-norm, biases, rotary positions, a pattern other
         than the delay pattern, prepended conditions such as melody's chroma, ...) is refused by its
         xp.cfg name; a setting xp.cfg leaves out is taken to be MusicGen's.
