@@ -328,6 +328,9 @@ def test_equal_widths_keep_audiocraft_projection(tiny_hf_dirs, tmp_path):
     with pytest.raises(CheckpointError, match="no transformers form"):
         export_to_transformers(saved, tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
+    with pytest.raises(ValueError, match="builds enc_to_dec_proj only when the widths differ"):
+        model.config.to_transformers()
+    assert load_transformers_params(source)[0].text_projection is None  # transformers' own rule
 
 
 def test_errors_name_the_checkpoints_own_keys(gated_audiocraft, tmp_path):
