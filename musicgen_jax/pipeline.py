@@ -71,6 +71,7 @@ class MusicGen:
         layer_unroll: int = 1,
         kv_splits: int = 4,
         codec_backend: str = "auto",
+        text_padding: str | None = None,
     ) -> MusicGen:
         """Load a model.
 
@@ -80,16 +81,27 @@ class MusicGen:
         ``layer_unroll``: decoder layers per iteration of the compiled layer loop (1 to the number
         of layers; results are the same, only compile time and step time change; 1 is fastest on
         CPUs). ``kv_splits``: attention spans compiled per length bucket (same results).
-        ``text_encoder`` (a T5 directory or hub id, default ``t5-base``), ``preset`` (the model
-        shape) and ``codec`` (an EnCodec directory or hub id) are needed only for audiocraft's own
-        checkpoints, which hold just the language model. ``codec_backend``: ``jax`` (the Flax
+        ``text_encoder`` (a T5 directory or hub id; default: the one the checkpoint names),
+        ``preset`` (optional, checked against the checkpoint's own shape) and ``codec`` (an EnCodec
+        directory or hub id) are read only for audiocraft's own checkpoints (a directory with
+        ``state_dict.bin``, or the file), which hold just the language model. ``text_padding``:
+        "mask" (transformers' behaviour, the default of every shipped config) or "zeros_attended"
+        (audiocraft's: padded text positions are attended as zeros; see docs/conversion.md).
+        ``codec_backend``: ``jax`` (the Flax
         EnCodec), ``torch`` (transformers' ``EncodecModel``) or ``auto``, the default, which is
         ``jax`` (see :mod:`musicgen_jax.codec.backends` for why); both give the same audio to float
         rounding.
         """
         check_backend(codec_backend)  # before the seconds a model takes to load
         dtype = resolve_dtype(dtype)  # parameters are read straight into the dtype they will run in
-        loaded = load_model(name_or_path, dtype=dtype, text_encoder=text_encoder, preset=preset, codec=codec)
+        loaded = load_model(
+            name_or_path,
+            dtype=dtype,
+            text_encoder=text_encoder,
+            preset=preset,
+            codec=codec,
+            text_padding=text_padding,
+        )
         return cls(
             loaded, dtype=dtype, layer_unroll=layer_unroll, kv_splits=kv_splits, codec_backend=codec_backend
         )

@@ -1,4 +1,5 @@
-"""Checkpoints both ways: transformers -> musicgen-jax -> transformers, T5 formats, audiocraft."""
+"""Checkpoints both ways: transformers -> musicgen-jax -> transformers, T5 formats (audiocraft:
+test_conversion_audiocraft.py)."""
 
 from __future__ import annotations
 
@@ -120,55 +121,6 @@ def test_t5_loads_from_every_weight_format(tiny_hf_dirs, tmp_path, weights):
     assert config.is_gated
     for name, value in _flat(params).items():
         assert np.array_equal(value, _flat(full)[name]), name
-
-
-def test_audiocraft_state_dict_imports_with_equal_logits(tiny_hf_dir, tmp_path):
-    """Meta's audiocraft LM layout (fused in_proj, emb/linears/out_norm names) maps to the same model."""
-    hf = MusicgenForConditionalGeneration.from_pretrained(tiny_hf_dir)
-    config, params = load_transformers_params(tiny_hf_dir)
-    state = {k: v.clone() for k, v in hf.state_dict().items()}
-    audiocraft: dict[str, torch.Tensor] = {}
-    dec = "decoder.model.decoder."
-    for k in range(4):
-        audiocraft[f"emb.{k}.weight"] = state[f"{dec}embed_tokens.{k}.weight"]
-        audiocraft[f"linears.{k}.weight"] = state[f"decoder.lm_heads.{k}.weight"]
-    for i in range(config.decoder.num_layers):
-        layer = f"{dec}layers.{i}."
-        for theirs, ours in (("self_attn", "self_attn"), ("cross_attention", "encoder_attn")):
-            audiocraft[f"transformer.layers.{i}.{theirs}.in_proj_weight"] = torch.cat(
-                [state[f"{layer}{ours}.{p}_proj.weight"] for p in "qkv"]
-            )
-            audiocraft[f"transformer.layers.{i}.{theirs}.out_proj.weight"] = state[
-                f"{layer}{ours}.out_proj.weight"
-            ]
-        for theirs, ours in (("linear1", "fc1"), ("linear2", "fc2")):
-            audiocraft[f"transformer.layers.{i}.{theirs}.weight"] = state[f"{layer}{ours}.weight"]
-        for theirs, ours in (
-            ("norm1", "self_attn_layer_norm"),
-            ("norm_cross", "encoder_attn_layer_norm"),
-            ("norm2", "final_layer_norm"),
-        ):
-            for p in ("weight", "bias"):
-                audiocraft[f"transformer.layers.{i}.{theirs}.{p}"] = state[f"{layer}{ours}.{p}"]
-    for p in ("weight", "bias"):
-        audiocraft[f"out_norm.{p}"] = state[f"{dec}layer_norm.{p}"]
-        audiocraft[f"condition_provider.conditioners.description.output_proj.{p}"] = state[
-            f"enc_to_dec_proj.{p}"
-        ]
-    lm_dir = tmp_path / "audiocraft"
-    lm_dir.mkdir()
-    torch.save({"best_state": audiocraft, "xp.cfg": "transformer_lm: {}"}, lm_dir / "state_dict.bin")
-    t5_dir = tmp_path / "t5"
-    hf.text_encoder.save_pretrained(t5_dir)
-    AutoTokenizer.from_pretrained(tiny_hf_dir).save_pretrained(t5_dir)
-
-    preset = tmp_path / "shape.yaml"
-    from musicgen_jax import config_io
-
-    config_io.save_yaml(config, preset)
-    imported = MusicGen.from_pretrained(lm_dir, preset=str(preset), text_encoder=t5_dir, codec=tiny_hf_dir)
-    for name, value in _flat(params).items():
-        assert np.array_equal(np.asarray(_flat(imported.engine.params)[name]), value), name
 
 
 def test_missing_and_misshapen_tensors_are_named(tiny_hf_dir, tmp_path):

@@ -7,7 +7,8 @@ call :class:`TextTokenizer`, so the same text always becomes the same ids and ma
   text, :func:`~musicgen_jax.conditioning.attributes.render_description`); learned-attribute models
   keep the description as it is and encode the attributes separately;
 * the tokenizer's end token is kept; ids are padded with its pad id, to a fixed length (training) or
-  to a multiple of ``bucket`` (inference, so prompt lengths share compiled programs);
+  to a multiple of ``bucket`` (inference, so prompt lengths share compiled programs; 1, the longest
+  prompt, for a model that attends its padding as audiocraft does);
 * an empty description gets an all-zero mask: "no condition", as the null condition of guidance and
   audiocraft's T5 conditioner for empty text;
 * a description longer than the model takes is an error at inference (``PromptError``) and is
@@ -56,12 +57,19 @@ class TextTokenizer:
     as mutable state, so one call at a time goes through the wrapped tokenizer."""
 
     def __init__(
-        self, tokenizer: Any, *, max_tokens: int, render_attributes: bool, learned_attributes: bool = False
+        self,
+        tokenizer: Any,
+        *,
+        max_tokens: int,
+        render_attributes: bool,
+        learned_attributes: bool = False,
+        length_bucket: int = TEXT_LENGTH_BUCKET,
     ):
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
         self.render_attributes = render_attributes
         self.learned_attributes = learned_attributes
+        self.length_bucket = length_bucket  # inference pads to a multiple of this
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:  # picklable for grain worker processes
@@ -76,11 +84,15 @@ class TextTokenizer:
     @classmethod
     def for_model(cls, tokenizer: Any, config) -> TextTokenizer:
         """The text path of a :class:`~musicgen_jax.models.config.MusicGenConfig`."""
+        # A model that attends its padding (audiocraft's behaviour) depends on how much there is:
+        # pad to the longest prompt of the batch, as audiocraft's T5 conditioner does.
+        zeros_attended = config.conditioning.text_padding == "zeros_attended"
         return cls(
             tokenizer,
             max_tokens=config.conditioning.max_text_tokens,
             render_attributes=config.uses_text_attributes,
             learned_attributes=config.uses_learned_attributes,
+            length_bucket=1 if zeros_attended else TEXT_LENGTH_BUCKET,
         )
 
     @property
@@ -113,12 +125,13 @@ class TextTokenizer:
         texts: Sequence[str],
         *,
         length: int | None = None,
-        bucket: int = TEXT_LENGTH_BUCKET,
+        bucket: int | None = None,
         truncate: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """int32 ``ids`` and ``mask`` ``[len(texts), L]`` for rendered descriptions.
 
-        ``L`` is ``length`` when given, else the longest text rounded up to ``bucket``. Without
+        ``L`` is ``length`` when given, else the longest text rounded up to ``bucket`` (default
+        ``length_bucket``). Without
         ``truncate`` a text longer than the model takes (or than ``length``) is a ``PromptError``.
         """
         limit = self.max_tokens if length is None else min(length, self.max_tokens)
@@ -130,7 +143,7 @@ class TextTokenizer:
         longest = max((len(row) for row in rows), default=0)
         if longest > limit:
             raise PromptError(f"a prompt is {longest} tokens long; this model takes at most {limit}")
-        width = length if length is not None else _round_up(longest, bucket)
+        width = length if length is not None else _round_up(longest, bucket or self.length_bucket)
         ids = np.full((len(texts), width), self.pad_id, np.int32)
         mask = np.zeros((len(texts), width), np.int32)
         for row, (text, tokens) in enumerate(zip(texts, rows)):

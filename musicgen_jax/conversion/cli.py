@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from musicgen_jax import hub
+from musicgen_jax import config_io, hub
 from musicgen_jax.config_io import ConfigError
 from musicgen_jax.conversion import checkpoint as ckpt
 from musicgen_jax.conversion.tensors import CheckpointError
@@ -21,12 +21,21 @@ def add_hf_to_jax_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="directory to write the musicgen-jax checkpoint into")
     parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="parameter dtype to store")
     parser.add_argument(
-        "--preset", help="model shape, for audiocraft checkpoints (small, medium, large, ...)"
+        "--preset",
+        help="for audiocraft checkpoints, optional: a preset (small, medium, large, ...) whose shape "
+        "must agree with the one the checkpoint's xp.cfg records",
     )
     parser.add_argument(
-        "--text-encoder", default="t5-base", help="T5 directory or hub id, for audiocraft checkpoints"
+        "--text-encoder",
+        help="T5 directory or hub id, for audiocraft checkpoints (default: the one xp.cfg names)",
     )
     parser.add_argument("--codec", help="EnCodec directory or hub id, for audiocraft checkpoints")
+    parser.add_argument(
+        "--text-padding",
+        choices=("mask", "zeros_attended"),
+        help="how cross-attention treats padded text: mask (transformers, the default) or "
+        "zeros_attended (audiocraft); stored in the checkpoint's config",
+    )
 
 
 def add_jax_to_hf_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,24 +46,30 @@ def add_jax_to_hf_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_hf_to_jax(args: argparse.Namespace) -> Path:
     from musicgen_jax.conversion import audiocraft_format, transformers_format
-    from musicgen_jax.models.config import MusicGenConfig
 
-    source = hub.resolve(args.model)
     output = Path(args.output)
+    if Path(args.model).is_file() and audiocraft_format.is_audiocraft_checkpoint(args.model):
+        source = Path(args.model)  # state_dict.bin itself
+    else:
+        source = hub.resolve(args.model)
     if transformers_format.is_transformers_checkpoint(source):
-        return transformers_format.convert_from_transformers(source, output, args.dtype)
+        converted = transformers_format.convert_from_transformers(source, output, args.dtype)
+        if args.text_padding is not None:
+            config = ckpt.load_config(converted).with_text_padding(args.text_padding)
+            config_io.save_yaml(config, converted / ckpt.CONFIG)
+        return converted
     if audiocraft_format.is_audiocraft_checkpoint(source):
-        if not args.preset:
-            raise CheckpointError("audiocraft checkpoints do not record their shape: pass --preset")
-        config = MusicGenConfig.preset(args.preset)
-        t5_dir = hub.resolve(args.text_encoder)
-        params = audiocraft_format.load_audiocraft_params(source, t5_dir, config, args.dtype)
+        imported = audiocraft_format.load_audiocraft(
+            source, text_encoder=args.text_encoder, preset=args.preset, dtype=args.dtype
+        )
+        config = imported.config
+        if args.text_padding is not None:
+            config = config.with_text_padding(args.text_padding)
         codec_dir = hub.resolve(args.codec or config.audio.codec)
         from transformers import AutoTokenizer
 
-        return ckpt.save_checkpoint(
-            output, config, params, tokenizer=AutoTokenizer.from_pretrained(str(t5_dir)), codec_dir=codec_dir
-        )
+        tokenizer = AutoTokenizer.from_pretrained(str(imported.text_encoder_dir))
+        return ckpt.save_checkpoint(output, config, imported.params, tokenizer=tokenizer, codec_dir=codec_dir)
     raise CheckpointError(
         f"{source} is neither a transformers MusicGen directory nor an audiocraft state_dict.bin"
     )

@@ -28,12 +28,31 @@ class Rule:
     layout: Layout = "copy"
     stack: int = 0  # size of the stacked leading axis of the Flax leaf (0: not stacked)
     heads: int = 0  # for heads_in / heads_out
+    # A fused PyTorch tensor (audiocraft's in_proj_weight, q/k/v stacked by rows) feeds ``parts``
+    # Flax leaves; this rule takes the rows of part ``part`` (of equal size).
+    part: int = 0
+    parts: int = 1
 
     def torch_keys(self) -> list[str]:
         return [self.key.format(i=i) for i in range(self.stack)] if self.stack else [self.key]
 
+    def describe(self, key: str) -> str:
+        """``key``, with the part of its rows when the tensor is fused."""
+        return f"{key} (rows part {self.part + 1} of {self.parts})" if self.parts > 1 else key
+
+
+def torch_part(array: np.ndarray, rule: Rule) -> np.ndarray:
+    """The rows of a fused tensor that ``rule`` reads (the whole tensor when it is not fused)."""
+    if rule.parts == 1:
+        return array
+    if array.shape[0] % rule.parts:
+        raise ValueError(f"{array.shape[0]} rows do not split into {rule.parts} equal parts")
+    size = array.shape[0] // rule.parts
+    return array[rule.part * size : (rule.part + 1) * size]
+
 
 def to_flax(array: np.ndarray, rule: Rule) -> np.ndarray:
+    array = torch_part(array, rule)
     if rule.layout == "copy":
         return array
     if rule.layout == "transpose":
@@ -164,46 +183,54 @@ MUSICGEN_IGNORED = [
 
 # ------------------------------------------------------------------------------------ audiocraft
 
+AUDIOCRAFT_PROJECTION = "condition_provider.conditioners.description.output_proj"
 
-def audiocraft_to_transformers_names(state: dict[str, np.ndarray], hidden_size: int) -> dict[str, np.ndarray]:
-    """audiocraft's LM names to transformers' decoder names, fused q/k/v split (no copies).
 
-    ``emb.{k}`` -> embed_tokens, ``transformer.layers.{i}.self_attn.in_proj_weight`` -> q/k/v,
-    ``cross_attention`` -> ``encoder_attn``, ``linear1/2`` -> ``fc1/2``, ``norm1/norm_cross/norm2``
-    -> the three layer norms, ``out_norm`` -> final norm, ``linears.{k}`` -> ``lm_heads``,
-    ``condition_provider.conditioners.description.output_proj`` -> ``enc_to_dec_proj``.
+def audiocraft_rules(config: MusicGenConfig) -> list[Rule]:
+    """audiocraft's ``LMModel`` state dict (``best_state`` of ``state_dict.bin``), by its own names.
+
+    ``emb.{k}``, ``linears.{k}``, ``out_norm``; per layer ``self_attn`` and ``cross_attention``
+    with fused ``in_proj_weight`` (q, k, v stacked by rows) and ``out_proj``, ``linear1/2``,
+    ``norm1/norm_cross/norm2``; the description conditioner's ``output_proj``.
     """
-    renames = [
-        (r"^emb\.(\d+)\.", r"decoder.model.decoder.embed_tokens.\1."),
-        (r"^transformer\.layers\.(\d+)\.cross_attention\.", r"decoder.model.decoder.layers.\1.encoder_attn."),
-        (r"^transformer\.layers\.(\d+)\.self_attn\.", r"decoder.model.decoder.layers.\1.self_attn."),
-        (r"^transformer\.layers\.(\d+)\.linear1\.", r"decoder.model.decoder.layers.\1.fc1."),
-        (r"^transformer\.layers\.(\d+)\.linear2\.", r"decoder.model.decoder.layers.\1.fc2."),
-        (r"^transformer\.layers\.(\d+)\.norm1\.", r"decoder.model.decoder.layers.\1.self_attn_layer_norm."),
-        (
-            r"^transformer\.layers\.(\d+)\.norm_cross\.",
-            r"decoder.model.decoder.layers.\1.encoder_attn_layer_norm.",
-        ),
-        (r"^transformer\.layers\.(\d+)\.norm2\.", r"decoder.model.decoder.layers.\1.final_layer_norm."),
-        (r"^out_norm\.", r"decoder.model.decoder.layer_norm."),
-        (r"^linears\.(\d+)\.", r"decoder.lm_heads.\1."),
-        (r"^condition_provider\.conditioners\.description\.output_proj\.", r"enc_to_dec_proj."),
+    dec = config.decoder
+    n, h = dec.num_layers, dec.num_heads
+    layer = "transformer.layers.{i}"
+    root = ("decoder",)
+    layers = root + ("layers",)
+    rules = [
+        Rule(root + ("embed_tokens",), "emb.{i}.weight", stack=dec.num_codebooks),
+        Rule(root + ("lm_heads",), "linears.{i}.weight", stack=dec.num_codebooks),
+        Rule(root + ("final_norm", "scale"), "out_norm.weight"),
+        Rule(root + ("final_norm", "bias"), "out_norm.bias"),
+        Rule(layers + ("fc1", "kernel"), f"{layer}.linear1.weight", "transpose", n),
+        Rule(layers + ("fc2", "kernel"), f"{layer}.linear2.weight", "transpose", n),
     ]
-    renamed: dict[str, np.ndarray] = {}
-    for key, value in state.items():
-        new = key
-        for pattern, replacement in renames:
-            new, count = re.subn(pattern, replacement, new)
-            if count:
-                break
-        if new.endswith("in_proj_weight"):
-            stem = new[: -len("in_proj_weight")]
-            if value.shape[0] != 3 * hidden_size:
-                raise ValueError(
-                    f"{key}: expected {3 * hidden_size} rows of fused q/k/v, got {value.shape[0]}"
+    for ours, theirs in (("self_attention", "self_attn"), ("cross_attention", "cross_attention")):
+        for part, proj in enumerate(("query", "key", "value")):
+            rules.append(
+                Rule(
+                    layers + (ours, proj, "kernel"),
+                    f"{layer}.{theirs}.in_proj_weight",
+                    "heads_in",
+                    n,
+                    h,
+                    part=part,
+                    parts=3,
                 )
-            for i, proj in enumerate(("q_proj", "k_proj", "v_proj")):
-                renamed[f"{stem}{proj}.weight"] = value[i * hidden_size : (i + 1) * hidden_size]
-        else:
-            renamed[new] = value
-    return renamed
+            )
+        rules.append(
+            Rule(layers + (ours, "out", "kernel"), f"{layer}.{theirs}.out_proj.weight", "heads_out", n, h)
+        )
+    for ours, theirs in (
+        ("self_attention_norm", "norm1"),
+        ("cross_attention_norm", "norm_cross"),
+        ("mlp_norm", "norm2"),
+    ):
+        rules.append(Rule(layers + (ours, "scale"), f"{layer}.{theirs}.weight", stack=n))
+        rules.append(Rule(layers + (ours, "bias"), f"{layer}.{theirs}.bias", stack=n))
+    return rules + projection_rules(config, f"{AUDIOCRAFT_PROJECTION}.")
+
+
+# Tensors audiocraft keeps beside the LM that have no counterpart here.
+AUDIOCRAFT_IGNORED = [r".*\.num_batches_tracked"]

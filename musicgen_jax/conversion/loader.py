@@ -19,8 +19,6 @@ from musicgen_jax.conversion import checkpoint as ckpt
 from musicgen_jax.conversion.tensors import CheckpointError
 from musicgen_jax.models.config import MusicGenConfig
 
-DEFAULT_TEXT_ENCODER = "t5-base"  # audiocraft's MusicGen text encoder
-
 
 @dataclasses.dataclass
 class LoadedModel:
@@ -59,15 +57,26 @@ def load_model(
     text_encoder: str | Path | None = None,
     preset: str | None = None,
     codec: str | Path | None = None,
+    text_padding: str | None = None,
 ) -> LoadedModel:
     """Load any supported source; parameters are read straight into ``dtype``.
 
-    ``tokenizer`` replaces the source's own tokenizer. ``text_encoder`` (a T5 directory or hub id,
-    default ``t5-base``) and ``preset`` (the model shape) are read only for audiocraft checkpoints,
-    which hold just the language model; ``codec`` (an EnCodec directory or hub id) replaces the
-    source's codec.
+    ``tokenizer`` replaces the source's own tokenizer. ``text_encoder`` (a T5 directory or hub id;
+    default: the one the checkpoint's xp.cfg names) and ``preset`` (optional; it must agree with
+    the checkpoint's shape) are read only for audiocraft checkpoints (a directory holding
+    ``state_dict.bin``, or the file), which hold just the language model; ``codec`` (an EnCodec
+    directory or hub id) replaces the source's codec. ``text_padding`` ("mask" or
+    "zeros_attended", see :class:`~musicgen_jax.models.config.ConditioningConfig`) replaces the
+    config's.
     """
-    directory = hub.resolve(name_or_path)
+    local = Path(name_or_path).expanduser()
+    is_file = not (isinstance(name_or_path, str) and name_or_path in hub.BUILTIN_MODELS) and local.is_file()
+    directory = local if is_file else hub.resolve(name_or_path)
+    if is_file and not audiocraft_format.is_audiocraft_checkpoint(directory):
+        raise CheckpointError(
+            f"{directory} is a file; point at the model's directory (a file is read only as an "
+            "audiocraft LM checkpoint, state_dict.bin)"
+        )
     if ckpt.is_checkpoint(directory):
         config, params = ckpt.load_checkpoint(directory, dtype)
         tokenizer_dir: str | Path = directory / ckpt.TOKENIZER
@@ -81,20 +90,18 @@ def load_model(
         tokenizer_dir, codec_source = directory, directory
         generation = ckpt.load_generation_config(directory)
     elif audiocraft_format.is_audiocraft_checkpoint(directory):
-        if preset is None:
-            raise CheckpointError(
-                f"{directory} is an audiocraft LM checkpoint, which does not record its shape: pass preset= "
-                f"(one of {', '.join(MusicGenConfig.preset_names())})"
-            )
-        config = MusicGenConfig.preset(preset)
-        t5_dir = hub.resolve(text_encoder or DEFAULT_TEXT_ENCODER)
-        params = audiocraft_format.load_audiocraft_params(directory, t5_dir, config, dtype)
-        tokenizer_dir, codec_source, generation = t5_dir, config.audio.codec, {}
+        imported = audiocraft_format.load_audiocraft(
+            directory, text_encoder=text_encoder, preset=preset, dtype=dtype
+        )
+        config, params = imported.config, imported.params
+        tokenizer_dir, codec_source, generation = imported.text_encoder_dir, config.audio.codec, {}
     else:
         raise CheckpointError(
             f"{directory} is neither a musicgen-jax checkpoint ({ckpt.MARKER}), a transformers MusicGen "
             "directory (config.json with model_type 'musicgen'), nor an audiocraft LM (state_dict.bin)"
         )
+    if text_padding is not None:
+        config = config.with_text_padding(text_padding)
     return LoadedModel(
         config=config,
         params=params,

@@ -43,7 +43,8 @@ def load_params(
     available = set(keys)
     consumed: set[str] = set()
     flat: dict[tuple[str, ...], np.ndarray] = {}
-    missing = [k for rule in rules for k in rule.torch_keys() if k not in available]
+    needed = dict.fromkeys(k for rule in rules for k in rule.torch_keys())  # fused keys once
+    missing = [k for k in needed if k not in available]
     if missing:
         shown = ", ".join(missing[:8]) + (f" (and {len(missing) - 8} more)" if len(missing) > 8 else "")
         raise CheckpointError(f"the checkpoint lacks {len(missing)} tensor(s) the model needs: {shown}")
@@ -54,22 +55,10 @@ def load_params(
         if rule.stack:
             leaf = np.empty(want, dtype=target)
             for i, key in enumerate(rule.torch_keys()):
-                array = to_flax(get(key), rule)
-                if array.shape != want[1:]:
-                    raise CheckpointError(
-                        f"{key}: shape {array.shape} after layout {rule.layout!r}, "
-                        f"but the config implies {want[1:]}"
-                    )
-                leaf[i] = array
+                leaf[i] = _read(get, key, rule, want[1:])
                 consumed.add(key)
         else:
-            array = to_flax(get(rule.key), rule)
-            if array.shape != want:
-                raise CheckpointError(
-                    f"{rule.key}: shape {array.shape} after layout {rule.layout!r}, "
-                    f"but the config implies {want}"
-                )
-            leaf = np.array(array, dtype=target)
+            leaf = np.array(_read(get, rule.key, rule, want), dtype=target)
             consumed.add(rule.key)
         flat[rule.path] = leaf
     patterns = [re.compile(p) for p in ignored]
@@ -83,19 +72,41 @@ def load_params(
     return traverse_util.unflatten_dict(flat)
 
 
+def _read(get: Callable[[str], np.ndarray], key: str, rule: Rule, want: tuple[int, ...]) -> np.ndarray:
+    """One tensor in the Flax layout, its shape checked; errors name the source's own key."""
+    tensor = get(key)
+    try:
+        array = to_flax(tensor, rule)
+    except ValueError as error:  # a fused tensor whose rows do not split, a width heads do not divide
+        raise CheckpointError(
+            f"{key}: shape {tuple(tensor.shape)} does not fit the config ({error})"
+        ) from None
+    if array.shape != want:
+        raise CheckpointError(
+            f"{rule.describe(key)}: shape {array.shape} after layout {rule.layout!r} "
+            f"(stored {tuple(tensor.shape)}), but the config implies {want}"
+        )
+    return array
+
+
 def export_params(
     params: dict, rules: list[Rule], dtype: str | np.dtype | None = None
 ) -> dict[str, np.ndarray]:
     """The PyTorch-named tensors of ``params`` (the inverse of :func:`load_params`)."""
     target = numpy_dtype(dtype) if dtype is not None else None
     tensors: dict[str, np.ndarray] = {}
+    fused: dict[str, dict[int, np.ndarray]] = {}  # key -> part -> rows, for fused tensors
     for rule in rules:
         leaf = np.asarray(_get(params, rule.path))
         if target is not None:
             leaf = leaf.astype(target)
-        if rule.stack:
-            for i, key in enumerate(rule.torch_keys()):
-                tensors[key] = np.ascontiguousarray(to_torch(leaf[i], rule))
-        else:
-            tensors[rule.key] = np.ascontiguousarray(to_torch(leaf, rule))
+        pieces = zip(rule.torch_keys(), leaf) if rule.stack else [(rule.key, leaf)]
+        for key, value in pieces:
+            array = to_torch(value, rule)
+            if rule.parts > 1:
+                fused.setdefault(key, {})[rule.part] = array
+            else:
+                tensors[key] = np.ascontiguousarray(array)
+    for key, parts in fused.items():
+        tensors[key] = np.ascontiguousarray(np.concatenate([parts[i] for i in sorted(parts)]))
     return tensors

@@ -57,6 +57,14 @@ class TensorSource:
             raise CheckpointError(f"{path}: no tensors{f' under {prefix!r}' if prefix else ''}")
         return cls(readers)
 
+    @classmethod
+    def from_torch_state(cls, state: dict, origin: str | Path) -> TensorSource:
+        """The tensors of a state dict already loaded from ``origin`` (named in errors)."""
+        reader = _TorchReader(Path(origin), state)
+        if not reader.keys():
+            raise CheckpointError(f"{origin}: no tensors")
+        return cls(dict.fromkeys(reader.keys(), reader))
+
     def keys(self) -> list[str]:
         return sorted(self._readers)
 
@@ -205,19 +213,26 @@ _TORCH_LOAD_ERRORS = (
 _MSGPACK_RESTORE_ERRORS = (OSError, ValueError, TypeError, LookupError)
 
 
+def load_torch_file(file: str | Path) -> object:
+    """What ``torch.load`` returns for ``file`` on the CPU (memory-mapped where possible)."""
+    import torch
+
+    try:
+        return torch.load(str(file), map_location="cpu", mmap=True, weights_only=True)
+    except _TORCH_LOAD_ERRORS:
+        try:  # older audiocraft packages pickle an OmegaConf config beside the weights
+            return torch.load(str(file), map_location="cpu", weights_only=False)
+        except _TORCH_LOAD_ERRORS as error:
+            raise CheckpointError(f"{file}: not a readable PyTorch checkpoint ({error})") from None
+
+
 class _TorchReader(_Reader):
-    """``pytorch_model.bin`` or audiocraft's ``state_dict.bin`` (memory-mapped where possible)."""
+    """``pytorch_model.bin`` or audiocraft's ``state_dict.bin`` (memory-mapped where possible), or
+    a state dict already loaded (``data``)."""
 
-    def __init__(self, file: Path):
-        import torch
-
-        try:
-            data = torch.load(str(file), map_location="cpu", mmap=True, weights_only=True)
-        except _TORCH_LOAD_ERRORS:
-            try:  # audiocraft packages carry an OmegaConf config beside the weights
-                data = torch.load(str(file), map_location="cpu", weights_only=False)
-            except _TORCH_LOAD_ERRORS as error:
-                raise CheckpointError(f"{file}: not a readable PyTorch checkpoint ({error})") from None
+    def __init__(self, file: Path, data: object = None):
+        if data is None:
+            data = load_torch_file(file)
         if isinstance(data, dict) and "best_state" in data:
             data = data["best_state"]
             if isinstance(data, dict) and "model" in data and isinstance(data["model"], dict):

@@ -128,6 +128,15 @@ def export_to_transformers(
     """Write a musicgen-jax checkpoint as a directory transformers loads."""
     checkpoint_dir, output_dir = Path(checkpoint_dir), Path(output_dir)
     config, params = ckpt.load_checkpoint(checkpoint_dir)
+    if config.has_text_projection and config.text_encoder.d_model == config.decoder.hidden_size:
+        # transformers builds enc_to_dec_proj only when the widths differ, and an affine map with a
+        # bias cannot be folded into T5 or the bias-free cross-attention projections exactly.
+        raise CheckpointError(
+            f"{checkpoint_dir}: the model keeps a text projection (audiocraft's output_proj) although "
+            f"its text encoder and decoder are both {config.decoder.hidden_size} wide; transformers' "
+            "MusicGen has enc_to_dec_proj only when those widths differ, so this model has no "
+            "transformers form (it runs here as it is)"
+        )
     codec_dir = checkpoint_dir / ckpt.CODEC
     codec_config = None
     tensors = export_params(params, musicgen_rules(config), dtype)

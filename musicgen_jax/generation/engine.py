@@ -106,7 +106,8 @@ class GenerationEngine:
     # ------------------------------------------------------------------------------ conditioning
 
     def prepare_text(self, texts: Sequence[str | None], attributes=None) -> TextBatch:
-        """Render, tokenise and pad prompts (to a multiple of ``TEXT_LENGTH_BUCKET`` tokens)."""
+        """Render, tokenise and pad prompts (to a multiple of ``TEXT_LENGTH_BUCKET`` tokens, or to the
+        longest prompt for a model with ``text_padding`` "zeros_attended")."""
         return self.text.batch(texts, attributes)
 
     def _attributes(self, batch: TextBatch):

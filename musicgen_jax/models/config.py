@@ -152,6 +152,16 @@ class ConditioningConfig:
 
     attributes: Literal["text", "learned", "text+learned"] = "text"
     max_text_tokens: int = 256  # prompts longer than this are rejected, not truncated silently
+    # How cross-attention treats padded text positions. "mask": not attended (transformers, the
+    # parity target). "zeros_attended": their (zeroed) memory is attended like any other position,
+    # as audiocraft's cross-attention does (it has no key padding mask), and prompts are padded to
+    # the longest of the batch only, as audiocraft's T5 conditioner pads: the padding then changes
+    # the result (see docs/conversion.md).
+    text_padding: Literal["mask", "zeros_attended"] = "mask"
+
+    def __post_init__(self) -> None:
+        if self.text_padding not in ("mask", "zeros_attended"):
+            raise ValueError(f"text_padding must be 'mask' or 'zeros_attended', got {self.text_padding!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +175,10 @@ class MusicGenConfig:
     conditioning: ConditioningConfig = ConditioningConfig()
     # Seconds of audio the model was trained on; longer generation slides a window.
     max_duration: float = 30.0
+    # The Linear (with bias) from T5 width to decoder width. None: only when the widths differ, as
+    # transformers builds ``enc_to_dec_proj``. True: always, as audiocraft's T5 conditioner has its
+    # ``output_proj`` whatever the widths (such a model at equal widths has no transformers form).
+    text_projection: bool | None = None
 
     def __post_init__(self) -> None:
         if self.audio.channels != self.decoder.audio_channels:
@@ -172,11 +186,24 @@ class MusicGenConfig:
                 f"audio.channels ({self.audio.channels}) and decoder.audio_channels "
                 f"({self.decoder.audio_channels}) disagree"
             )
+        if self.text_projection is False and self.text_encoder.d_model != self.decoder.hidden_size:
+            raise ValueError(
+                f"text_projection is false, but the text encoder is {self.text_encoder.d_model} wide and "
+                f"the decoder {self.decoder.hidden_size}: the widths differ, so a projection is needed"
+            )
 
     @property
     def has_text_projection(self) -> bool:
-        """transformers adds ``enc_to_dec_proj`` only when the widths differ."""
+        """Whether the model has its text projection (``text_projection``, default: widths differ)."""
+        if self.text_projection is not None:
+            return self.text_projection
         return self.text_encoder.d_model != self.decoder.hidden_size
+
+    def with_text_padding(self, text_padding: str) -> MusicGenConfig:
+        """This config with ``conditioning.text_padding`` replaced ("mask" or "zeros_attended")."""
+        return dataclasses.replace(
+            self, conditioning=dataclasses.replace(self.conditioning, text_padding=text_padding)
+        )
 
     @property
     def uses_learned_attributes(self) -> bool:
@@ -254,6 +281,12 @@ class MusicGenConfig:
         from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
 
         text = self.text_encoder
+        if self.has_text_projection and text.d_model == self.decoder.hidden_size:
+            raise ValueError(
+                f"{self.name} keeps a text projection although its text encoder and decoder are both "
+                f"{text.d_model} wide (audiocraft's output_proj); transformers' MusicGen builds "
+                "enc_to_dec_proj only when the widths differ, so it has no place for this projection"
+            )
         t5 = T5Config(
             vocab_size=text.vocab_size,
             d_model=text.d_model,
@@ -298,6 +331,101 @@ class MusicGenConfig:
             )
         return MusicgenConfig(text_encoder=t5, audio_encoder=codec, decoder=decoder)
 
+    # ---------------------------------------------------------------------------- audiocraft
+
+    @classmethod
+    def from_audiocraft(
+        cls,
+        xp_cfg: dict,
+        text_encoder: TextEncoderConfig,
+        *,
+        text_projection: bool | None = True,
+        name: str = "musicgen",
+    ) -> MusicGenConfig:
+        """From the ``xp.cfg`` audiocraft stores beside the weights of ``state_dict.bin`` (its
+        training config, as a dict).
+
+        The decoder's shape is ``transformer_lm``'s ``dim``, ``num_heads``, ``num_layers``,
+        ``hidden_scale`` (ffn = dim * hidden_scale), ``n_q`` and ``card``; stereo is
+        ``interleave_stereo_codebooks.use``. The text encoder's config comes from its own checkpoint
+        (xp.cfg only names it: :meth:`audiocraft_text_encoder`). audiocraft's T5 conditioner always
+        has its ``output_proj``, so ``text_projection`` defaults to true whatever the widths (None, for
+        a state dict without one: only when the widths differ). A
+        setting this model does not implement (post-norm, biases, rotary positions, a pattern other
+        than the delay pattern, prepended conditions such as melody's chroma, ...) is refused by its
+        xp.cfg name; a setting xp.cfg leaves out is taken to be MusicGen's.
+        """
+        read = _AudiocraftConfig(xp_cfg)
+        for key, wanted in _AUDIOCRAFT_REQUIRED.items():
+            found = read.get(key, wanted)
+            if found != wanted:
+                raise ValueError(
+                    f"xp.cfg sets {key} to {found!r}; musicgen-jax implements only {wanted!r} "
+                    "(audiocraft's MusicGen text-to-music LM)"
+                )
+        channels = 2 if read.get("interleave_stereo_codebooks.use", False) else 1
+        codebooks = read.integer("transformer_lm.n_q")
+        delays = read.get("codebooks_pattern.delay.delays", None)
+        expected_delays = [k // channels for k in range(codebooks)]
+        if delays is not None and list(delays) != expected_delays:
+            raise ValueError(
+                f"xp.cfg sets codebooks_pattern.delay.delays to {list(delays)}; for {codebooks} codebooks "
+                f"({'stereo' if channels == 2 else 'mono'}) musicgen-jax's delay pattern is {expected_delays}"
+            )
+        dim = read.integer("transformer_lm.dim")
+        dropout = float(read.get("transformer_lm.dropout", 0.0))
+        attention_dropout = read.get("transformer_lm.attention_dropout", None)  # None: as dropout
+        decoder = DecoderConfig(
+            vocab_size=read.integer("transformer_lm.card"),
+            hidden_size=dim,
+            num_layers=read.integer("transformer_lm.num_layers"),
+            num_heads=read.integer("transformer_lm.num_heads"),
+            ffn_dim=int(float(read.get("transformer_lm.hidden_scale", 4)) * dim),
+            num_codebooks=codebooks,
+            audio_channels=channels,
+            activation="gelu",
+            dropout=dropout,
+            attention_dropout=dropout if attention_dropout is None else float(attention_dropout),
+            activation_dropout=dropout,
+        )
+        codec = str(read.get("compression_model_checkpoint", AudioConfig.codec))
+        audio = AudioConfig(
+            sample_rate=int(read.get("sample_rate", AudioConfig.sample_rate)),
+            channels=channels,
+            codec=codec.removeprefix("//pretrained/"),
+        )
+        return cls(
+            name=name,
+            text_encoder=text_encoder,
+            decoder=decoder,
+            audio=audio,
+            max_duration=float(read.get("dataset.segment_duration", cls.max_duration)),
+            text_projection=text_projection,
+        )
+
+    @staticmethod
+    def audiocraft_text_encoder(xp_cfg: dict) -> str:
+        """The text encoder an audiocraft ``xp.cfg`` names (``conditioners.description.t5.name``)."""
+        return str(_AudiocraftConfig(xp_cfg).get("conditioners.description.t5.name", "t5-base"))
+
+    def audiocraft_disagreements(self, imported: MusicGenConfig) -> list[str]:
+        """The shape facts on which this config (a preset) and one read from xp.cfg differ, each as
+        "field is <ours>, xp.cfg's <key> gives <theirs>"; the text encoder's fields are compared
+        with the text encoder's own config."""
+        found = []
+        for field, key in _AUDIOCRAFT_SHAPE_FIELDS.items():
+            mine, theirs = _dotted(self, field), _dotted(imported, field)
+            if mine != theirs:
+                found.append(f"{field} is {mine!r}, but xp.cfg ({key}) gives {theirs!r}")
+        for field in dataclasses.fields(TextEncoderConfig):
+            mine = getattr(self.text_encoder, field.name)
+            theirs = getattr(imported.text_encoder, field.name)
+            if mine != theirs:
+                found.append(
+                    f"text_encoder.{field.name} is {mine!r}, but the text encoder's config gives {theirs!r}"
+                )
+        return found
+
     def codec_to_transformers(self) -> Any:
         """A transformers ``EncodecConfig`` of ``audio.codec_shape``, the codec these tokens need:
         one codebook of ``decoder.vocab_size`` entries per codebook of a channel, at ``frame_rate``."""
@@ -332,3 +460,81 @@ class MusicGenConfig:
             overlap=None,
             use_conv_shortcut=False,
         )
+
+
+# xp.cfg settings musicgen-jax's decoder hard-codes (audiocraft's MusicGen LM configuration).
+_AUDIOCRAFT_REQUIRED: dict[str, Any] = {
+    "lm_model": "transformer_lm",
+    "transformer_lm.norm_first": True,
+    "transformer_lm.norm": "layer_norm",
+    "transformer_lm.bias_ff": False,
+    "transformer_lm.bias_attn": False,
+    "transformer_lm.bias_proj": False,
+    "transformer_lm.activation": "gelu",
+    "transformer_lm.positional_embedding": "sin",
+    "transformer_lm.causal": True,
+    "transformer_lm.past_context": None,
+    "transformer_lm.layer_scale": None,
+    "transformer_lm.qk_layer_norm": False,
+    "transformer_lm.qk_layer_norm_cross": False,
+    "transformer_lm.kv_repeat": 1,
+    "codebooks_pattern.modeling": "delay",
+    "codebooks_pattern.delay.flatten_first": 0,
+    "codebooks_pattern.delay.empty_initial": 0,
+    "interleave_stereo_codebooks.per_timestep": False,
+    "fuser.cross": ["description"],
+    "fuser.prepend": [],
+    "fuser.sum": [],
+    "fuser.input_interpolate": [],
+    "fuser.cross_attention_pos_emb": False,
+    "conditioners.description.model": "t5",
+    "conditioners.description.t5.finetune": False,  # true would put T5's weights in the LM checkpoint
+    "conditioners.description.t5.normalize_text": False,
+}
+
+# Our shape facts and the xp.cfg keys they are read from.
+_AUDIOCRAFT_SHAPE_FIELDS = {
+    "decoder.hidden_size": "transformer_lm.dim",
+    "decoder.num_layers": "transformer_lm.num_layers",
+    "decoder.num_heads": "transformer_lm.num_heads",
+    "decoder.ffn_dim": "transformer_lm.dim * transformer_lm.hidden_scale",
+    "decoder.num_codebooks": "transformer_lm.n_q",
+    "decoder.vocab_size": "transformer_lm.card",
+    "decoder.audio_channels": "interleave_stereo_codebooks.use",
+    "decoder.activation": "transformer_lm.activation",
+    "audio.sample_rate": "sample_rate",
+}
+
+
+def _dotted(obj: Any, field: str) -> Any:
+    for part in field.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class _AudiocraftConfig:
+    """Dotted reads of an audiocraft ``xp.cfg`` dict, resolving OmegaConf's ``${a.b}`` references
+    (``OmegaConf.to_yaml`` writes them unresolved)."""
+
+    _MISSING = object()
+
+    def __init__(self, data: dict):
+        self.data = data
+
+    def get(self, key: str, default: Any = _MISSING) -> Any:
+        node: Any = self.data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                if default is self._MISSING:
+                    raise ValueError(f"xp.cfg has no {key}")
+                return default
+            node = node[part]
+        if isinstance(node, str) and node.startswith("${") and node.endswith("}"):
+            return self.get(node[2:-1], default)
+        return node
+
+    def integer(self, key: str) -> int:
+        value = self.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"xp.cfg's {key} is {value!r}, expected an integer")
+        return value

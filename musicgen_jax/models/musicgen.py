@@ -60,11 +60,19 @@ class MusicGenModel(nn.Module):
     ) -> tuple[jax.Array, jax.Array]:
         """Cross-attention memory ``[batch, cond_len, hidden]`` and its mask from T5 states.
 
-        As transformers does: project to decoder width, then zero padded positions.
+        As transformers does: project to decoder width, then zero padded positions, which the
+        cross-attention then masks (``conditioning.text_padding`` "mask"). With "zeros_attended"
+        the zeroed positions stay visible to the cross-attention, as in audiocraft, whose
+        cross-attention has no key padding mask: their keys and values are zero, so each takes
+        softmax mass (a score of 0) and adds nothing. An empty text (mask all zero) is all zeros
+        either way, which attends to nothing in effect: the null condition is unchanged.
         """
         memory = self.text_projection(text_states) if self.config.has_text_projection else text_states
         memory = memory * text_mask[..., None].astype(memory.dtype)
-        mask = text_mask.astype(bool)
+        if self.config.conditioning.text_padding == "zeros_attended":
+            mask = jnp.ones(text_mask.shape, bool)
+        else:
+            mask = text_mask.astype(bool)
         if self.config.uses_learned_attributes:
             if attributes is None:
                 raise ValueError("this model learned attribute embeddings: pass attributes (or null ones)")
