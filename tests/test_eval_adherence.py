@@ -5,6 +5,7 @@ and against shuffled attributes fall well short; the probe command stores probes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -160,6 +161,36 @@ def test_shuffled_prompts_and_noise_fall_short(report):
     assert conditions["noise"]["frechet_distance_to_real"] > 2 * report["real_halves_frechet_distance"]
     assert report["kind"] == ADHERENCE_KIND
     json.dumps(report, allow_nan=False)  # JSON as it stands
+
+
+def test_the_paired_distance_sees_which_clip_was_asked_for_what(probes):
+    """Renders of the same specs with another seed, each naming the first render of its own spec:
+    their paired distance (against a third render of each) is well below that of the same clips
+    re-paired with other prompts, which the set distance cannot tell apart."""
+    specs = [e.spec for e in render_examples(12, seed=11, duration=SECONDS, sample_rate=RATE)]
+    real, again, third_renders = [], [], []
+    for index, spec in enumerate(specs):
+        for seed, into in ((0, real), (1, again), (2, third_renders)):
+            rng = np.random.default_rng((index, seed))
+            notes = synthetic.compose(spec, SECONDS, rng)
+            audio = synthetic.render(notes, SECONDS, RATE, rng, loudness=spec.loudness, rising=spec.rising)
+            into.append(audio)
+    clips = [
+        GeneratedClip(f"again{i}", audio, RATE, Attributes.create(genre=spec.genre), reference=i)
+        for i, (audio, spec) in enumerate(zip(again, specs, strict=True))
+    ]
+    conditions = {"own prompts": clips, "shuffled": shuffled_requests(clips, seed=2)}
+    real_clips, third = [(a, RATE) for a in real], [(a, RATE) for a in third_renders]
+    report = adherence_report(conditions, probes, real_clips, second_renders=third)
+    own, shuffled = (report["conditions"][name] for name in ("own prompts", "shuffled"))
+    assert own["frechet_distance_to_real"] == pytest.approx(shuffled["frechet_distance_to_real"])
+    assert own["paired_frechet_distance"] < 0.7 * shuffled["paired_frechet_distance"], (own, shuffled)
+    with pytest.raises(ValueError, match="references"):
+        adherence_report(
+            {"x": [dataclasses.replace(c, reference=99) for c in clips]},
+            probes,
+            [(a, RATE) for a in real[:4]],
+        )
 
 
 def test_a_set_is_at_distance_zero_from_itself():

@@ -12,7 +12,15 @@ condition (e.g. guidance 3, guidance 1, unconditional, shuffled prompts):
   instruments. Their ratio is the figure the demo model must keep at or above
   :data:`ADHERENCE_TARGET` ("detected at no less than 80% of the probe's accuracy on real renders");
 - genre accuracy and mood-class accuracy, likewise against the probe's real per-class recall;
-- the Fréchet distance to real renders in the probes' embedding (:func:`probe_frechet_distance`).
+- the Fréchet distance to real renders in the probes' embedding (:func:`probe_frechet_distance`),
+  between the sets; being a distance between sets it cannot see which clip was asked for what
+  (re-pairing clips with other prompts leaves it unchanged), so beside it
+- the *paired* Fréchet distance, where clips name their prompt's real render
+  (:attr:`GeneratedClip.reference`) and a second real render of every prompt is given: between the
+  (clip, its prompt's render) pairs and the (second render, first render) pairs of the same
+  prompts, each pair one vector of both clips' features. It sees what the set distance cannot: a
+  clip re-paired with another prompt (or made without listening to its own) breaks the
+  resemblance between the halves that two renders of one prompt have.
 
 Words the probes do not know (an instrument outside the synthetic set's eight) are left unscored.
 """
@@ -48,6 +56,7 @@ class GeneratedClip:
     sample_rate: int
     request: Attributes
     text: str = ""  # the prompt, for the report
+    reference: int | None = None  # index of its prompt's real render in adherence_report's real_clips
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +82,12 @@ def shuffled_requests(clips: Sequence[GeneratedClip], seed: int = 0) -> list[Gen
     order = np.random.default_rng(seed).permutation(len(clips))
     donor = {int(order[i]): int(order[(i + 1) % len(order)]) for i in range(len(order))}
     return [
-        dataclasses.replace(clip, request=clips[donor[i]].request, text=clips[donor[i]].text)
+        dataclasses.replace(
+            clip,
+            request=clips[donor[i]].request,
+            text=clips[donor[i]].text,
+            reference=clips[donor[i]].reference,
+        )
         for i, clip in enumerate(clips)
     ]
 
@@ -200,16 +214,29 @@ def adherence_report(
     conditions: Mapping[str, Sequence[GeneratedClip]],
     probes: AttributeProbes,
     real_clips: Sequence[tuple[np.ndarray, int]],
+    second_renders: Sequence[tuple[np.ndarray, int]] | None = None,
 ) -> dict[str, Any]:
     """The JSON-ready report: per condition its summary, its Fréchet distance to ``real_clips``
-    (``(audio, sample_rate)`` renders of the synthetic set) and per-clip rows; beside them the
-    distance between the two halves of the real clips, the floor a set of that size reaches."""
+    (``(audio, sample_rate)`` renders of the synthetic set), its prompt-wise distance where its clips
+    name a ``reference`` among ``real_clips`` and ``second_renders`` gives another render of each,
+    and per-clip rows; beside them the distance between
+    the two halves of the real clips, the floor a set of that size reaches."""
     if not conditions or any(len(clips) < 2 for clips in conditions.values()):
         raise ValueError("give at least one condition, each of at least 2 clips")
     if len(real_clips) < 4:
         raise ValueError(f"give at least 4 real clips, got {len(real_clips)}")
+    references = {c.reference for clips in conditions.values() for c in clips} - {None}
+    if references and not references <= set(range(len(real_clips))):
+        raise ValueError(
+            f"clip references {sorted(references)} are not all among {len(real_clips)} real clips"
+        )
     real_rows = [probes.embed(audio, sample_rate) for audio, sample_rate in real_clips]
     real = np.concatenate(real_rows)
+    real_features = np.stack([rows.mean(axis=0) for rows in real_rows])  # [real clips, features]
+    reference_pairs = None
+    if second_renders is not None:
+        second = np.stack([probes.clip_features(audio, rate) for audio, rate in second_renders])
+        reference_pairs = np.concatenate([second, real_features], axis=1)  # [real clips, 2 features]
     # Conditions may share audio (the shuffled-prompt condition re-pairs another's clips): measure
     # each waveform once.
     measured: dict[tuple[int, int], tuple[np.ndarray, float | None]] = {}
@@ -237,9 +264,18 @@ def adherence_report(
         measurements = [measure(clip) for clip in clips]
         clip_rows = [clip_adherence(clip, probes, *m) for clip, m in zip(clips, measurements, strict=True)]
         rows = np.concatenate([m[0] for m in measurements])
+        pairs = [
+            np.concatenate([m[0].mean(axis=0), real_features[clip.reference]])
+            for clip, m in zip(clips, measurements, strict=True)
+            if clip.reference is not None
+        ]
+        paired = None
+        if reference_pairs is not None and len(pairs) >= 2:
+            paired = probe_frechet_distance(np.stack(pairs), reference_pairs)
         report["conditions"][name] = {
             "summary": condition_summary(clip_rows, probes),
             "frechet_distance_to_real": probe_frechet_distance(rows, real),
+            "paired_frechet_distance": paired,
             "clips": [dataclasses.asdict(row) for row in clip_rows],
         }
     return report

@@ -40,12 +40,13 @@ _SUMMARY_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("... by the probe on real renders", ("summary", "mood", "real_accuracy")),
     ("... ratio", ("summary", "mood", "ratio")),
     ("Fréchet distance to real renders", ("frechet_distance_to_real",)),
+    ("... paired: (clip, its prompt's render)", ("paired_frechet_distance",)),
 )
 
 
 def _get(entry: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     for key in path:
-        entry = entry[key]
+        entry = entry.get(key) if isinstance(entry, Mapping) else None  # older reports lack some
     return entry
 
 

@@ -3,7 +3,8 @@
 On the held-out prompts (:func:`~musicgen_jax.data.synthetic.holdout.held_out_prompts`: attribute
 combinations and tempi the training set left out), the model generates each prompt (caption and
 attributes) under four conditions: guidance 3 (the default), guidance 1, unconditional (no text,
-no attributes) and the guidance-3 clips scored against shuffled prompts. The attribute probes
+no attributes) and the guidance-3 clips scored against shuffled prompts; a fifth, real renders of
+the same prompts (another seed), shows what the judges give the real thing. The attribute probes
 stored with the model (trained on real renders, ``probes/``; trained here when absent) and the beat
 tracker judge them against real renders of the same prompts (:func:`~musicgen_jax.eval.adherence.
 adherence_report`); the report is written as JSON and as an HTML page with spectrograms.
@@ -50,7 +51,8 @@ BATCH = 8
 
 
 def real_render(prompt: HeldOutPrompt, duration: float, sample_rate: int, seed: int) -> np.ndarray:
-    """A real render of the prompt's piece: the synthetic set's composer and synthesiser."""
+    """A real render of the prompt's piece: the synthetic set's composer and synthesiser (``seed``
+    draws the notes and the sound; the prompt fixes the rest)."""
     rng = np.random.default_rng((seed, 7919))
     spec = prompt.spec
     notes = compose(spec, duration, rng)
@@ -93,6 +95,7 @@ def generate(
                     result.sample_rate,
                     prompt.attributes,
                     prompt.caption,
+                    reference=start + offset,  # the prompt's real render in adherence_report's list
                 )
             )
     return clips
@@ -114,8 +117,16 @@ def evaluate(
         "shuffled prompts (guidance 3)": shuffled_requests(guided, seed=seed),
     }
     generation_seconds = time.perf_counter() - began
-    real = [(real_render(p, duration, rate, seed), rate) for p in prompts]
-    report = adherence_report(conditions, probes_for(Path(model_dir), rate), real)
+    # Three renders of each prompt: the reference, the second half of the paired distance's
+    # reference pairs, and a condition of its own (what real music scores, and the paired floor).
+    real, second, third = (
+        [(real_render(p, duration, rate, seed + render), rate) for p in prompts] for render in range(3)
+    )
+    conditions["real renders (another seed)"] = [
+        GeneratedClip(f"real_{i:02d}", audio, rate, p.attributes, p.caption, reference=i)
+        for i, ((audio, _), p) in enumerate(zip(third, prompts, strict=True))
+    ]
+    report = adherence_report(conditions, probes_for(Path(model_dir), rate), real, second_renders=second)
     report["model"] = {"name": model_name, "sample_rate": rate, "prompts": num_prompts, "duration": duration}
     report["generation_seconds"] = generation_seconds
     clips = [
