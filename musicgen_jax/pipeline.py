@@ -176,6 +176,7 @@ class MusicGen:
         key: str | None = None,
         audio_prompt: np.ndarray | None = None,
         audio_prompt_sample_rate: int | None = None,
+        melody_chroma=None,
         **params,
     ) -> list[GenerationRequest]:
         """Validated :class:`~musicgen_jax.generation.params.GenerationRequest` objects.
@@ -183,6 +184,8 @@ class MusicGen:
         ``params`` are :class:`~musicgen_jax.generation.params.GenerationParams` fields
         (``duration``, ``temperature``, ``top_k``, ``top_p``, ``guidance_scale``, ``greedy``,
         ``num_beams``, ``seed``, ...). A seed given for a batch seeds row ``i`` with ``seed + i``.
+        ``melody_chroma`` (melody models): the chroma of a reference melody, ``[frames, 12]`` for
+        every row, ``[batch, frames, 12]`` or a list (None entries: no melody) for one a row.
         """
         if texts is None or isinstance(texts, str):
             texts = [texts]
@@ -213,6 +216,7 @@ class MusicGen:
             audio = audio[None, None] if audio.ndim == 1 else audio[None] if audio.ndim == 2 else audio
             codes = self.codec.encode(audio, audio_prompt_sample_rate)  # [1 or batch, K, frames]
             prompt_codes = [codes[min(i, codes.shape[0] - 1)] for i in range(len(texts))]
+        chromas = _per_row(melody_chroma, len(texts), "melody_chroma")
         seed = params.pop("seed", None)
         requests = []
         for i, (text, attrs) in enumerate(zip(texts, attributes)):
@@ -223,6 +227,7 @@ class MusicGen:
                     params=row_params,
                     attributes=attrs,
                     prompt_codes=None if prompt_codes is None else prompt_codes[i],
+                    melody_chroma=chromas[i],
                 )
             )
         return requests
@@ -309,3 +314,16 @@ def _stack_frames(frames: list[np.ndarray]) -> np.ndarray:
     if len(lengths) != 1:
         raise ValueError("rows have different lengths; use engine.generate for per-row durations")
     return np.stack(frames).astype(np.int32)
+
+
+def _per_row(value, rows: int, name: str) -> list:
+    """A per-row input as a list of ``rows`` entries: None, one array for every row (``[frames,
+    bins]``), ``[rows, frames, bins]``, or a list of arrays or None."""
+    if value is None:
+        return [None] * rows
+    if isinstance(value, np.ndarray) and value.ndim == 2:
+        return [value] * rows
+    items = list(value)
+    if len(items) != rows:
+        raise PromptError(f"{rows} prompts but {len(items)} {name} rows", name)
+    return items
