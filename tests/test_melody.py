@@ -75,6 +75,11 @@ def test_published_melody_presets(preset, shape, codebooks):
 
     defaults = MusicgenMelodyConfig()
     assert (defaults.num_chroma, defaults.chroma_length) == (12, 235)
+    # The full-size parameter tree, by jax.eval_shape only: no cross-attention, a chroma projection.
+    shapes = ckpt.expected_shapes(config)
+    assert shapes[("chroma_projection", "kernel")] == (12, shape[0])
+    assert not any("cross_attention" in part for path in shapes for part in path)
+    assert shapes[("decoder", "layers", "fc1", "kernel")] == (shape[1], shape[0], shape[3])
 
 
 @pytest.mark.parametrize("preset", ["melody", "stereo-melody-large", "tiny-melody", "tiny-stereo-melody"])
@@ -298,3 +303,90 @@ def test_a_text_model_refuses_a_melody(tiny_hf_dir):
     model = MusicGen.from_pretrained(tiny_hf_dir, dtype="float32")
     with pytest.raises(MelodyError, match="not a melody model"):
         model.generate_tokens(["calm piano"], duration=1.0, melody_chroma=null_chroma(12, 4))
+
+
+# ------------------------------------------------------------------------- chroma from audio
+
+N_FFT, HOP, RATE = 16384, 4096, 32000
+
+
+def reference_chroma(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``MusicgenMelodyFeatureExtractor``'s steps (its own class needs torchaudio, not built here):
+    torchaudio's ``Spectrogram(n_fft=16384, hop_length=4096, power=2, center=True,
+    normalized=True)`` as ``torch.stft``, transformers' ``chroma_filter_bank``, the inf-norm and the
+    one-hot. Mono 32 kHz ``[samples]`` in; (normalised chroma, one-hot) ``[frames, 12]`` out."""
+    from transformers.audio_utils import chroma_filter_bank
+
+    wav = torch.tensor(np.asarray(audio, np.float32))[None]
+    if wav.shape[-1] < N_FFT:
+        pad = N_FFT - wav.shape[-1]
+        wav = torch.nn.functional.pad(wav, (pad // 2, pad // 2 + pad % 2))
+    window = torch.hann_window(N_FFT)
+    stft = torch.stft(wav, N_FFT, HOP, N_FFT, window, center=True, pad_mode="reflect", return_complex=True)
+    spec = (stft / window.pow(2).sum().sqrt()).abs().pow(2)
+    filters = torch.from_numpy(chroma_filter_bank(N_FFT, 12, RATE, tuning=0)).float()
+    raw = torch.einsum("cf,...ft->...ct", filters, spec)
+    norm = torch.nn.functional.normalize(raw, p=float("inf"), dim=-2, eps=1e-6).transpose(1, 2)
+    one_hot = torch.zeros_like(norm).scatter_(-1, norm.argmax(-1, keepdim=True), 1)
+    return norm[0].numpy(), one_hot[0].numpy()
+
+
+def melody_audio(seconds: float, seed: int, channels: int = 1) -> np.ndarray:
+    """Notes of random pitch, a quarter second each, with a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    pitch = 220 * 2 ** (rng.integers(0, 24, int(np.ceil(seconds * 4))) / 12)
+    tone = np.sin(2 * np.pi * np.cumsum(pitch[(t * 4).astype(int)]) / RATE)
+    audio = 0.5 * tone + 0.05 * rng.standard_normal((channels, t.size))
+    return audio.astype(np.float32)
+
+
+def test_chroma_filter_bank_equals_transformers():
+    from transformers.audio_utils import chroma_filter_bank as theirs
+
+    from musicgen_jax.conditioning.melody import chroma_filter_bank
+
+    for n_fft, rate in ((N_FFT, RATE), (2048, 22050)):
+        np.testing.assert_allclose(
+            chroma_filter_bank(n_fft, 12, rate), theirs(n_fft, 12, rate, tuning=0), rtol=1e-12, atol=1e-15
+        )
+
+
+@pytest.mark.parametrize(
+    "seconds, channels", [(5.0, 1), (0.3, 1), (3.0, 2), (31.0, 1)]
+)  # typical, shorter than n_fft (padded), stereo (mean), past 30 s (cut)
+def test_chroma_from_audio_equals_the_feature_extractor_steps(seconds, channels):
+    from musicgen_jax.conditioning.melody import chroma_from_audio
+
+    audio = melody_audio(seconds, int(seconds * 10) + channels, channels)
+    mono = audio.mean(axis=0)[: 30 * RATE]
+    theirs_norm, theirs = reference_chroma(mono)
+    ours_norm = chroma_from_audio(audio if channels == 2 else audio[0], RATE, one_hot=False)
+    ours = chroma_from_audio(audio if channels == 2 else audio[0], RATE)
+    assert ours.shape == theirs.shape == (1 + max(mono.size, N_FFT) // HOP, 12)
+    np.testing.assert_allclose(ours_norm, theirs_norm, atol=1e-4)
+    np.testing.assert_array_equal(ours, theirs)
+    assert len(np.unique(ours.argmax(-1))) > 1 or seconds < 1  # the melody moves between pitch classes
+    if seconds > 30:
+        assert ours.shape[0] == 235  # chroma_length of Meta's melody checkpoints
+
+
+def test_generate_with_melody_audio_equals_transformers(tiny_hf_dirs):
+    """``melody=`` audio through our chroma, against transformers fed the reference chroma."""
+    directory = tiny_hf_dirs("melody")
+    model = MusicGen.from_pretrained(directory, dtype="float32")
+    audio = [melody_audio(2.0, 7)[0], melody_audio(2.0, 8)[0]]
+    chroma = np.stack([reference_chroma(a)[1] for a in audio])
+    frames = 50
+    want = reference.generate(
+        directory, PROMPTS, frames + 3, melody_chroma=chroma, do_sample=False, guidance_scale=3.0
+    ).codes
+    got = model.generate_tokens(
+        PROMPTS, duration=1.0, greedy=True, guidance_scale=3.0, melody=audio, melody_sample_rate=RATE
+    )
+    np.testing.assert_array_equal(got, want)
+    # Audio at another rate is resampled first.
+    resampled = model.generate_tokens(
+        PROMPTS[:1], duration=1.0, greedy=True, melody=audio[0][::2].copy(), melody_sample_rate=RATE // 2
+    )
+    assert resampled.shape == (1, 4, frames)
