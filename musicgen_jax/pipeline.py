@@ -20,6 +20,7 @@ import numpy as np
 
 from musicgen_jax.codec import EncodecBridge, JaxCodec, check_backend, load_codec
 from musicgen_jax.conditioning import Attributes
+from musicgen_jax.conditioning.melody import chroma_from_audio
 from musicgen_jax.conditioning.text import PromptError
 from musicgen_jax.conversion import checkpoint as ckpt
 from musicgen_jax.conversion.loader import LoadedModel, load_model
@@ -158,9 +159,13 @@ class MusicGen:
 
     # ------------------------------------------------------------------------------ scoring
 
-    def logits(self, texts: Sequence[str], decoder_input_ids: np.ndarray, attributes=None) -> np.ndarray:
-        """Teacher-forced logits ``[batch, codebooks, length, vocab]`` (float32) for delayed tokens."""
-        return self.engine.logits(self.engine.prepare_text(texts, attributes), decoder_input_ids)
+    def logits(
+        self, texts: Sequence[str], decoder_input_ids: np.ndarray, attributes=None, melody_chroma=None
+    ) -> np.ndarray:
+        """Teacher-forced logits ``[batch, codebooks, length, vocab]`` (float32) for delayed tokens
+        (``melody_chroma``: a melody model's chroma, as in :meth:`make_requests`)."""
+        chromas = _per_row(melody_chroma, len(texts), "melody_chroma")
+        return self.engine.logits(self.engine.prepare_text(texts, attributes), decoder_input_ids, chromas)
 
     # ------------------------------------------------------------------------------ generation
 
@@ -176,6 +181,9 @@ class MusicGen:
         key: str | None = None,
         audio_prompt: np.ndarray | None = None,
         audio_prompt_sample_rate: int | None = None,
+        melody=None,
+        melody_sample_rate: int | None = None,
+        melody_chroma=None,
         **params,
     ) -> list[GenerationRequest]:
         """Validated :class:`~musicgen_jax.generation.params.GenerationRequest` objects.
@@ -183,6 +191,11 @@ class MusicGen:
         ``params`` are :class:`~musicgen_jax.generation.params.GenerationParams` fields
         (``duration``, ``temperature``, ``top_k``, ``top_p``, ``guidance_scale``, ``greedy``,
         ``num_beams``, ``seed``, ...). A seed given for a batch seeds row ``i`` with ``seed + i``.
+        ``melody`` (melody models): a reference melody's audio at ``melody_sample_rate``,
+        ``[samples]`` or ``[channels, samples]`` for every row, or a list (None entries: no melody)
+        of one a row; its chroma is computed as transformers' feature extractor does
+        (:func:`~musicgen_jax.conditioning.melody.chroma_from_audio`). ``melody_chroma``: such chroma
+        given directly, ``[frames, 12]`` for every row, ``[batch, frames, 12]`` or a list.
         """
         if texts is None or isinstance(texts, str):
             texts = [texts]
@@ -213,6 +226,20 @@ class MusicGen:
             audio = audio[None, None] if audio.ndim == 1 else audio[None] if audio.ndim == 2 else audio
             codes = self.codec.encode(audio, audio_prompt_sample_rate)  # [1 or batch, K, frames]
             prompt_codes = [codes[min(i, codes.shape[0] - 1)] for i in range(len(texts))]
+        if melody is not None:
+            if melody_chroma is not None:
+                raise PromptError("give melody or melody_chroma, not both", "melody")
+            if melody_sample_rate is None:
+                raise PromptError("melody needs melody_sample_rate", "melody")
+            shared = isinstance(melody, np.ndarray) and melody.ndim <= 2
+            rows = [melody] if shared else list(melody)
+            bins = self.config.melody.num_chroma if self.config.is_melody else 12
+            melody_chroma = [
+                None if m is None else chroma_from_audio(m, melody_sample_rate, num_chroma=bins) for m in rows
+            ]
+            if shared:
+                melody_chroma = melody_chroma * len(texts)
+        chromas = _per_row(melody_chroma, len(texts), "melody_chroma")
         seed = params.pop("seed", None)
         requests = []
         for i, (text, attrs) in enumerate(zip(texts, attributes)):
@@ -223,6 +250,7 @@ class MusicGen:
                     params=row_params,
                     attributes=attrs,
                     prompt_codes=None if prompt_codes is None else prompt_codes[i],
+                    melody_chroma=chromas[i],
                 )
             )
         return requests
@@ -309,3 +337,16 @@ def _stack_frames(frames: list[np.ndarray]) -> np.ndarray:
     if len(lengths) != 1:
         raise ValueError("rows have different lengths; use engine.generate for per-row durations")
     return np.stack(frames).astype(np.int32)
+
+
+def _per_row(value, rows: int, name: str) -> list:
+    """A per-row input as a list of ``rows`` entries: None, one array for every row (``[frames,
+    bins]``), ``[rows, frames, bins]``, or a list of arrays or None."""
+    if value is None:
+        return [None] * rows
+    if isinstance(value, np.ndarray) and value.ndim == 2:
+        return [value] * rows
+    items = list(value)
+    if len(items) != rows:
+        raise PromptError(f"{rows} prompts but {len(items)} {name} rows", name)
+    return items

@@ -7,6 +7,8 @@ One place for the two ways the tests ask it for answers:
   into ``[batch, codebooks, frames]``), plus the audio it returns;
 - :func:`teacher_forced_logits`: one forward pass over given delayed decoder tokens, reshaped
   from transformers' ``[batch * codebooks, length, vocab]`` to ``[batch, codebooks, length, vocab]``.
+
+``MusicgenMelodyForConditionalGeneration`` is asked the same way (``melody=`` / ``melody_chroma=``).
 """
 
 from __future__ import annotations
@@ -17,12 +19,18 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, MusicgenForConditionalGeneration
+from transformers import (
+    AutoTokenizer,
+    MusicgenForConditionalGeneration,
+    MusicgenMelodyForConditionalGeneration,
+)
 
 
-def load(directory) -> tuple[MusicgenForConditionalGeneration, object]:
-    """The saved transformers model (in eval mode) and its tokenizer."""
-    model = MusicgenForConditionalGeneration.from_pretrained(directory).eval()
+def load(directory, melody: bool = False) -> tuple[MusicgenForConditionalGeneration, object]:
+    """The saved transformers model (in eval mode) and its tokenizer; ``melody``: a
+    ``MusicgenMelodyForConditionalGeneration``."""
+    model_class = MusicgenMelodyForConditionalGeneration if melody else MusicgenForConditionalGeneration
+    model = model_class.from_pretrained(directory).eval()
     return model, AutoTokenizer.from_pretrained(directory)
 
 
@@ -66,18 +74,22 @@ def generate(
     *,
     num_unconditional: int = 1,
     audio_prompt: np.ndarray | None = None,
+    melody_chroma: np.ndarray | None = None,
     **generate_kwargs,
 ) -> Generated:
     """transformers' ``generate`` for ``prompts`` (``None``: ``num_unconditional`` rows of its own
     unconditional inputs), ``max_new_tokens=new_tokens`` decoder steps. ``audio_prompt``
-    ``[batch, channels, samples]`` is passed as ``input_values`` (a continuation)."""
-    model, tokenizer = load(directory)
+    ``[batch, channels, samples]`` is passed as ``input_values`` (a continuation);
+    ``melody_chroma`` ``[batch, frames, 12]`` as a melody model's ``input_features``."""
+    model, tokenizer = load(directory, melody=melody_chroma is not None)
     if prompts is None:
         inputs = dict(model.get_unconditional_inputs(num_samples=num_unconditional))
     else:
         inputs = dict(tokenizer(list(prompts), padding=True, return_tensors="pt"))
     if audio_prompt is not None:
         inputs["input_values"] = torch.tensor(np.asarray(audio_prompt, np.float32))
+    if melody_chroma is not None:
+        inputs["input_features"] = torch.tensor(np.asarray(melody_chroma, np.float32))
     with captured_codec_input(model) as calls, torch.no_grad():
         audio = model.generate(**inputs, **generate_kwargs, max_new_tokens=new_tokens)
     return Generated(codes=_interleave(calls), audio=audio.numpy())
@@ -88,11 +100,13 @@ def teacher_forced_logits(
     decoder_ids: np.ndarray,  # [batch, codebooks, length] delayed tokens (2048 = pad/BOS)
     **condition,  # input_ids= and attention_mask=, or encoder_outputs= and attention_mask=
 ) -> np.ndarray:
-    """Logits ``[batch, codebooks, length, vocab]`` of one forward pass, float32."""
+    """Logits ``[batch, codebooks, length, vocab]`` of one forward pass, float32 (a melody model's
+    logits cover its conditioning prefix too: the last ``length`` positions are the tokens')."""
     batch, codebooks, length = decoder_ids.shape
     with torch.no_grad():
         out = model(**condition, decoder_input_ids=torch.tensor(np.asarray(decoder_ids).reshape(-1, length)))
-    return out.logits.float().numpy().reshape(batch, codebooks, length, -1)
+    logits = out.logits.float().numpy()
+    return logits.reshape(batch, codebooks, -1, logits.shape[-1])[:, :, -length:]
 
 
 def text_inputs(tokenizer, prompts: Sequence[str]) -> dict[str, torch.Tensor]:

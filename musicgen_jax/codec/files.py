@@ -80,14 +80,14 @@ def locate_codec(directory: Path) -> CodecFiles:
     model_type = config.get("model_type")
     if model_type == "encodec":
         return CodecFiles(directory, config, "", None)
-    if model_type == "musicgen":
+    if model_type in ("musicgen", "musicgen_melody"):
         if "audio_encoder" not in config:
             raise CheckpointError(f"{config_path}: a MusicGen config without an audio_encoder section")
         channels = config.get("decoder", {}).get("audio_channels")
         return CodecFiles(directory, dict(config["audio_encoder"]), "audio_encoder.", channels)
     raise CheckpointError(
-        f"{config_path}: model_type is {model_type!r}; expected 'encodec' (an EncodecModel) or 'musicgen' "
-        "(a MusicgenForConditionalGeneration, whose audio_encoder is used)"
+        f"{config_path}: model_type is {model_type!r}; expected 'encodec' (an EncodecModel), 'musicgen' or "
+        "'musicgen_melody' (a MusicgenForConditionalGeneration or its melody form: its audio_encoder)"
     )
 
 

@@ -136,7 +136,14 @@ def decoder_rules(config: MusicGenConfig, prefix: str = "decoder.") -> list[Rule
         Rule(layers + ("fc1", "kernel"), f"{layer}.fc1.weight", "transpose", n),
         Rule(layers + ("fc2", "kernel"), f"{layer}.fc2.weight", "transpose", n),
     ]
-    for ours, theirs in (("self_attention", "self_attn"), ("cross_attention", "encoder_attn")):
+    # A melody decoder (transformers' MusicgenMelodyForCausalLM) has no encoder_attn.
+    attentions = [("self_attention", "self_attn")]
+    norms = [("self_attention_norm", "self_attn_layer_norm")]
+    if dec.cross_attention:
+        attentions.append(("cross_attention", "encoder_attn"))
+        norms.append(("cross_attention_norm", "encoder_attn_layer_norm"))
+    norms.append(("mlp_norm", "final_layer_norm"))
+    for ours, theirs in attentions:
         for proj, torch_proj in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")):
             rules.append(
                 Rule(
@@ -146,11 +153,7 @@ def decoder_rules(config: MusicGenConfig, prefix: str = "decoder.") -> list[Rule
         rules.append(
             Rule(layers + (ours, "out", "kernel"), f"{layer}.{theirs}.out_proj.weight", "heads_out", n, h)
         )
-    for ours, theirs in (
-        ("self_attention_norm", "self_attn_layer_norm"),
-        ("cross_attention_norm", "encoder_attn_layer_norm"),
-        ("mlp_norm", "final_layer_norm"),
-    ):
+    for ours, theirs in norms:
         rules.append(Rule(layers + (ours, "scale"), f"{layer}.{theirs}.weight", stack=n))
         rules.append(Rule(layers + (ours, "bias"), f"{layer}.{theirs}.bias", stack=n))
     return rules
@@ -165,11 +168,24 @@ def projection_rules(config: MusicGenConfig, prefix: str = "enc_to_dec_proj.") -
     ]
 
 
+def chroma_projection_rules(config: MusicGenConfig, prefix: str = "audio_enc_to_dec_proj.") -> list[Rule]:
+    """A melody model's chroma projection (transformers builds it when num_chroma != width)."""
+    if not config.has_chroma_projection:
+        return []
+    return [
+        Rule(("chroma_projection", "kernel"), f"{prefix}weight", "transpose"),
+        Rule(("chroma_projection", "bias"), f"{prefix}bias"),
+    ]
+
+
 def musicgen_rules(config: MusicGenConfig) -> list[Rule]:
-    """Every rule of transformers' composite ``MusicgenForConditionalGeneration`` checkpoint."""
+    """Every rule of transformers' composite ``MusicgenForConditionalGeneration`` checkpoint, or of
+    ``MusicgenMelodyForConditionalGeneration`` for a melody model (its decoder without
+    ``encoder_attn``, plus ``audio_enc_to_dec_proj``)."""
     return (
         t5_encoder_rules(config.text_encoder, "text_encoder.")
         + projection_rules(config)
+        + chroma_projection_rules(config)
         + decoder_rules(config, "decoder.")
     )
 

@@ -1,4 +1,5 @@
-"""transformers ``MusicgenForConditionalGeneration`` directories to and from musicgen-jax.
+"""transformers ``MusicgenForConditionalGeneration`` (and ``MusicgenMelodyForConditionalGeneration``)
+directories to and from musicgen-jax.
 
 Import reads the composite checkpoint tensor by tensor (T5 text encoder, ``enc_to_dec_proj``,
 decoder) into the Flax tree; the EnCodec weights (``audio_encoder.*``) are written out as a
@@ -33,12 +34,16 @@ TOKENIZER_FILES = (
 CODEC_EXTRA_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
+# transformers' MusicgenForConditionalGeneration and MusicgenMelodyForConditionalGeneration.
+MODEL_TYPES = ("musicgen", "musicgen_melody")
+
+
 def is_transformers_checkpoint(directory: str | Path) -> bool:
     config = Path(directory) / "config.json"
     if not config.is_file():
         return False
     try:
-        return json.loads(config.read_text()).get("model_type") == "musicgen"
+        return json.loads(config.read_text()).get("model_type") in MODEL_TYPES
     except json.JSONDecodeError:
         return False
 
@@ -49,10 +54,11 @@ def read_transformers_config(directory: str | Path) -> dict:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path}: unreadable ({error})") from None
-    if data.get("model_type") != "musicgen":
+    if data.get("model_type") not in MODEL_TYPES:
         raise CheckpointError(
-            f"{path}: model_type is {data.get('model_type')!r}, expected 'musicgen' "
-            "(a transformers MusicgenForConditionalGeneration checkpoint)"
+            f"{path}: model_type is {data.get('model_type')!r}, expected 'musicgen' or 'musicgen_melody' "
+            "(a transformers MusicgenForConditionalGeneration or MusicgenMelodyForConditionalGeneration "
+            "checkpoint)"
         )
     return data
 

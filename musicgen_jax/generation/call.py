@@ -136,7 +136,7 @@ class GenerationCall:
         self._total = sum(totals)
         encode_seconds: list[float] = []
         batch = engine.prepare_text([r.prompt for r in requests], [r.attributes for r in requests])
-        memory, memory_mask = engine.encode(batch, encode_seconds)
+        memory, memory_mask = engine.encode(batch, encode_seconds, [r.melody_chroma for r in requests])
         self.compile_seconds += sum(encode_seconds)
         output = GenerationOutput(
             host_frames=[np.zeros((engine.config.decoder.num_codebooks, 0), np.int32) for _ in requests],

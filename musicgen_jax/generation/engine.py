@@ -18,6 +18,7 @@ import numpy as np
 
 from musicgen_jax import dtypes
 from musicgen_jax.conditioning import null_attributes
+from musicgen_jax.conditioning.melody import MelodyError, chroma_batch
 from musicgen_jax.conditioning.text import TEXT_LENGTH_BUCKET, TextBatch, TextTokenizer
 from musicgen_jax.generation import loop
 from musicgen_jax.generation.call import FramesFn, GenerationCall, GenerationOutput, ProgressFn
@@ -37,8 +38,8 @@ def _to_device(tree: dict, dtype) -> dict:
     return tree
 
 
-def _encode(model: MusicGenModel, params, ids, mask, attributes):
-    return model.apply({"params": params}, ids, mask, attributes, method=MusicGenModel.encode)
+def _encode(model: MusicGenModel, params, ids, mask, attributes, chroma=None):
+    return model.apply({"params": params}, ids, mask, attributes, True, chroma, method=MusicGenModel.encode)
 
 
 def _decode(model: MusicGenModel, params, tokens, memory, mask):
@@ -115,22 +116,49 @@ class GenerationEngine:
             return null_attributes(len(batch.ids)).as_dict()
         return batch.attributes
 
-    def encode(self, batch: TextBatch, seconds: list[float] | None = None) -> tuple[jax.Array, jax.Array]:
-        """Cross-attention memory ``[batch, cond_len, hidden]`` and mask for a :class:`TextBatch`;
-        compile seconds spent are appended to ``seconds``."""
+    def melody_chroma(
+        self, chromas: Sequence[np.ndarray | None] | None, batch_size: int
+    ) -> np.ndarray | None:
+        """A melody model's chroma input ``[batch, chroma_length, num_chroma]`` for these rows
+        (None entries, or ``chromas`` None: the null chroma); None for other models, which refuse
+        a melody."""
+        melody = self.config.melody
+        if melody is None:
+            if chromas is not None and any(c is not None for c in chromas):
+                raise MelodyError(f"{self.config.name} is not a melody model: it takes no melody")
+            return None
+        chromas = [None] * batch_size if chromas is None else list(chromas)
+        return chroma_batch(chromas, melody.num_chroma, melody.chroma_length)
+
+    def encode(
+        self,
+        batch: TextBatch,
+        seconds: list[float] | None = None,
+        chromas: Sequence[np.ndarray | None] | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Cross-attention memory ``[batch, cond_len, hidden]`` and mask for a :class:`TextBatch`
+        (a melody model's prefix, with each row's melody chroma or none); compile seconds spent
+        are appended to ``seconds``."""
         attributes = self._attributes(batch)
-        key = ("encode", batch.ids.shape, attributes is not None)
+        chroma = self.melody_chroma(chromas, len(batch.ids))
+        key = ("encode", batch.ids.shape, attributes is not None, None if chroma is None else chroma.shape)
         fn, spent = self.programs.compile(
-            key, _encode_jit, self.model, self.params, batch.ids, batch.mask, attributes
+            key, _encode_jit, self.model, self.params, batch.ids, batch.mask, attributes, chroma
         )
         if seconds is not None:
             seconds.append(spent)
         with self.numerics():
-            return fn(self.params, batch.ids, batch.mask, attributes)
+            return fn(self.params, batch.ids, batch.mask, attributes, chroma)
 
-    def logits(self, batch: TextBatch, decoder_input_ids: np.ndarray) -> np.ndarray:
-        """Teacher-forced logits ``[batch, codebooks, length, vocab]`` (float32) for delayed tokens."""
-        memory, memory_mask = self.encode(batch)
+    def logits(
+        self,
+        batch: TextBatch,
+        decoder_input_ids: np.ndarray,
+        chromas: Sequence[np.ndarray | None] | None = None,
+    ) -> np.ndarray:
+        """Teacher-forced logits ``[batch, codebooks, length, vocab]`` (float32) for delayed tokens
+        (``chromas``: each row's melody, for a melody model)."""
+        memory, memory_mask = self.encode(batch, chromas=chromas)
         tokens = jnp.asarray(decoder_input_ids, jnp.int32)
         key = ("decode", tokens.shape, memory.shape)
         fn, _ = self.programs.compile(key, _decode_jit, self.model, self.params, tokens, memory, memory_mask)
@@ -195,7 +223,9 @@ class GenerationEngine:
         does this before it reports ready); returns the seconds spent compiling."""
         before = self.compile_seconds_total
         dec = self.config.decoder
-        cond_len = text_tokens + (5 if self.config.uses_learned_attributes else 0)
+        cond_len = (
+            text_tokens + (5 if self.config.uses_learned_attributes else 0) + self.config.prefix_chroma_length
+        )
         self.warmup_text_encoder(batch_sizes, text_tokens)
         for size in sorted({self.shapes.batch_bucket(b) for b in batch_sizes}):
             floats = jax.ShapeDtypeStruct((size,), jnp.float32)

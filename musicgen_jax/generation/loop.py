@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from musicgen_jax.generation.sampling import SamplingControls, apply_guidance, sample_tokens
 from musicgen_jax.models import delay_pattern
 from musicgen_jax.models.cache import DecoderCache
-from musicgen_jax.models.musicgen import MusicGenModel, with_null_condition
+from musicgen_jax.models.musicgen import MusicGenModel
 
 
 @flax.struct.dataclass
@@ -107,8 +107,10 @@ def start(
 ) -> GenerationState:
     """Build the cache (null-condition rows appended when guided) and run the BOS column."""
     dec = model.config.decoder
-    if guided:
-        memory, memory_mask = with_null_condition(memory, memory_mask)
+    if guided:  # the model builds it: a melody model's null chroma is projected, not zero
+        memory, memory_mask = model.apply(
+            {"params": params}, memory, memory_mask, method=MusicGenModel.with_null_condition
+        )
     cache = model.apply(
         {"params": params}, memory, memory_mask, num_positions, cache_dtype, method=MusicGenModel.init_cache
     )

@@ -117,6 +117,8 @@ class GenerationRequest:
     params: GenerationParams = GenerationParams()
     attributes: Attributes | None = None
     prompt_codes: np.ndarray | None = None  # [K, frames] codec frames to continue from
+    # [frames, num_chroma] chroma of a reference melody (melody models only; None: no melody)
+    melody_chroma: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.prompt is not None and not isinstance(self.prompt, str):
@@ -125,3 +127,5 @@ class GenerationRequest:
             )
         if self.prompt_codes is not None and np.asarray(self.prompt_codes).ndim != 2:
             raise GenerationParamsError("prompt_codes must be [codebooks, frames]", "prompt_codes")
+        if self.melody_chroma is not None and np.asarray(self.melody_chroma).ndim != 2:
+            raise GenerationParamsError("melody_chroma must be [frames, num_chroma]", "melody_chroma")

@@ -86,6 +86,9 @@ class DecoderConfig:
     dropout: float = 0.1
     attention_dropout: float = 0.0
     activation_dropout: float = 0.0
+    # False: no cross-attention; the conditioning comes in front of the audio tokens as a prefix
+    # the self-attention reads (MusicGen-melody, see MelodyConfig).
+    cross_attention: bool = True
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -165,6 +168,27 @@ class ConditioningConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MelodyConfig:
+    """MusicGen-melody's conditioning (transformers' ``MusicgenMelodyConfig``).
+
+    No cross-attention: the chroma of a reference melody (``num_chroma`` pitch classes a frame),
+    projected to decoder width and repeated or cut to ``chroma_length`` frames, then the projected
+    text states (zeroed at padded positions), are put in front of the audio tokens' embeddings; the
+    decoder's causal self-attention reads that prefix. A row without a melody (and the null
+    condition of guidance) takes a chroma of bin 0 only, one-hot, as transformers builds it.
+    """
+
+    num_chroma: int = 12
+    chroma_length: int = 235  # chroma frames of the prefix (30 s at 32 kHz, hop 4096)
+
+    def __post_init__(self) -> None:
+        if self.num_chroma < 1 or self.chroma_length < 1:
+            raise ValueError(
+                f"num_chroma and chroma_length must be positive, got {self.num_chroma}, {self.chroma_length}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
 class MusicGenConfig:
     """The whole model: text encoder, projection, decoder, and the codec facts."""
 
@@ -179,8 +203,27 @@ class MusicGenConfig:
     # transformers builds ``enc_to_dec_proj``. True: always, as audiocraft's T5 conditioner has its
     # ``output_proj`` whatever the widths (such a model at equal widths has no transformers form).
     text_projection: bool | None = None
+    # MusicGen-melody (prefix conditioning, no cross-attention); None for text-to-music MusicGen.
+    melody: MelodyConfig | None = None
 
     def __post_init__(self) -> None:
+        if (self.melody is None) != self.decoder.cross_attention:
+            raise ValueError(
+                "a melody model has no cross-attention and a model with cross-attention has no melody "
+                f"section: melody is {'set' if self.melody else 'not set'}, decoder.cross_attention is "
+                f"{self.decoder.cross_attention}"
+            )
+        if self.melody is not None:
+            if self.conditioning.text_padding != "zeros_attended":
+                # The prefix's padded text positions are zero inputs the self-attention reads (in
+                # transformers and audiocraft alike): results depend on the padding, so prompts
+                # are padded to the longest of the batch, as both references pad.
+                raise ValueError(
+                    "a melody model attends its padded text positions: conditioning.text_padding must be "
+                    f"'zeros_attended', got {self.conditioning.text_padding!r}"
+                )
+            if self.uses_learned_attributes:
+                raise ValueError("learned attributes are not supported by melody models")
         if self.audio.channels != self.decoder.audio_channels:
             raise ValueError(
                 f"audio.channels ({self.audio.channels}) and decoder.audio_channels "
@@ -198,6 +241,20 @@ class MusicGenConfig:
         if self.text_projection is not None:
             return self.text_projection
         return self.text_encoder.d_model != self.decoder.hidden_size
+
+    @property
+    def is_melody(self) -> bool:
+        return self.melody is not None
+
+    @property
+    def has_chroma_projection(self) -> bool:
+        """Whether a melody model projects its chroma (transformers: only when widths differ)."""
+        return self.melody is not None and self.melody.num_chroma != self.decoder.hidden_size
+
+    @property
+    def prefix_chroma_length(self) -> int:
+        """Chroma frames in front of a melody model's text states (0 without a melody section)."""
+        return 0 if self.melody is None else self.melody.chroma_length
 
     def with_text_padding(self, text_padding: str) -> MusicGenConfig:
         """This config with ``conditioning.text_padding`` replaced ("mask" or "zeros_attended")."""
@@ -241,8 +298,14 @@ class MusicGenConfig:
 
     @classmethod
     def from_transformers(cls, hf_config: Any, name: str = "musicgen") -> MusicGenConfig:
-        """From a transformers ``MusicgenConfig`` (object or its ``to_dict()``)."""
+        """From a transformers ``MusicgenConfig`` or ``MusicgenMelodyConfig`` (object or its
+        ``to_dict()``)."""
         data = hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
+        melody = None
+        if data.get("model_type") == "musicgen_melody":
+            melody = MelodyConfig(
+                num_chroma=data.get("num_chroma", 12), chroma_length=data.get("chroma_length", 235)
+            )
         text, audio, dec = data["text_encoder"], data["audio_encoder"], data["decoder"]
         if dec.get("cross_attention_hidden_size") not in (None, dec["hidden_size"]):
             raise ValueError("decoders with cross_attention_hidden_size != hidden_size are not supported")
@@ -265,6 +328,7 @@ class MusicGenConfig:
             dropout=dec.get("dropout", 0.1),
             attention_dropout=dec.get("attention_dropout", 0.0),
             activation_dropout=dec.get("activation_dropout", 0.0),
+            cross_attention=melody is None,
         )
         hop = math.prod(audio.get("upsampling_ratios", [8, 5, 4, 4]))
         sample_rate = audio.get("sampling_rate", 32000)
@@ -273,12 +337,28 @@ class MusicGenConfig:
             frame_rate=sample_rate / hop,
             channels=decoder_config.audio_channels,
         )
-        return cls(name=name, text_encoder=text_config, decoder=decoder_config, audio=audio_config)
+        conditioning = ConditioningConfig(text_padding="zeros_attended" if melody else "mask")
+        return cls(
+            name=name,
+            text_encoder=text_config,
+            decoder=decoder_config,
+            audio=audio_config,
+            conditioning=conditioning,
+            melody=melody,
+        )
 
     def to_transformers(self, audio_encoder: dict | None = None) -> Any:
-        """A transformers ``MusicgenConfig``; ``audio_encoder`` is the codec's config dict (default:
-        :meth:`codec_to_transformers`, for a config that describes its codec)."""
-        from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
+        """A transformers ``MusicgenConfig`` (``MusicgenMelodyConfig`` for a melody model);
+        ``audio_encoder`` is the codec's config dict (default: :meth:`codec_to_transformers`, for a
+        config that describes its codec)."""
+        from transformers import (
+            EncodecConfig,
+            MusicgenConfig,
+            MusicgenDecoderConfig,
+            MusicgenMelodyConfig,
+            MusicgenMelodyDecoderConfig,
+            T5Config,
+        )
 
         text = self.text_encoder
         if self.has_text_projection and text.d_model == self.decoder.hidden_size:
@@ -301,7 +381,8 @@ class MusicGenConfig:
             dropout_rate=text.dropout_rate,
         )
         dec = self.decoder
-        decoder = MusicgenDecoderConfig(
+        decoder_class = MusicgenDecoderConfig if self.melody is None else MusicgenMelodyDecoderConfig
+        decoder = decoder_class(
             vocab_size=dec.vocab_size,
             hidden_size=dec.hidden_size,
             num_hidden_layers=dec.num_layers,
@@ -328,6 +409,14 @@ class MusicGenConfig:
                     for k, v in audio_encoder.items()
                     if k not in ("model_type", "transformers_version", "architectures")
                 }
+            )
+        if self.melody is not None:
+            return MusicgenMelodyConfig(
+                text_encoder=t5,
+                audio_encoder=codec,
+                decoder=decoder,
+                num_chroma=self.melody.num_chroma,
+                chroma_length=self.melody.chroma_length,
             )
         return MusicgenConfig(text_encoder=t5, audio_encoder=codec, decoder=decoder)
 

@@ -2,6 +2,9 @@
 layers (:class:`~musicgen_jax.models.decoder_layer.DecoderLayer`: pre-norm causal self-attention and
 cross-attention to the conditioning memory), one LM head per codebook, and the KV-cache entry points
 (:meth:`MusicGenDecoder.init_cache`, :meth:`MusicGenDecoder.decode_step`).
+
+A melody decoder (``cross_attention: false``) reads its conditioning as a prefix of the sequence
+instead: ``[prefix; tokens]`` through causal self-attention only; its cache holds the prefix.
 """
 
 from __future__ import annotations
@@ -91,17 +94,28 @@ class MusicGenDecoder(nn.Module):
             self.param_dtype,
         )
 
-    def embed(self, tokens: jax.Array, positions: jax.Array, deterministic: bool) -> jax.Array:
-        """Sum of per-codebook embeddings plus sinusoidal positions: ``[batch, length, hidden]``."""
+    def embed(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array,
+        deterministic: bool,
+        prefix: jax.Array | None = None,  # [batch, prefix_len, hidden]: a melody model's conditioning
+    ) -> jax.Array:
+        """Sum of per-codebook embeddings (after ``prefix``, when given) plus sinusoidal positions:
+        ``[batch, prefix_len + length, hidden]``; ``positions`` covers the prefix too."""
         cfg = self.config
         table = self.embed_tokens.astype(self.dtype)  # [codebooks, vocab + 1, hidden]
         codebook = jnp.arange(cfg.num_codebooks)[None, :, None]
         hidden = table[codebook, tokens].sum(axis=1)  # [batch, length, hidden]
         if cfg.scale_embedding:
             hidden = hidden * math.sqrt(cfg.hidden_size)
-        hidden = (hidden.astype(jnp.float32) + sinusoidal_positions(positions, cfg.hidden_size)[None]).astype(
-            self.dtype
-        )
+        if prefix is not None:
+            hidden = jnp.concatenate([prefix.astype(hidden.dtype), hidden], axis=1)
+        return self.with_positions(hidden, positions, deterministic)
+
+    def with_positions(self, hidden: jax.Array, positions: jax.Array, deterministic: bool) -> jax.Array:
+        sinusoids = sinusoidal_positions(positions, self.config.hidden_size)[None]
+        hidden = (hidden.astype(jnp.float32) + sinusoids).astype(self.dtype)
         return self.embed_dropout(hidden, deterministic=deterministic)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
@@ -120,21 +134,37 @@ class MusicGenDecoder(nn.Module):
         memory_mask: jax.Array,  # [batch, cond_len]
         deterministic: bool = True,
     ) -> jax.Array:
-        """The full causal forward pass: logits ``[batch, codebooks, length, vocab]`` in float32."""
-        positions = jnp.arange(tokens.shape[-1], dtype=jnp.int32)
-        hidden = self.embed(tokens, positions, deterministic)
+        """The full causal forward pass: logits ``[batch, codebooks, length, vocab]`` in float32.
+
+        Without cross-attention (melody), ``memory`` is the conditioning prefix: the sequence is
+        ``[memory; tokens]`` (positions from 0 at the prefix's start, every prefix position attended:
+        ``memory_mask`` is not read) and the logits are those of the token positions.
+        """
+        length = tokens.shape[-1]
+        if self.config.cross_attention:
+            positions = jnp.arange(length, dtype=jnp.int32)
+            hidden = self.embed(tokens, positions, deterministic)
+        else:
+            positions = jnp.arange(memory.shape[1] + length, dtype=jnp.int32)
+            hidden = self.embed(tokens, positions, deterministic, prefix=memory)
+            memory = memory_mask = None
         (hidden, _, _), _ = self.layers(
             (hidden, None, None), None, memory, memory_mask, positions, None, None, "full", deterministic
         )
-        return self.logits(hidden)
+        return self.logits(hidden[:, -length:])
 
     def init_cache(
         self, memory: jax.Array, memory_mask: jax.Array, max_length: int, cache_dtype: jnp.dtype | None = None
     ) -> DecoderCache:
-        """An empty self-attention cache of ``max_length`` and the memory's cross keys/values."""
+        """An empty self-attention cache of ``max_length`` and the memory's cross keys/values; for a
+        melody model, a cache of ``prefix_len + max_length`` positions with the prefix (``memory``)
+        already run through the layers (prefilled once: every later step costs what a MusicGen step
+        costs, less the cross-attention)."""
         cfg = self.config
         dtype = cache_dtype or self.dtype
         batch = memory.shape[0]
+        if not cfg.cross_attention:
+            return self._prefilled_cache(memory, max_length, dtype)
         dummy = jnp.zeros((batch, 1, cfg.hidden_size), self.dtype)
         _, cross = self.layers(
             (dummy, None, None), None, memory, memory_mask, None, None, None, "project_memory", True
@@ -151,23 +181,53 @@ class MusicGenDecoder(nn.Module):
             index=jnp.zeros((), jnp.int32),
         )
 
+    def _prefilled_cache(self, prefix: jax.Array, max_length: int, dtype) -> DecoderCache:
+        cfg = self.config
+        batch, prefix_length = prefix.shape[:2]
+        self_key, self_value = empty_self_attention(
+            cfg.num_layers, batch, prefix_length + max_length, cfg.num_heads, cfg.head_dim, dtype
+        )
+        empty_cross = jnp.zeros((cfg.num_layers, batch, cfg.num_heads, 0, cfg.head_dim), dtype)
+        cache = DecoderCache(
+            self_key=self_key,
+            self_value=self_value,
+            cross_key=empty_cross,
+            cross_value=empty_cross,
+            memory_mask=jnp.zeros((batch, 0), bool),
+            index=jnp.zeros((), jnp.int32),
+            prefix_length=prefix_length,
+        )
+        positions = jnp.arange(prefix_length, dtype=jnp.int32)
+        hidden = self.with_positions(prefix.astype(self.dtype), positions, True)
+        _, cache = self._run_cached(hidden, positions, cache, prefix_length)
+        return cache
+
     def decode_step(
         self, tokens: jax.Array, cache: DecoderCache, kv_length: int | None = None
     ) -> tuple[jax.Array, DecoderCache]:
         """Run ``tokens [batch, codebooks, length]`` at positions ``cache.index + arange(length)``.
 
-        ``kv_length`` (static) bounds the self-attention to the first cache positions; it must
-        cover every position written so far. Default: the whole cache.
+        ``kv_length`` (static) bounds the self-attention to the first cache positions past the
+        prefix (a melody model's conditioning); it must cover every position written so far.
+        Default: the whole cache.
         """
-        cfg = self.config
         length = tokens.shape[-1]
         positions = cache.index + jnp.arange(length, dtype=jnp.int32)
         hidden = self.embed(tokens, positions, True)
-        layer_inputs = {
-            "cross_key": cache.cross_key,
-            "cross_value": cache.cross_value,
-            "layer": jnp.arange(cfg.num_layers, dtype=jnp.int32),
-        }
+        span = cache.max_length if kv_length is None else cache.prefix_length + kv_length
+        hidden, cache = self._run_cached(hidden, positions, cache, span)
+        return self.logits(hidden), cache
+
+    def _run_cached(
+        self, hidden: jax.Array, positions: jax.Array, cache: DecoderCache, kv_length: int
+    ) -> tuple[jax.Array, DecoderCache]:
+        """The layers over ``hidden`` at ``positions`` (from ``cache.index``) against the cache: the
+        last layer's output and the cache with these positions written."""
+        cfg = self.config
+        length = hidden.shape[1]
+        layer_inputs = {"layer": jnp.arange(cfg.num_layers, dtype=jnp.int32)}
+        if cfg.cross_attention:
+            layer_inputs.update(cross_key=cache.cross_key, cross_value=cache.cross_value)
         carry = (hidden, cache.self_key, cache.self_value)
         (hidden, self_key, self_value), _ = self.layers(
             carry,
@@ -176,9 +236,9 @@ class MusicGenDecoder(nn.Module):
             cache.memory_mask,
             positions,
             cache.index,
-            kv_length or cache.max_length,
+            kv_length,
             "cached",
             True,
         )
         cache = cache.replace(self_key=self_key, self_value=self_value, index=cache.index + length)
-        return self.logits(hidden), cache
+        return hidden, cache

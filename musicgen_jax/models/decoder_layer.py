@@ -1,5 +1,6 @@
 """One MusicGen decoder layer: pre-norm causal self-attention, cross-attention to the conditioning
-memory and a feed-forward block, with the bias-free head projections they share.
+memory (not in a melody model, whose conditioning is a prefix of the sequence) and a feed-forward
+block, with the bias-free head projections they share.
 
 :class:`DecoderLayer` is the body :class:`~musicgen_jax.models.decoder.MusicGenDecoder` scans over
 its stacked layers. One layer function serves three modes:
@@ -121,7 +122,11 @@ class DecoderLayer(nn.Module):
         scale = cfg.head_dim**-0.5
         hidden, cache_key, cache_value = carry
         self_attention = Projections(cfg, self.dtype, self.param_dtype, name="self_attention")
-        cross_attention = Projections(cfg, self.dtype, self.param_dtype, name="cross_attention")
+        cross_attention = (
+            Projections(cfg, self.dtype, self.param_dtype, name="cross_attention")
+            if cfg.cross_attention
+            else None
+        )
 
         if mode == "project_memory":  # heads-major for the cache
             heads_major = lambda x: x.transpose(0, 2, 1, 3)
@@ -170,22 +175,22 @@ class DecoderLayer(nn.Module):
         )
         hidden = residual + dropout(self_attention.out(attended), cfg.dropout)
 
-        # Cross-attention to the conditioning memory.
-        residual = hidden
-        normed = layer_norm(cfg, self.dtype, self.param_dtype, "cross_attention_norm")(hidden)
-        query = cross_attention.query(normed)
-        if mode == "cached":
-            key, value = (
-                layer_inputs["cross_key"].astype(self.dtype),
-                layer_inputs["cross_value"].astype(self.dtype),
+        if cross_attention is not None:  # to the conditioning memory
+            residual = hidden
+            normed = layer_norm(cfg, self.dtype, self.param_dtype, "cross_attention_norm")(hidden)
+            query = cross_attention.query(normed)
+            if mode == "cached":
+                key, value = (
+                    layer_inputs["cross_key"].astype(self.dtype),
+                    layer_inputs["cross_value"].astype(self.dtype),
+                )
+            else:
+                key, value = cross_attention.key(memory), cross_attention.value(memory)
+            mask = memory_mask.astype(bool)[:, None, None, :]
+            attended = dot_product_attention(
+                query, key, value, mask, scale, cfg.attention_dropout, dropout_rng, heads_major=cached
             )
-        else:
-            key, value = cross_attention.key(memory), cross_attention.value(memory)
-        mask = memory_mask.astype(bool)[:, None, None, :]
-        attended = dot_product_attention(
-            query, key, value, mask, scale, cfg.attention_dropout, dropout_rng, heads_major=cached
-        )
-        hidden = residual + dropout(cross_attention.out(attended), cfg.dropout)
+            hidden = residual + dropout(cross_attention.out(attended), cfg.dropout)
 
         # Feed-forward.
         residual = hidden

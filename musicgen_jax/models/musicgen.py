@@ -38,6 +38,16 @@ class MusicGenModel(nn.Module):
                 ),
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes.EMBED,)),
             )
+        if cfg.has_chroma_projection:
+            self.chroma_projection = nn.Dense(
+                cfg.decoder.hidden_size,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernel_init=nn.with_logical_partitioning(
+                    nn.initializers.normal(0.02), (axes.CHROMA, axes.EMBED)
+                ),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes.EMBED,)),
+            )
         if cfg.uses_learned_attributes:
             self.attribute_embedder = AttributeEmbedder(
                 cfg.decoder.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype
@@ -57,8 +67,15 @@ class MusicGenModel(nn.Module):
         text_states: jax.Array,  # [batch, text_len, d_model] T5 output
         text_mask: jax.Array,  # [batch, text_len]
         attributes: dict[str, jax.Array] | None = None,
+        chroma: jax.Array | None = None,  # [batch, frames, num_chroma]: a melody model's melodies
     ) -> tuple[jax.Array, jax.Array]:
         """Cross-attention memory ``[batch, cond_len, hidden]`` and its mask from T5 states.
+
+        A melody model returns its decoder prefix instead: ``[chroma states; text memory]``
+        (``cond_len = chroma_length + text_len``) with an all-true mask, as transformers builds
+        it: the chroma projected and repeated (or cut) to ``chroma_length`` frames, then the text
+        as below (padded positions zero and, unlike cross-attention, still read by the decoder).
+        ``chroma`` None: every row's melody is the null chroma (bin 0, one-hot).
 
         As transformers does: project to decoder width, then zero padded positions, which the
         cross-attention then masks (``conditioning.text_padding`` "mask"). With "zeros_attended"
@@ -69,6 +86,10 @@ class MusicGenModel(nn.Module):
         """
         memory = self.text_projection(text_states) if self.config.has_text_projection else text_states
         memory = memory * text_mask[..., None].astype(memory.dtype)
+        if self.config.is_melody:
+            prefix = jnp.concatenate([self.chroma_states(chroma, memory.shape[0]), memory], axis=1)
+            prefix = nn.with_logical_constraint(prefix, (axes.BATCH, axes.COND_LEN, axes.ACT_EMBED))
+            return prefix, jnp.ones(prefix.shape[:2], bool)
         if self.config.conditioning.text_padding == "zeros_attended":
             mask = jnp.ones(text_mask.shape, bool)
         else:
@@ -82,14 +103,47 @@ class MusicGenModel(nn.Module):
         memory = nn.with_logical_constraint(memory, (axes.BATCH, axes.COND_LEN, axes.ACT_EMBED))
         return memory, mask
 
+    def chroma_states(self, chroma: jax.Array | None, batch: int) -> jax.Array:
+        """A melody model's chroma prefix ``[batch, chroma_length, hidden]``: ``chroma [batch,
+        frames, num_chroma]`` (None: the null chroma, bin 0 one-hot) repeated whole as often as
+        needed and cut to ``chroma_length`` frames, then projected to decoder width."""
+        melody = self.config.melody
+        if chroma is None:
+            chroma = jnp.zeros((batch, 1, melody.num_chroma), self.dtype).at[:, :, 0].set(1)
+        frames = chroma.shape[1]
+        repeats = -(-melody.chroma_length // frames)
+        chroma = jnp.tile(chroma.astype(self.dtype), (1, repeats, 1))[:, : melody.chroma_length]
+        return self.chroma_projection(chroma) if self.config.has_chroma_projection else chroma
+
+    def null_condition(self, memory: jax.Array, memory_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The null condition of classifier-free guidance for conditioning of this shape, as
+        transformers builds it: zero memory, nothing attended (:func:`null_condition`); for a melody
+        model, the null chroma's states (bin 0 one-hot, projected: not zero) then zero text states,
+        every position attended."""
+        if not self.config.is_melody:
+            return null_condition(memory, memory_mask)
+        batch, length = memory.shape[:2]
+        chroma = self.chroma_states(None, batch).astype(memory.dtype)
+        text = jnp.zeros((batch, length - chroma.shape[1], memory.shape[2]), memory.dtype)
+        return jnp.concatenate([chroma, text], axis=1), jnp.ones_like(memory_mask)
+
+    def with_null_condition(self, memory: jax.Array, memory_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Conditional rows then null rows, ``[2 * batch, ...]``, for one guided decoder batch."""
+        null_memory, null_mask = self.null_condition(memory, memory_mask)
+        return jnp.concatenate([memory, null_memory], axis=0), jnp.concatenate(
+            [memory_mask, null_mask], axis=0
+        )
+
     def encode(
         self,
         text_ids: jax.Array,
         text_mask: jax.Array,
         attributes: dict[str, jax.Array] | None = None,
         deterministic: bool = True,
+        chroma: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array]:
-        return self.condition(self.encode_text(text_ids, text_mask, deterministic), text_mask, attributes)
+        text_states = self.encode_text(text_ids, text_mask, deterministic)
+        return self.condition(text_states, text_mask, attributes, chroma)
 
     # ---------------------------------------------------------------------------------- decoding
 
@@ -116,8 +170,9 @@ class MusicGenModel(nn.Module):
         tokens: jax.Array,
         attributes: dict[str, jax.Array] | None = None,
         deterministic: bool = True,
+        chroma: jax.Array | None = None,  # [batch, frames, num_chroma], melody models only
     ) -> jax.Array:
-        memory, memory_mask = self.encode(text_ids, text_mask, attributes, deterministic)
+        memory, memory_mask = self.encode(text_ids, text_mask, attributes, deterministic, chroma)
         return self.decode(tokens, memory, memory_mask, deterministic)
 
 
@@ -131,7 +186,8 @@ def init_inputs(config: MusicGenConfig) -> tuple:
 
 
 def null_condition(memory: jax.Array, memory_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The null condition for classifier-free guidance: zero memory, nothing attended.
+    """The null condition for classifier-free guidance of a cross-attention model: zero memory,
+    nothing attended (a melody model's is :meth:`MusicGenModel.null_condition`).
 
     Equal to transformers' (zero T5 states, mask 0: the projection's bias is masked away) and to
     audiocraft's empty-string condition with mask 0.
@@ -140,6 +196,7 @@ def null_condition(memory: jax.Array, memory_mask: jax.Array) -> tuple[jax.Array
 
 
 def with_null_condition(memory: jax.Array, memory_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Conditional rows then null rows, ``[2 * batch, ...]``, for one guided decoder batch."""
+    """Conditional rows then null rows, ``[2 * batch, ...]``, for one guided decoder batch of a
+    cross-attention model (any model: :meth:`MusicGenModel.with_null_condition`)."""
     null_memory, null_mask = null_condition(memory, memory_mask)
     return jnp.concatenate([memory, null_memory], axis=0), jnp.concatenate([memory_mask, null_mask], axis=0)

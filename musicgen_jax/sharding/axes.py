@@ -21,6 +21,7 @@ TEXT_KV = "text_kv"
 TEXT_MLP = "text_mlp"
 BUCKETS = "buckets"  # T5 relative-position buckets
 ATTRIBUTE_VOCAB = "attribute_vocab"
+CHROMA = "chroma"  # a melody model's chroma bins (12)
 NORM = "norm"  # layer-norm scales and biases
 
 # Activation axes.
@@ -63,5 +64,6 @@ DEFAULT_RULES: tuple[tuple[str, tuple[str, ...] | str | None], ...] = (
     (TEXT_MLP, "tensor"),
     (BUCKETS, None),
     (ATTRIBUTE_VOCAB, None),
+    (CHROMA, None),
     (NORM, None),
 )

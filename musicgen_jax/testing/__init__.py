@@ -6,6 +6,7 @@ and nothing in ``musicgen_jax`` proper imports it. Real runs name their tokenize
 """
 
 from musicgen_jax.testing.models import (
+    MELODY_VARIANTS,
     VARIANTS,
     save_tiny_checkpoint,
     save_tiny_transformers_musicgen,
@@ -14,6 +15,7 @@ from musicgen_jax.testing.models import (
 from musicgen_jax.testing.tokenizer import build_tokenizer, save_tokenizer
 
 __all__ = [
+    "MELODY_VARIANTS",
     "VARIANTS",
     "build_tokenizer",
     "save_tiny_checkpoint",

@@ -26,10 +26,20 @@ VARIANTS = {
 }
 
 
+# MusicGen-melody variants (transformers' MusicgenMelodyForConditionalGeneration) -> their preset.
+MELODY_VARIANTS = {
+    "melody": "tiny-melody",  # mono; chroma_length 20
+    "stereo-melody": "tiny-stereo-melody",  # 8 codebooks; chroma_length 13
+}
+
+
 def tiny_config(variant: str = "base") -> MusicGenConfig:
     """The model config of a tiny variant: its preset, changed only where the variant must differ."""
+    if variant in MELODY_VARIANTS:
+        return MusicGenConfig.preset(MELODY_VARIANTS[variant])
     if variant not in VARIANTS:
-        raise ValueError(f"unknown tiny variant {variant!r}; choose from {', '.join(VARIANTS)}")
+        known = ", ".join([*VARIANTS, *MELODY_VARIANTS])
+        raise ValueError(f"unknown tiny variant {variant!r}; choose from {known}")
     config = MusicGenConfig.preset(VARIANTS[variant])
     text, decoder = config.text_encoder, config.decoder
     if variant == "gated":
@@ -54,24 +64,38 @@ def tiny_config(variant: str = "base") -> MusicGenConfig:
 
 def save_tiny_transformers_musicgen(directory: str | Path, variant: str = "base", seed: int = 0) -> Path:
     """Build a random tiny transformers MusicGen and ``save_pretrained`` it (weights, tokenizer,
-    feature extractor, Meta's generation defaults) into ``directory``."""
+    feature extractor, Meta's generation defaults) into ``directory``.
+
+    A melody variant (:data:`MELODY_VARIANTS`) is a ``MusicgenMelodyForConditionalGeneration``,
+    saved with its tokenizer only: its chroma feature extractor needs torchaudio."""
     import torch
-    from transformers import EncodecFeatureExtractor, MusicgenForConditionalGeneration, MusicgenProcessor
+    from transformers import (
+        EncodecFeatureExtractor,
+        MusicgenForConditionalGeneration,
+        MusicgenMelodyForConditionalGeneration,
+        MusicgenProcessor,
+    )
 
     directory = Path(directory)
     config = tiny_config(variant)
     torch.manual_seed(seed)
-    model = MusicgenForConditionalGeneration(config.to_transformers()).eval()
+    model_class = (
+        MusicgenMelodyForConditionalGeneration if config.is_melody else MusicgenForConditionalGeneration
+    )
+    model = model_class(config.to_transformers()).eval()
     _spread_weights(model, seed)
     _spread_codec_weights(model.audio_encoder, seed)
     _fill_codebooks(model.audio_encoder, seed)
     model.generation_config.update(**default_generation_config(config))
     model.save_pretrained(str(directory))
+    tokenizer = build_tokenizer(config.text_encoder.vocab_size)
+    if config.is_melody:
+        tokenizer.save_pretrained(str(directory))
+        return directory
     codec = model.config.audio_encoder
     extractor = EncodecFeatureExtractor(
         feature_size=codec.audio_channels, sampling_rate=codec.sampling_rate, padding_side="left"
     )
-    tokenizer = build_tokenizer(config.text_encoder.vocab_size)
     MusicgenProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(str(directory))
     return directory
 
