@@ -21,6 +21,7 @@ from musicgen_jax.conversion.loader import load_model
 from musicgen_jax.conversion.peft_format import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from musicgen_jax.models import lora as lora_lib
 from musicgen_jax.models.musicgen import MusicGenModel
+from musicgen_jax.training import cli as train_cli
 from musicgen_jax.training import step as step_lib
 from musicgen_jax.training.config import load_train_config
 from musicgen_jax.training.export import export_run
@@ -169,7 +170,8 @@ def test_exported_peft_adapter_loads_in_peft_with_our_logits(lora_run, tiny_hf_d
 
     run_dir, _, _ = lora_run
     merged_dir = export_run(run_dir, tmp_path / "merged")
-    adapter_dir = export_run(run_dir, tmp_path / "adapter", adapter_only=True)
+    adapter_dir = tmp_path / "adapter"
+    assert train_cli.main(["export", str(run_dir), str(adapter_dir), "--adapter-only"]) == 0
     assert (adapter_dir / ADAPTER_CONFIG).is_file() and (adapter_dir / ADAPTER_WEIGHTS).is_file()
     assert json.loads((adapter_dir / ADAPTER_CONFIG).read_text())["r"] == RANK
 
@@ -237,3 +239,61 @@ def test_lora_config_is_checked(tmp_path, tiny_jax_dir):
     with pytest.raises(ValueError, match="train_text_encoder"):
         _lora_config(tmp_path, tiny_jax_dir, "model.train_text_encoder=true")
     assert not load_train_config("tiny").lora.enabled  # off by default
+
+
+@pytest.mark.parametrize("kind, bound", [("int8", 0.5 / 127), ("nf4", 0.5 * (1 - 0.7229568362236023))])
+def test_block_quantisation_round_trips_within_half_a_level(kind, bound):
+    from musicgen_jax.models import quantization
+
+    rng = np.random.default_rng(0)
+    for shape, inputs in (((2, 100, 3, 5), 1), ((2, 3, 8, 70), 2)):  # padded blocks, two input axes
+        kernel = rng.standard_normal(shape).astype(np.float32)
+        quantized = quantization.quantize_kernel(jnp.asarray(kernel), inputs, kind)
+        restored = np.asarray(quantization.dequantize_kernel(quantized))
+        assert restored.shape == shape and restored.dtype == np.float32
+        fan_in = int(np.prod(shape[1 : 1 + inputs]))
+        blocks = -(-fan_in // quantization.BLOCK)
+        rows = quantization.BLOCK // 2 if kind == "nf4" else quantization.BLOCK
+        assert quantized.codes.shape == (shape[0], blocks, rows, kernel.size // shape[0] // fan_in)
+        # Each value is within half the widest gap between levels of its block's maximum.
+        scale = np.abs(kernel).max()
+        assert np.abs(restored - kernel).max() <= bound * scale + 1e-6
+        assert np.abs(restored - kernel).max() > 0
+
+
+def test_qlora_trains_on_a_4_bit_base_and_exports_its_dequantised_merge(tiny_jax_dir, tmp_path):
+    from musicgen_jax.models import quantization
+
+    run_dir = tmp_path / "qlora"
+    result = train(_lora_config(run_dir, tiny_jax_dir, "lora.quantize=nf4"))
+    train_losses = [r["loss"] for r in read_metrics(run_dir) if "loss" in r]
+    assert train_losses[-1] < 0.9 * train_losses[0]
+
+    _, base = load_checkpoint(tiny_jax_dir)
+    layers = result.state.frozen_params["decoder"]["layers"]
+    fc1 = layers["fc1"]["kernel"]
+    assert isinstance(fc1, quantization.QuantizedKernel) and fc1.codes.dtype == jnp.uint8
+    assert fc1.codes.size * 2 == base["decoder"]["layers"]["fc1"]["kernel"].size  # two codes a byte
+    assert isinstance(
+        layers["cross_attention"]["key"]["kernel"], quantization.QuantizedKernel
+    )  # not a target
+    np.testing.assert_array_equal(
+        jax.device_get(result.state.frozen_params["decoder"]["lm_heads"]), base["decoder"]["lm_heads"]
+    )
+
+    _, merged = load_checkpoint(export_run(run_dir, tmp_path / "merged"))
+    adapter = jax.device_get(result.state.params)["decoder"]["layers"]["fc1"]
+    dequantised = np.asarray(quantization.dequantize_kernel(jax.device_get(fc1)))
+    product = np.einsum("lir,lro->lio", adapter["lora_a"], adapter["lora_b"]).reshape(dequantised.shape)
+    np.testing.assert_allclose(
+        merged["decoder"]["layers"]["fc1"]["kernel"],
+        dequantised + (ALPHA / RANK) * product,
+        rtol=1e-6,
+        atol=1e-7,
+    )
+    np.testing.assert_array_equal(
+        merged["decoder"]["layers"]["cross_attention"]["key"]["kernel"],
+        np.asarray(
+            quantization.dequantize_kernel(jax.device_get(layers["cross_attention"]["key"]["kernel"]))
+        ),
+    )

@@ -72,7 +72,8 @@ class LoraSpec:
         return self.alpha / self.rank
 
 
-def _get(tree: dict, path: tuple[str, ...]):
+def get_path(tree: dict, path: tuple[str, ...]):
+    """The subtree of ``tree`` at ``path``."""
     for part in path:
         tree = tree[part]
     return tree
@@ -99,7 +100,7 @@ def adapter_shapes(param_shapes: dict, spec: LoraSpec, dtype=jnp.float32) -> dic
     """The adapter tree's ``ShapeDtypeStruct`` leaves for a model's parameter shapes."""
     adapters: dict = {}
     for target in spec.targets:
-        layers, fan_in, fan_out = features(tuple(_get(param_shapes, kernel_path(target)).shape), target)
+        layers, fan_in, fan_out = features(tuple(get_path(param_shapes, kernel_path(target)).shape), target)
         leaf = {
             A: jax.ShapeDtypeStruct((layers, fan_in, spec.rank), dtype),
             B: jax.ShapeDtypeStruct((layers, spec.rank, fan_out), dtype),
@@ -122,7 +123,7 @@ def init_adapters(rng: jax.Array, param_shapes: dict, spec: LoraSpec, dtype=jnp.
     out: dict = {}
     for index, target in enumerate(spec.targets):
         path = LAYERS + TARGETS[target][0][:-1]
-        leaf = _get(shapes, path)
+        leaf = get_path(shapes, path)
         bound = 1.0 / math.sqrt(leaf[A].shape[1])
         a = jax.random.uniform(jax.random.fold_in(rng, index), leaf[A].shape, dtype, -bound, bound)
         out = set_path(out, path, {A: a, B: jnp.zeros(leaf[B].shape, dtype)})
@@ -151,8 +152,8 @@ def apply_adapters(
     merged = params
     for index, target in enumerate(spec.targets):
         path = kernel_path(target)
-        kernel = _get(params, path)
-        adapter = _get(adapters, path[:-1])
+        kernel = get_path(params, path)
+        adapter = get_path(adapters, path[:-1])
         keep = None
         if dropout_rng is not None and spec.dropout > 0.0:
             shape = (adapter[A].shape[0], adapter[A].shape[1], 1)

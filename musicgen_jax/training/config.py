@@ -97,6 +97,9 @@ class LoraSection:
     alpha: float = 16.0  # the update is scaled by alpha / rank (PEFT's lora_alpha / r)
     dropout: float = 0.0  # on the adapters' input features (one mask per layer and step)
     base_dtype: Dtype = "float32"  # the frozen base weights; bfloat16 halves their memory
+    # QLoRA: the decoder's projection kernels of the base stored in 4-bit NormalFloat (nf4) or int8,
+    # block-wise (musicgen_jax/models/quantization.py), dequantised to base_dtype inside the step.
+    quantize: Literal["none", "int8", "nf4"] = "none"
 
     def spec(self) -> LoraSpec:
         return LoraSpec(tuple(self.targets), self.rank, float(self.alpha), self.dropout)

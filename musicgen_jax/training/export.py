@@ -25,6 +25,7 @@ from musicgen_jax.conversion import checkpoint as ckpt
 from musicgen_jax.conversion import peft_format
 from musicgen_jax.dtypes import numpy_dtype
 from musicgen_jax.models import lora as lora_lib
+from musicgen_jax.models import quantization
 from musicgen_jax.models.config import MusicGenConfig
 from musicgen_jax.training.checkpointing import Checkpointer
 from musicgen_jax.training.config import TrainConfig
@@ -109,7 +110,7 @@ def export_run(
 def lora_base_params(train_config: TrainConfig, model_config: MusicGenConfig) -> dict:
     """The frozen base of a LoRA run as host arrays in ``lora.base_dtype``: its source's weights, or
     the preset's random init from the run's seed (with a pretrained text encoder's weights), as the
-    trainer made them."""
+    trainer made them; with ``lora.quantize``, quantised and dequantised as the train step saw it."""
     source = load_model_source(train_config.model)
     if source.params is not None:
         params = source.params
@@ -124,4 +125,11 @@ def lora_base_params(train_config: TrainConfig, model_config: MusicGenConfig) ->
         leaf = np.asarray(leaf)
         return leaf.astype(target) if np.issubdtype(leaf.dtype, np.floating) else leaf
 
-    return jax.tree.map(cast, params)
+    params = jax.tree.map(cast, params)
+    kind = train_config.lora.quantize
+    if kind != "none":  # QLoRA trained on the dequantised base: merge into the same weights
+        params = jax.device_get(
+            jax.jit(lambda p: quantization.dequantize_base(quantization.quantize_base(p, kind)))(params)
+        )
+        params = jax.tree.map(np.asarray, params)
+    return params

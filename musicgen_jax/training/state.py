@@ -25,6 +25,7 @@ import optax
 from jax.sharding import Mesh
 
 from musicgen_jax.models import lora as lora_lib
+from musicgen_jax.models import quantization
 from musicgen_jax.models.config import MusicGenConfig
 from musicgen_jax.models.musicgen import MusicGenModel, init_inputs
 from musicgen_jax.training.config import LoraSection, ModelSpec
@@ -60,7 +61,7 @@ def effective_params(
     """The tree the model runs on: trainable and frozen joined, or the adapters merged into the base."""
     if lora is None:
         return merge_params(trainable, frozen)
-    return lora_lib.apply_adapters(frozen, trainable, lora, dropout_rng)
+    return lora_lib.apply_adapters(quantization.dequantize_base(frozen), trainable, lora, dropout_rng)
 
 
 def build_model(config: MusicGenConfig, spec: ModelSpec) -> MusicGenModel:
@@ -97,6 +98,9 @@ class StateLayout:
     shardings: TrainState  # NamedSharding leaves
     abstract: TrainState  # ShapeDtypeStruct leaves carrying those shardings (for orbax restore)
     lora: LoraSection | None = None  # enabled LoRA settings, else None
+    # LoRA: the base's own (unquantised) shapes and shardings, as it is loaded before quantisation.
+    base_shapes: dict | None = None
+    base_shardings: dict | None = None
 
     @classmethod
     def create(
@@ -116,13 +120,25 @@ class StateLayout:
             # Everything is frozen; the adapters (small) train, replicated on every device.
             spec, frozen = lora.spec(), tuple(boxed)
             boxed_frozen = _with_float_dtype(dict(boxed), DTYPES[lora.base_dtype])
+            base_shapes = nn.unbox(boxed_frozen)
+            base_shardings = frozen_shardings = logical_shardings(boxed_frozen, mesh, rules)
+            frozen_shapes = base_shapes
+            if lora.quantize != "none":  # QLoRA: codes and scales replicated (they are small)
+                frozen_shapes = jax.eval_shape(
+                    lambda p: quantization.quantize_base(p, lora.quantize), base_shapes
+                )
+                frozen_shardings = quantization.quantized_like(
+                    base_shardings, base_shapes, lora.quantize, replicated(mesh)
+                )
             trainable_shapes = lora_lib.adapter_shapes(nn.unbox(dict(boxed)), spec)
             trainable_shardings = jax.tree.map(lambda _: replicated(mesh), trainable_shapes)
             opt_shapes = jax.eval_shape(tx.init, trainable_shapes)
             opt_shardings = jax.tree.map(lambda _: replicated(mesh), opt_shapes)
         else:
-            lora = None
+            lora = base_shapes = base_shardings = None
             boxed_trainable, boxed_frozen = split_params(dict(boxed), frozen)
+            frozen_shapes = nn.unbox(boxed_frozen)
+            frozen_shardings = logical_shardings(boxed_frozen, mesh, rules)
             boxed_opt = jax.eval_shape(tx.init, boxed_trainable)
             trainable_shapes, opt_shapes = nn.unbox(boxed_trainable), nn.unbox(boxed_opt)
             trainable_shardings = logical_shardings(boxed_trainable, mesh, rules)
@@ -130,7 +146,7 @@ class StateLayout:
         shardings = TrainState(
             step=replicated(mesh),
             params=trainable_shardings,
-            frozen_params=logical_shardings(boxed_frozen, mesh, rules),
+            frozen_params=frozen_shardings,
             opt_state=opt_shardings,
             ema_params=trainable_shardings if use_ema else None,
             lora=spec,
@@ -138,7 +154,7 @@ class StateLayout:
         shapes = TrainState(
             step=jax.ShapeDtypeStruct((), jnp.int32),
             params=trainable_shapes,
-            frozen_params=nn.unbox(boxed_frozen),
+            frozen_params=frozen_shapes,
             opt_state=opt_shapes,
             ema_params=trainable_shapes if use_ema else None,
             lora=spec,
@@ -148,7 +164,7 @@ class StateLayout:
             shapes,
             shardings,
         )
-        return cls(model, tx, mesh, frozen, use_ema, shardings, abstract, lora)
+        return cls(model, tx, mesh, frozen, use_ema, shardings, abstract, lora, base_shapes, base_shardings)
 
     def init(
         self, rng: jax.Array, host_params: dict | None = None, host_overrides: dict | None = None
@@ -162,7 +178,7 @@ class StateLayout:
         if self.lora is not None:
             frozen = params
             trainable = jax.jit(
-                lambda rng: lora_lib.init_adapters(rng, self.abstract.frozen_params, self.abstract.lora),
+                lambda rng: lora_lib.init_adapters(rng, self.base_shapes, self.abstract.lora),
                 out_shardings=self.shardings.params,
             )(jax.random.fold_in(rng, 1))
         else:
@@ -190,7 +206,7 @@ class StateLayout:
         ``host_overrides`` replacing top-level subtrees. With LoRA this is the frozen base, which a
         resumed run makes again this way (its checkpoints hold only the adapters)."""
         if self.lora is not None:
-            param_shardings = self.shardings.frozen_params
+            param_shardings = self.base_shardings
         else:
             param_shardings = merge_params(self.shardings.params, self.shardings.frozen_params)
         if host_params is None:
@@ -206,11 +222,16 @@ class StateLayout:
             params = place_params(host_params, param_shardings, self._param_shapes())
         for name, subtree in (host_overrides or {}).items():
             params[name] = place_params(subtree, param_shardings[name], self._param_shapes()[name])
+        if self.lora is not None and self.lora.quantize != "none":
+            kind = self.lora.quantize
+            params = jax.jit(
+                lambda p: quantization.quantize_base(p, kind), out_shardings=self.shardings.frozen_params
+            )(params)
         return params
 
     def _param_shapes(self) -> dict:
         if self.lora is not None:
-            return self.abstract.frozen_params
+            return self.base_shapes
         return merge_params(self.abstract.params, self.abstract.frozen_params)
 
 
