@@ -191,7 +191,10 @@ def test_exported_peft_adapter_loads_in_peft_with_our_logits(lora_run, tiny_hf_d
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), loaded.params, merged)
 
 
-def test_peft_adapter_made_with_transformers_merges_with_equal_logits(tiny_hf_dir, tmp_path):
+@pytest.fixture(scope="module")
+def peft_adapter(tiny_hf_dir, tmp_path_factory):
+    """A LoRA adapter made with transformers + peft (B drawn at random, so it changes the model):
+    the adapted PEFT model and the directory it saved."""
     from peft import LoraConfig, get_peft_model
 
     base = MusicgenForConditionalGeneration.from_pretrained(tiny_hf_dir).eval()
@@ -209,9 +212,13 @@ def test_peft_adapter_made_with_transformers_merges_with_equal_logits(tiny_hf_di
             if "lora_B" in name:  # PEFT starts B at zero: give the adapter an effect
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
     model.eval()
-    adapter_dir = tmp_path / "peft-adapter"
+    adapter_dir = tmp_path_factory.mktemp("peft") / "adapter"
     model.save_pretrained(str(adapter_dir))
+    return model, adapter_dir
 
+
+def test_peft_adapter_made_with_transformers_merges_with_equal_logits(tiny_hf_dir, peft_adapter):
+    model, adapter_dir = peft_adapter
     loaded = load_model(tiny_hf_dir, adapter=adapter_dir)
     batch = _batch(loaded.config, loaded.tokenizer, padded_fraction=0.0)
     ours, inputs = _logits(loaded.config, loaded.params, batch)
@@ -220,17 +227,25 @@ def test_peft_adapter_made_with_transformers_merges_with_equal_logits(tiny_hf_di
     plain, _ = _logits(loaded.config, load_model(tiny_hf_dir).params, batch)
     assert np.abs(plain.reshape(theirs.shape) - theirs).max() > 1e-3
 
-    # The facade and the CLI take the same directory.
-    from musicgen_jax.cli.arguments import add_model_arguments
     from musicgen_jax.pipeline import MusicGen
 
     facade = MusicGen.from_pretrained(tiny_hf_dir, dtype="float32", adapter=adapter_dir)
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(facade.engine.params), loaded.params)
-    import argparse
 
-    parser = argparse.ArgumentParser()
-    add_model_arguments(parser)
-    assert parser.parse_args(["--adapter", str(adapter_dir)]).adapter == str(adapter_dir)
+
+def test_cli_generates_with_an_adapter(tiny_hf_dir, peft_adapter, tmp_path, capsys):
+    from musicgen_jax.cli.main import main
+
+    _, adapter_dir = peft_adapter
+    codes = {}
+    for name, extra in (("plain", []), ("adapted", ["--adapter", str(adapter_dir)])):
+        arguments = ["generate", "calm piano", "--model", str(tiny_hf_dir), "--duration", "1"]
+        arguments += ["--seed", "1", "--greedy", "--cache-dir", "", "--dtype", "float32"]
+        arguments += ["--output", str(tmp_path / f"{name}.wav"), "--codes-out", str(tmp_path / f"{name}.npy")]
+        assert main(arguments + extra) == 0
+        codes[name] = np.load(tmp_path / f"{name}.npy")
+    assert f"with {adapter_dir}" in capsys.readouterr().err
+    assert codes["plain"].shape == codes["adapted"].shape and (codes["plain"] != codes["adapted"]).any()
 
 
 def test_lora_config_is_checked(tmp_path, tiny_jax_dir):
