@@ -60,7 +60,7 @@ def open_dataset(name_or_path: str, split: str = "train"):
         return datasets.load_dataset("parquet", data_files=files, split="train")
     try:
         return datasets.load_dataset(str(name_or_path), split=split)
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:  # not found, offline, no such split
         raise ManifestError(f"cannot open the dataset {name_or_path!r} (split {split!r}): {error}") from None
 
 
