@@ -312,3 +312,29 @@ def test_qlora_trains_on_a_4_bit_base_and_exports_its_dequantised_merge(tiny_jax
             quantization.dequantize_kernel(jax.device_get(layers["cross_attention"]["key"]["kernel"]))
         ),
     )
+
+
+def test_peft_adapters_the_merge_cannot_express_are_refused(tiny_hf_dir, peft_adapter, tmp_path):
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from musicgen_jax.conversion.tensors import CheckpointError
+
+    _, source = peft_adapter
+    dora = shutil.copytree(source, tmp_path / "dora")
+    config = json.loads((dora / ADAPTER_CONFIG).read_text())
+    (dora / ADAPTER_CONFIG).write_text(json.dumps({**config, "use_dora": True}))
+    with pytest.raises(CheckpointError, match="DoRA"):
+        load_model(tiny_hf_dir, adapter=dora)
+
+    stray = shutil.copytree(source, tmp_path / "stray")
+    tensors = load_file(str(stray / ADAPTER_WEIGHTS))
+    key = next(k for k in tensors if ".fc1." in k and "lora_A" in k)
+    tensors[key.replace(".fc1.", ".fc3.")] = tensors[key]
+    tensors[key.replace(".fc1.", ".fc3.").replace("lora_A", "lora_B")] = tensors[
+        key.replace("lora_A", "lora_B")
+    ]
+    save_file(tensors, str(stray / ADAPTER_WEIGHTS))
+    with pytest.raises(CheckpointError, match="fc3 is not a Linear layer"):
+        load_model(tiny_hf_dir, adapter=stray)
