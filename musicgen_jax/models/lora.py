@@ -79,12 +79,6 @@ def get_path(tree: dict, path: tuple[str, ...]):
     return tree
 
 
-def _set(tree: dict, path: tuple[str, ...], value) -> dict:
-    """A copy of ``tree`` (dicts along ``path`` only) with ``value`` at ``path``."""
-    head, *rest = path
-    return {**tree, head: _set(tree[head], tuple(rest), value) if rest else value}
-
-
 def kernel_path(target: str) -> tuple[str, ...]:
     return LAYERS + TARGETS[target][0]
 
@@ -162,5 +156,5 @@ def apply_adapters(
         update = delta(adapter, kernel.shape, spec.scale, keep)
         xp = np if isinstance(kernel, np.ndarray) and isinstance(update, np.ndarray) else jnp
         total = xp.asarray(kernel, dtype=np.float32) + update.astype(np.float32)
-        merged = _set(merged, path, total.astype(kernel.dtype))
+        merged = set_path(merged, path, total.astype(kernel.dtype))
     return merged
