@@ -73,8 +73,12 @@ class MusicGen:
         kv_splits: int = 4,
         codec_backend: str = "auto",
         text_padding: str | None = None,
+        adapter: str | Path | None = None,
     ) -> MusicGen:
         """Load a model.
+
+        ``adapter``: a PEFT LoRA directory (made with transformers + peft for this model, or by
+        ``train.py export --adapter-only``), merged into the weights at load (in float32).
 
         ``dtype`` is the parameter, cache and compute dtype (``float32``, ``bfloat16``, ``float16``;
         ``auto``, the default: bfloat16 on GPUs and TPUs, float32 on CPUs). ``float32`` means
@@ -102,6 +106,7 @@ class MusicGen:
             preset=preset,
             codec=codec,
             text_padding=text_padding,
+            adapter=adapter,
         )
         return cls(
             loaded, dtype=dtype, layer_unroll=layer_unroll, kv_splits=kv_splits, codec_backend=codec_backend

@@ -28,6 +28,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"demo (the built-in model, offline), a hub id or a local directory (default {DEFAULT_MODEL})",
     )
     parser.add_argument(
+        "--adapter",
+        metavar="DIR",
+        help="a PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors) to merge in",
+    )
+    parser.add_argument(
         "--dtype",
         default="auto",
         choices=RUN_DTYPE_NAMES,

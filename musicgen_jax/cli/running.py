@@ -15,8 +15,14 @@ from musicgen_jax.runtime import enable_compilation_cache
 def load_model(args: argparse.Namespace) -> MusicGen:
     enable_compilation_cache(args.cache_dir)
     began = time.perf_counter()
-    model = MusicGen.from_pretrained(args.model, dtype=args.dtype, codec_backend=args.codec_backend)
-    print(f"loaded {args.model} in {time.perf_counter() - began:.1f} s", file=sys.stderr)
+    adapter = getattr(args, "adapter", None)
+    model = MusicGen.from_pretrained(
+        args.model, dtype=args.dtype, codec_backend=args.codec_backend, adapter=adapter
+    )
+    print(
+        f"loaded {args.model}{f' with {adapter}' if adapter else ''} in {time.perf_counter() - began:.1f} s",
+        file=sys.stderr,
+    )
     return model
 
 

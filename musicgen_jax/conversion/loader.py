@@ -17,6 +17,7 @@ from musicgen_jax import hub
 from musicgen_jax.conversion import audiocraft_format, transformers_format
 from musicgen_jax.conversion import checkpoint as ckpt
 from musicgen_jax.conversion.tensors import CheckpointError
+from musicgen_jax.dtypes import numpy_dtype
 from musicgen_jax.models.config import MusicGenConfig
 
 
@@ -36,6 +37,13 @@ class LoadedModel:
             return None
         path = Path(self.codec_source)
         return path if path.is_dir() else None
+
+
+def _map_leaves(function, tree):
+    """``function`` over the leaves of a nested dict of arrays."""
+    if isinstance(tree, dict):
+        return {key: _map_leaves(function, value) for key, value in tree.items()}
+    return function(tree)
 
 
 def load_tokenizer(name_or_path: str | Path):
@@ -58,8 +66,13 @@ def load_model(
     preset: str | None = None,
     codec: str | Path | None = None,
     text_padding: str | None = None,
+    adapter: str | Path | None = None,
 ) -> LoadedModel:
     """Load any supported source; parameters are read straight into ``dtype``.
+
+    ``adapter``: a PEFT LoRA directory (``adapter_config.json`` + ``adapter_model.safetensors``, made
+    with transformers + peft for this model, or by ``train.py export --adapter-only``) merged into
+    the weights; the merge is done in float32 and the result cast to ``dtype``.
 
     ``tokenizer`` replaces the source's own tokenizer. ``text_encoder`` (a T5 directory or hub id;
     default: the one the checkpoint's xp.cfg names) and ``preset`` (optional; it must agree with
@@ -69,6 +82,23 @@ def load_model(
     "zeros_attended", see :class:`~musicgen_jax.models.config.ConditioningConfig`) replaces the
     config's.
     """
+    if adapter is not None:
+        from musicgen_jax.conversion.peft_format import merge_peft_adapter
+
+        base = load_model(
+            name_or_path,
+            dtype="float32",
+            tokenizer=tokenizer,
+            text_encoder=text_encoder,
+            preset=preset,
+            codec=codec,
+            text_padding=text_padding,
+        )
+        adapter_dir = hub.resolve(adapter)
+        merged = merge_peft_adapter(base.params, base.config, adapter_dir)
+        target = numpy_dtype(dtype)
+        params = _map_leaves(lambda leaf: leaf.astype(target), merged)
+        return dataclasses.replace(base, params=params, source=f"{name_or_path} + {adapter}")
     local = Path(name_or_path).expanduser()
     is_file = not (isinstance(name_or_path, str) and name_or_path in hub.BUILTIN_MODELS) and local.is_file()
     directory = local if is_file else hub.resolve(name_or_path)

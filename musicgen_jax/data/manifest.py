@@ -16,7 +16,7 @@ import dataclasses
 import gzip
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,11 +151,16 @@ def load_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:
 
 @dataclasses.dataclass(frozen=True)
 class AudioSource:
-    """One audio file to tokenise and where its metadata is (``metadata`` given inline wins)."""
+    """One audio file to tokenise and where its metadata is (``metadata`` given inline wins).
+
+    ``read_audio`` is for audio that is not a file of its own (a row of a Hugging Face dataset,
+    :mod:`musicgen_jax.data.hf_datasets`): it returns ``(audio [channels, samples], sample_rate)``,
+    and ``audio_path`` is then only the source's name (in the journal and the records)."""
 
     audio_path: Path
     metadata_path: Path | None = None
     metadata: dict[str, Any] | None = None
+    read_audio: Callable[[], tuple[Any, int]] | None = dataclasses.field(default=None, compare=False)
 
     def load_metadata(self) -> dict[str, Any] | None:
         if self.metadata is not None:

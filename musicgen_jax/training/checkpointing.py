@@ -1,6 +1,7 @@
 """orbax checkpoints of a training run: parameters, optimizer state and the data iterator together.
 
-Layout under ``<output_dir>/checkpoints/<step>/``: ``params`` (trainable, frozen and EMA trees),
+Layout under ``<output_dir>/checkpoints/<step>/``: ``params`` (trainable, frozen and EMA trees;
+with LoRA the adapters and their EMA only, the frozen base is not saved),
 ``optimizer`` (optimizer state and step counter) and ``data`` (the iterator's state as JSON). Export
 to the inference format reads ``params`` alone. Saves are asynchronous; the newest ``keep`` are kept,
 plus the best by the ``loss`` metric saved with each (eval loss when evaluating, else train loss).
@@ -37,6 +38,8 @@ def decode_data_state(stored: dict) -> Any:
 
 
 def _params_item(state: TrainState) -> dict:
+    if state.lora is not None:  # the base is the run's source, made again on resume and export
+        return {"params": state.params, "ema_params": state.ema_params}
     return {"params": state.params, "frozen_params": state.frozen_params, "ema_params": state.ema_params}
 
 
@@ -109,15 +112,18 @@ class Checkpointer:
         )
 
     def restore(self, abstract: TrainState, step: int | None = None) -> tuple[TrainState, Any]:
-        """The state (sharded like ``abstract``) and the data iterator state at ``step`` (default: newest)."""
+        """The state (sharded like ``abstract``) and the data iterator state at ``step`` (default: newest).
+
+        With LoRA the checkpoint holds no base: the state's ``frozen_params`` are ``abstract``'s,
+        to be replaced by the caller (:meth:`StateLayout.init_model_params`)."""
         items, data_state = self.restore_items(
             {"params": _params_item(abstract), "optimizer": _optimizer_item(abstract)}, step
         )
         params, optimizer = items["params"], items["optimizer"]
-        state = TrainState(
+        state = abstract.replace(
             step=optimizer["step"],
             params=params["params"],
-            frozen_params=params["frozen_params"],
+            frozen_params=params.get("frozen_params", abstract.frozen_params),
             opt_state=optimizer["opt_state"],
             ema_params=params["ema_params"],
         )

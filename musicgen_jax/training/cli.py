@@ -4,6 +4,7 @@
 
     python train.py --config configs/train/tiny.yaml output_dir=runs/tiny [key.path=value ...] [--resume]
     python train.py export RUN_DIR OUTPUT_DIR [--step N] [--ema] [--dtype bfloat16] [--transformers DIR]
+                                              [--adapter-only]
     python train.py codec --config configs/codec/demo.yaml output_dir=runs/codec  (see training/codec/cli.py)
 """
 
@@ -49,6 +50,12 @@ def _export_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--transformers", metavar="DIR", help="also write a transformers MusicGen directory here"
     )
+    parser.add_argument(
+        "--adapter-only",
+        action="store_true",
+        help="LoRA runs: write the adapters alone, in PEFT's format (adapter_config.json, "
+        "adapter_model.safetensors), instead of the merged weights",
+    )
     return parser
 
 
@@ -69,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             use_ema=args.ema,
             dtype=args.dtype,
             transformers_dir=args.transformers,
+            adapter_only=args.adapter_only,
         )
         print(
             f"exported {args.run_dir} to {path}" + (f" and {args.transformers}" if args.transformers else "")

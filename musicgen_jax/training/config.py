@@ -17,6 +17,7 @@ from typing import Any, Literal
 from musicgen_jax import config_io
 from musicgen_jax.data.pipeline import DataConfig as PipelineDataConfig
 from musicgen_jax.models.config import MusicGenConfig
+from musicgen_jax.models.lora import ALL_TARGETS, LoraSpec
 
 TRAIN_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"  # also ./configs/train
 
@@ -79,6 +80,29 @@ class OptimizerSection:
     eps: float = 1e-8
     weight_decay: float = 0.1  # applied to matrices and embedding tables, not to norms and biases
     grad_clip: float = 1.0  # 0 disables clipping
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraSection:
+    """Low-rank adapters on the decoder's projections (:mod:`musicgen_jax.models.lora`), off by
+    default. On, every base weight is frozen (stored in ``base_dtype``) and only the adapters train:
+    they alone are in the optimizer state and the checkpoints; the base is read again from
+    ``model.init_from`` (or re-made from the seed) on resume and export."""
+
+    enabled: bool = False
+    targets: tuple[str, ...] = (
+        ALL_TARGETS  # self_attention.{query,key,value,out}, cross_attention.*, fc1, fc2
+    )
+    rank: int = 8
+    alpha: float = 16.0  # the update is scaled by alpha / rank (PEFT's lora_alpha / r)
+    dropout: float = 0.0  # on the adapters' input features (one mask per layer and step)
+    base_dtype: Dtype = "float32"  # the frozen base weights; bfloat16 halves their memory
+    # QLoRA: the decoder's projection kernels of the base stored in 4-bit NormalFloat (nf4) or int8,
+    # block-wise (musicgen_jax/models/quantization.py), dequantised to base_dtype inside the step.
+    quantize: Literal["none", "int8", "nf4"] = "none"
+
+    def spec(self) -> LoraSpec:
+        return LoraSpec(tuple(self.targets), self.rank, float(self.alpha), self.dropout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +204,7 @@ class TrainConfig:
     model: ModelSpec = ModelSpec()
     training: TrainingSection = TrainingSection()
     optimizer: OptimizerSection = OptimizerSection()
+    lora: LoraSection = LoraSection()
     mesh: MeshSection = MeshSection()
     distributed: DistributedSection = DistributedSection()
     data: DataSection = DataSection()
@@ -201,6 +226,12 @@ class TrainConfig:
             raise ValueError("training.attribute_dropout must be in [0, 1)")
         if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
             raise ValueError("training.ema_decay must be in (0, 1)")
+        if self.lora.enabled:
+            self.lora.spec()  # checks targets, rank and dropout
+            if self.model.train_text_encoder:
+                raise ValueError(
+                    "lora.enabled freezes every base weight: model.train_text_encoder must be off"
+                )
         if self.model.init_from is None and self.model.preset is None:
             raise ValueError("model: give a preset or init_from")
         for name in ("every_steps", "keep"):

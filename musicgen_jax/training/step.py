@@ -24,7 +24,7 @@ from musicgen_jax.training import loss as loss_lib
 from musicgen_jax.training.config import TrainConfig
 from musicgen_jax.training.mesh import Rules, replicated
 from musicgen_jax.training.optimizer import learning_rate_schedule
-from musicgen_jax.training.state import StateLayout, TrainState, merge_params
+from musicgen_jax.training.state import StateLayout, TrainState, effective_params
 
 Batch = dict[str, jax.Array]
 
@@ -118,16 +118,19 @@ def make_train_step(
     schedule = learning_rate_schedule(config.optimizer, training.steps)
     microbatches = training.microbatches
     train_text = not layout.frozen
+    lora = layout.abstract.lora
 
     def loss_fn(params, frozen_params, micro: Batch, counts, rng):
         rng_condition, rng_dropout = jax.random.split(rng)
+        # LoRA's dropout draws from a stream of its own (folded in), so runs without it draw as before.
+        lora_rng = jax.random.fold_in(rng, 2) if lora is not None else None
         inputs, targets, mask = prepare_targets(micro, model)
         drop = _condition_dropout(rng_condition, config, inputs.shape[0])
         if model.config.uses_learned_attributes:
             # A stream of its own (folded in, not split off), so runs without it draw as before.
             micro = _attribute_dropout(jax.random.fold_in(rng, 1), config, micro)
         logits = model.apply(
-            {"params": merge_params(params, frozen_params)},
+            {"params": effective_params(params, frozen_params, lora, lora_rng)},
             micro,
             inputs,
             drop,

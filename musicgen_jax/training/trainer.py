@@ -120,12 +120,23 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     model = build_model(source.config, config.model)
     tx = make_optimizer(config.optimizer, config.training.steps)
     layout = StateLayout.create(
-        model, tx, mesh, rules, frozen_keys(config.model), use_ema=config.training.ema_decay is not None
+        model,
+        tx,
+        mesh,
+        rules,
+        frozen_keys(config.model),
+        use_ema=config.training.ema_decay is not None,
+        lora=config.lora,
     )
 
     resumed_from = None
     if latest is not None:
         state, data_state = checkpointer.restore(layout.abstract, latest)
+        if layout.lora is not None:  # LoRA checkpoints hold the adapters; the base is made again
+            base = layout.init_model_params(
+                jax.random.key(config.training.seed), source.params, source.overrides
+            )
+            state = state.replace(frozen_params=base)
         iterator.set_state(data_state)
         resumed_from = latest
         logger.info("resumed from step %d", latest)

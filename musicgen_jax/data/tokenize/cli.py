@@ -12,6 +12,7 @@ from musicgen_jax.audio.formats import AUDIO_SUFFIXES
 from musicgen_jax.codec import CODEC_BACKENDS, check_backend, load_codec
 from musicgen_jax.data import manifest as manifest_lib
 from musicgen_jax.data.augment import AugmentConfig
+from musicgen_jax.data.hf_datasets import find_dataset_sources
 from musicgen_jax.data.tokenize.options import TokenizeOptions
 from musicgen_jax.data.tokenize.run import tokenize_dataset
 
@@ -21,11 +22,29 @@ logger = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m musicgen_jax.data.tokenize",
-        description="Tokenise audio with EnCodec into ArrayRecord shards (resumable).",
+        description="Tokenise audio (files, a manifest or a Hugging Face dataset) with EnCodec into "
+        "ArrayRecord shards (resumable).",
     )
     inputs = parser.add_mutually_exclusive_group(required=True)
     inputs.add_argument("--audio-dir", help="a folder of audio files, each with a <name>.json beside it")
     inputs.add_argument("--manifest", help="audiocraft's data.jsonl(.gz), or a folder holding it")
+    inputs.add_argument(
+        "--hf-dataset",
+        metavar="PATH_OR_NAME",
+        help="a Hugging Face datasets dataset: a save_to_disk directory, parquet file(s) or a name for "
+        "datasets.load_dataset, with an audio column and text or metadata columns",
+    )
+    parser.add_argument("--audio-column", default="audio", help="with --hf-dataset: the audio column")
+    parser.add_argument(
+        "--text-column",
+        default="text",
+        help="with --hf-dataset: the caption column ('' for none; columns named like audiocraft's "
+        "metadata fields, genre, moods, bpm, key, instrument, ..., are read as metadata)",
+    )
+    parser.add_argument(
+        "--dataset-split",
+        help="with --hf-dataset: the dataset's split to read (default: --split, e.g. validation for valid)",
+    )
     parser.add_argument(
         "--metadata",
         help="where metadata is instead of beside the audio: a folder of <name>.json (mirroring the audio "
@@ -102,12 +121,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_backend(args.codec_backend)
         options = options_from_args(args)
-        sources = manifest_lib.find_sources(
-            audio_dir=args.audio_dir,
-            manifest=args.manifest,
-            metadata=args.metadata,
-            extensions=[e.strip() for e in args.extensions.split(",") if e.strip()],
-        )
+        if args.hf_dataset is not None:
+            if args.metadata:
+                raise ValueError("--metadata is for audio files; a dataset's metadata is its columns")
+            sources = find_dataset_sources(
+                args.hf_dataset,
+                split=args.dataset_split or args.split,
+                audio_column=args.audio_column,
+                text_column=args.text_column or None,
+            )
+        else:
+            sources = manifest_lib.find_sources(
+                audio_dir=args.audio_dir,
+                manifest=args.manifest,
+                metadata=args.metadata,
+                extensions=[e.strip() for e in args.extensions.split(",") if e.strip()],
+            )
     except (ValueError, manifest_lib.ManifestError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from musicgen_jax.audio.io import load_audio
+from musicgen_jax.audio.io import load_audio, resample
 from musicgen_jax.data import manifest as manifest_lib
 from musicgen_jax.data import records
 from musicgen_jax.data.augment import AppliedTransform, Augmenter
@@ -42,8 +42,12 @@ def read_source(source: manifest_lib.AudioSource, sample_rate: int) -> tuple[np.
     except manifest_lib.ManifestError as error:
         raise SourceError(str(error)) from None
     try:
-        audio, _ = load_audio(source.audio_path, sample_rate=sample_rate)
-    except (OSError, ValueError, RuntimeError) as error:
+        if source.read_audio is not None:
+            audio, rate = source.read_audio()
+            audio = resample(audio, int(rate), sample_rate)
+        else:
+            audio, _ = load_audio(source.audio_path, sample_rate=sample_rate)
+    except (OSError, ValueError, RuntimeError, TypeError) as error:
         raise SourceError(f"{type(error).__name__}: {error}") from None
     if audio.shape[-1] == 0:
         raise SourceError("the file holds no samples")
