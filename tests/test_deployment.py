@@ -205,9 +205,7 @@ def test_every_musicgen_variable_is_a_setting():
             named.setdefault(name, path.relative_to(ROOT).as_posix())
     assert len(named) >= 8, named  # the files do configure the server this way
     unknown = {
-        name: where
-        for name, where in named.items()
-        if name.removeprefix("MUSICGEN_").lower() not in fields
+        name: where for name, where in named.items() if name.removeprefix("MUSICGEN_").lower() not in fields
     }
     assert not unknown, f"not ServerSettings fields (MUSICGEN_<FIELD>): {unknown}"
     assert {"MUSICGEN_DATABASE_URL", "MUSICGEN_STORAGE_URL"} <= set(named)
