@@ -386,6 +386,13 @@ def test_web_page_sends_a_melody_in_headless_chromium(server, melody_model, tune
                 [PROMPT], duration=1.0, seed=9, melody=samples, melody_sample_rate=RATE
             )
             assert np.abs(audio - np.clip(want.audio[0], -1, 1)).max() <= 1.01 * PCM16_STEP
+            page.click("#stream")  # the melody goes inline (base64) in the stream request
+            page.wait_for_function("() => window.musicgen.stream.done", timeout=120_000)
+            stream = page.evaluate("() => window.musicgen.stream")
+            assert stream["samples"] == RATE and not stream["error"], stream
+            page.set_input_files("#continuation-file", str(path))  # two uploads: refused in the page
+            page.click("#generate")
+            page.wait_for_selector("#message.error:has-text('not both')", timeout=10_000)
             assert not errors, errors
         finally:
             browser.close()
