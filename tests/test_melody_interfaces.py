@@ -140,6 +140,29 @@ def test_cli_batch_follows_per_line_melodies(melody_dir, melody_model, tune, tmp
     assert np.corrcoef(want, written["b.wav"][:, 0])[0, 1] > 0.999
 
 
+def test_cli_interactive_follows_the_melody(melody_dir, melody_model, tune, tmp_path, monkeypatch, capsys):
+    path, samples = tune
+    lines = iter(["calm piano", ":seed 5", "calm piano", ":q"])
+    monkeypatch.setattr("builtins.input", lambda _prompt="": next(lines))
+    args = [
+        "interactive",
+        "--model",
+        str(melody_dir),
+        "--duration",
+        "1",
+        "--seed",
+        "5",
+        "--melody",
+        str(path),
+    ]
+    assert main(args + ["--output-dir", str(tmp_path), "--normalization", "none", "--cache-dir", ""]) == 0
+    capsys.readouterr()
+    want = melody_model.generate([PROMPT], duration=1.0, seed=5, melody=samples, melody_sample_rate=RATE)
+    for name in ("interactive-001.wav", "interactive-002.wav"):
+        audio, _ = read_wav((tmp_path / name).read_bytes())
+        assert np.abs(audio - np.clip(want.audio[0], -1, 1)).max() <= 1.01 * PCM16_STEP, name
+
+
 def test_cli_melody_refusals_are_one_line_and_write_nothing(tiny_jax_dir, melody_dir, tune, tmp_path, capsys):
     path, _ = tune
     (tmp_path / "notes.wav").write_text("not audio")
