@@ -48,13 +48,13 @@ def build_request(
     continuation_sliced = body.continuation_start > 0 or body.continuation_end not in (None, -1)
     melody_sliced = body.melody_start > 0 or body.melody_end not in (None, -1)
     if input_audio is not None and not body.continuation:
-        melody = read_melody(model, settings, body, input_audio)
         if continuation_sliced:
             raise FieldError(
                 "continuation_start",
                 "continuation_start and continuation_end slice an audio prompt (continuation: true); "
                 "slice a melody with melody_start and melody_end",
             )
+        melody = read_melody(model, settings, body, input_audio)
     elif input_audio is not None:
         if melody_sliced:
             raise FieldError(
