@@ -20,7 +20,7 @@ import numpy as np
 
 from musicgen_jax.codec import EncodecBridge, JaxCodec, check_backend, load_codec
 from musicgen_jax.conditioning import Attributes
-from musicgen_jax.conditioning.melody import chroma_from_audio
+from musicgen_jax.conditioning.melody import MelodyError, chroma_from_audio
 from musicgen_jax.conditioning.text import PromptError
 from musicgen_jax.conversion import checkpoint as ckpt
 from musicgen_jax.conversion.loader import LoadedModel, load_model
@@ -162,6 +162,27 @@ class MusicGen:
     def audio_channels(self) -> int:
         return self.config.decoder.audio_channels
 
+    @property
+    def takes_melody(self) -> bool:
+        """Whether this is a melody model (``melody=`` / ``melody_chroma=`` are accepted)."""
+        return self.config.is_melody
+
+    def require_melody_model(self) -> None:
+        """A ``MelodyError`` when this model takes no melody (said before any audio is read)."""
+        if not self.takes_melody:
+            name = self.source if self.source is not None else self.config.name
+            raise MelodyError(
+                f"{name} is not a melody model: it takes no melody (melody models: "
+                "facebook/musicgen-melody, -melody-large, -stereo-melody, -stereo-melody-large)"
+            )
+
+    def melody_chroma(self, audio, sample_rate: int) -> np.ndarray:
+        """``[frames, num_chroma]`` chroma of a melody (``[samples]`` or ``[channels, samples]`` at
+        ``sample_rate``) as this model reads it (:func:`~musicgen_jax.conditioning.melody.chroma_from_audio`);
+        a ``MelodyError`` for a model without melody support or silent audio."""
+        self.require_melody_model()
+        return chroma_from_audio(audio, sample_rate, num_chroma=self.config.melody.num_chroma)
+
     # ------------------------------------------------------------------------------ scoring
 
     def logits(
@@ -238,13 +259,12 @@ class MusicGen:
                 raise PromptError("melody needs melody_sample_rate", "melody")
             shared = isinstance(melody, np.ndarray) and melody.ndim <= 2
             rows = [melody] if shared else list(melody)
-            bins = self.config.melody.num_chroma if self.config.is_melody else 12
-            melody_chroma = [
-                None if m is None else chroma_from_audio(m, melody_sample_rate, num_chroma=bins) for m in rows
-            ]
+            melody_chroma = [None if m is None else self.melody_chroma(m, melody_sample_rate) for m in rows]
             if shared:
                 melody_chroma = melody_chroma * len(texts)
         chromas = _per_row(melody_chroma, len(texts), "melody_chroma")
+        if any(c is not None for c in chromas):
+            self.require_melody_model()  # now, not when the batch reaches the device
         seed = params.pop("seed", None)
         requests = []
         for i, (text, attrs) in enumerate(zip(texts, attributes)):

@@ -98,6 +98,7 @@ def test_health_ready_info(client):
     assert info["sample_rate"] == SAMPLE_RATE and info["channels"] == 1 and info["max_duration"] == 12
     assert "jazz" in info["vocabulary"]["genres"] and "piano" in info["vocabulary"]["instruments"]
     assert info["defaults"]["top_k"] == 250 and info["defaults"]["duration"] == 2
+    assert info["takes_melody"] is False  # a text-to-music model
     page = client.get("/")
     assert page.status_code == 200 and "<audio" in page.text and "/static/app.js" in page.text
     assert client.get("/static/app.js").status_code == 200

@@ -306,6 +306,9 @@ def test_web_page_generates_and_plays_in_headless_chromium(server, tmp_path):
             page.dispatch_event("#api-key", "change")
             page.wait_for_selector("#ready-text:text('ready')", timeout=30_000)
             assert page.locator("#genre option").count() > 10  # the vocabulary arrived
+            # A text-to-music model: no melody upload (hidden and disabled), the continuation one shown.
+            assert page.is_hidden("#melody-file") and page.is_disabled("#melody-file")
+            assert page.is_visible("#continuation-file")
             page.click("#generate")  # no prompt: refused with the server's reason, nothing generated
             page.wait_for_selector("#message.error:has-text('prompt is empty')", timeout=10_000)
             page.fill("#prompt", "gentle piano in the rain")

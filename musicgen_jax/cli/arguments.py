@@ -8,13 +8,17 @@ import os
 from pathlib import Path
 
 from musicgen_jax.audio.formats import DEFAULT_NORMALIZATION, FORMATS, NORMALIZATIONS
-from musicgen_jax.audio.io import resolve_format
+from musicgen_jax.audio.io import load_audio, resolve_format
 from musicgen_jax.codec import CODEC_BACKENDS
 from musicgen_jax.conditioning import Attributes
+from musicgen_jax.conditioning.melody import melody_excerpt, require_audible
 from musicgen_jax.dtypes import RUN_DTYPE_NAMES
 from musicgen_jax.generation.params import GenerationParams
 
 DEFAULT_MODEL = "facebook/musicgen-small"
+
+
+MELODY_KEYS = ("melody", "melody_start", "melody_end")  # per-line settings of generate-batch
 
 
 class UsageError(ValueError):
@@ -70,6 +74,13 @@ def add_generation_arguments(parser: argparse.ArgumentParser, batch: bool = Fals
         "--format", choices=FORMATS, help="audio format (default: from the output name, else wav)"
     )
     parser.add_argument("--normalization", default=DEFAULT_NORMALIZATION, choices=NORMALIZATIONS)
+    parser.add_argument(
+        "--melody", help="an audio file whose melody to follow (melody models: facebook/musicgen-melody, ...)"
+    )
+    parser.add_argument("--melody-start", type=float, default=0.0, help="seconds into --melody to start at")
+    parser.add_argument(
+        "--melody-end", type=float, default=None, help="seconds into --melody to end at (default: its end)"
+    )
     if not batch:
         parser.add_argument("--audio-prompt", help="an audio file to continue from")
 
@@ -96,7 +107,7 @@ def generation_kwargs(args: argparse.Namespace, overrides: dict | None = None) -
             values[key] = value
         elif key in attributes:
             attributes[key] = value
-        elif key not in ("prompt", "output", "format", "normalization"):
+        elif key not in ("prompt", "output", "format", "normalization", *MELODY_KEYS):
             raise UsageError(f"unknown setting {key!r}")
     GenerationParams(**values)  # raises with the offending field named
     return dict(values, attributes=Attributes.create(**attributes))
@@ -119,3 +130,21 @@ def check_writable(path: Path) -> None:
         raise UsageError(f"cannot write {path}: the directory {directory} does not exist")
     if not os.access(directory, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UsageError(f"cannot write {path}: permission denied")
+
+
+def read_melody(path: str | None, start: float = 0.0, end: float | None = None) -> tuple | None:
+    """The ``--melody`` file's ``[start, end)`` seconds as ``(audio [channels, samples], rate)``, or
+    None without one; a UsageError for a missing, unreadable or silent file or an empty range."""
+    if path is None:
+        if start or end is not None:
+            raise UsageError("--melody-start and --melody-end need --melody FILE")
+        return None
+    if not Path(path).is_file():
+        raise UsageError(f"no audio file at {path}")
+    try:
+        audio, rate = load_audio(path)
+        piece = melody_excerpt(audio, rate, start, end)
+        require_audible(piece, rate)
+    except ValueError as error:
+        raise UsageError(f"--melody {path}: {error}") from None
+    return piece, rate

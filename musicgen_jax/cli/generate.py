@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from musicgen_jax.audio import load_audio
-from musicgen_jax.cli.arguments import UsageError, check_writable, generation_kwargs, output_path
+from musicgen_jax.cli.arguments import (
+    UsageError,
+    check_writable,
+    generation_kwargs,
+    output_path,
+    read_melody,
+)
 from musicgen_jax.cli.running import Progress, load_model, write_audio
 from musicgen_jax.generation.params import GenerationParams, GenerationRequest
 
@@ -33,9 +39,13 @@ def run_generate(args: argparse.Namespace) -> int:
         if not Path(args.audio_prompt).is_file():
             raise UsageError(f"no audio file at {args.audio_prompt}")
         audio_prompt = load_audio(args.audio_prompt)
+    melody = read_melody(args.melody, args.melody_start, args.melody_end)
     model = load_model(args)
     if audio_prompt is not None:
         kwargs.update(audio_prompt=audio_prompt[0], audio_prompt_sample_rate=audio_prompt[1])
+    if melody is not None:
+        model.require_melody_model()
+        kwargs.update(melody=melody[0], melody_sample_rate=melody[1])
     progress = Progress(model.frame_rate)
     began = time.perf_counter()
     try:
@@ -84,6 +94,7 @@ def run_generate_batch(args: argparse.Namespace) -> int:
         raise UsageError("--batch-size must be at least 1")
     out_dir = Path(args.output_dir)
     jobs = []
+    melodies: dict[tuple, tuple | None] = {}  # (file, start, end) -> (audio, rate): each read once
     for number, entry in enumerate(entries):
         try:
             kwargs = generation_kwargs(args, entry)
@@ -91,10 +102,22 @@ def run_generate_batch(args: argparse.Namespace) -> int:
             raise UsageError(f"prompt {number + 1} ({entry.get('prompt', '')[:40]!r}): {error}") from None
         name = entry.get("output") or f"{number:04d}"
         path, fmt = output_path(out_dir / name, entry.get("format") or args.format)
+        melody_args = [entry.get(key, getattr(args, key)) for key in ("melody", "melody_start", "melody_end")]
+        try:
+            kwargs["melody"] = melodies.get(tuple(melody_args)) or read_melody(*melody_args)
+        except UsageError as error:
+            raise UsageError(f"prompt {number + 1}: {error}") from None
+        melodies[tuple(melody_args)] = kwargs["melody"]
         jobs.append((entry.get("prompt", ""), kwargs, path, fmt, entry))
     out_dir.mkdir(parents=True, exist_ok=True)
     check_writable(out_dir / "probe.wav")
     model = load_model(args)
+    chromas = {}  # id of a melody -> its chroma: one computation for a melody many lines share
+    for _prompt, kwargs, _path, _fmt, _entry in jobs:
+        melody = kwargs.pop("melody")
+        if melody is not None and id(melody) not in chromas:
+            chromas[id(melody)] = model.melody_chroma(*melody)  # refused here by a text-only model
+        kwargs["melody_chroma"] = None if melody is None else chromas[id(melody)]
     seconds = sum(k["duration"] for _, k, _, _, _ in jobs)
     progress = Progress(model.frame_rate)
     began = time.perf_counter()
@@ -108,8 +131,13 @@ def run_generate_batch(args: argparse.Namespace) -> int:
                 kwargs = dict(kwargs)
                 attributes = kwargs.pop("attributes")
                 seed = kwargs.pop("seed")
+                chroma = kwargs.pop("melody_chroma")
                 params = GenerationParams(**kwargs, seed=seed)
-                requests.append(GenerationRequest(prompt=prompt, params=params, attributes=attributes))
+                requests.append(
+                    GenerationRequest(
+                        prompt=prompt, params=params, attributes=attributes, melody_chroma=chroma
+                    )
+                )
             offset = done_frames
             output = model.engine.generate(requests, progress=lambda d, _t, o=offset: progress(o + d, total))
             done_frames += sum(f.shape[1] for f in output.frames)

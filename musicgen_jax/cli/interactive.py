@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from musicgen_jax.cli.arguments import UsageError, generation_kwargs
+from musicgen_jax.cli.arguments import UsageError, generation_kwargs, read_melody
 from musicgen_jax.cli.running import Progress, load_model, write_audio
 from musicgen_jax.conditioning import Attributes
 from musicgen_jax.generation.params import GenerationParams
@@ -18,7 +18,12 @@ def run_interactive(args: argparse.Namespace) -> int:
     out_dir = Path(args.output_dir)
     if not out_dir.is_dir():
         raise UsageError(f"{out_dir} is not a directory")
+    melody = read_melody(args.melody, args.melody_start, args.melody_end)  # every prompt follows it
     model = load_model(args)
+    melody_kwargs = {}
+    if melody is not None:
+        model.require_melody_model()
+        melody_kwargs = dict(melody=melody[0], melody_sample_rate=melody[1])
     print(
         "Type a prompt and press Enter (':q' or Ctrl-D to quit). Settings: ':duration 10', ':seed 3', ...",
         file=sys.stderr,
@@ -66,7 +71,7 @@ def run_interactive(args: argparse.Namespace) -> int:
         path = out_dir / f"interactive-{number:03d}.{args.format or 'wav'}"
         progress = Progress(model.frame_rate)
         try:
-            result = model.generate([line], progress=progress, **kwargs)
+            result = model.generate([line], progress=progress, **kwargs, **melody_kwargs)
         except ValueError as error:
             progress.close()
             print(f"error: {error}", file=sys.stderr)

@@ -29,6 +29,9 @@ CHROMA_SAMPLE_RATE = 32000
 CHROMA_N_FFT = 16384
 CHROMA_HOP = 4096
 CHROMA_MAX_SECONDS = 30.0
+# Below this RMS (about -80 dBFS) a melody is silence: its chroma would be the null chroma (bin 0
+# everywhere), which is no melody at all, so it is refused rather than quietly ignored.
+MIN_MELODY_RMS = 1e-4
 
 
 class MelodyError(ValueError):
@@ -37,6 +40,37 @@ class MelodyError(ValueError):
     def __init__(self, message: str, field: str = "melody"):
         super().__init__(message)
         self.field = field
+
+
+def melody_excerpt(audio, sample_rate: int, start: float = 0.0, end: float | None = None) -> np.ndarray:
+    """``audio[..., start:end]`` (seconds; ``end`` None or -1: the end of the audio), refused with a
+    ``MelodyError`` naming ``melody_start`` or ``melody_end`` when the range is empty or outside it."""
+    array = np.asarray(audio, np.float32)
+    length = array.shape[-1] / sample_rate
+    stop = length if end is None or end == -1 else float(end)
+    if start < 0:
+        raise MelodyError(f"melody_start must be >= 0 seconds, got {start:g}", "melody_start")
+    if start >= length:
+        raise MelodyError(
+            f"melody_start ({start:g} s) is past the end of the melody ({length:.2f} s)", "melody_start"
+        )
+    if stop <= start:
+        raise MelodyError(f"melody_end ({stop:g} s) must be after melody_start ({start:g} s)", "melody_end")
+    return array[..., round(start * sample_rate) : round(min(stop, length) * sample_rate)]
+
+
+def require_audible(audio, sample_rate: int, max_seconds: float = CHROMA_MAX_SECONDS) -> None:
+    """A ``MelodyError`` when the part of ``audio`` the chroma reads (the first ``max_seconds``)
+    is silent: RMS below :data:`MIN_MELODY_RMS`."""
+    array = np.asarray(audio, np.float32)
+    mono = array.mean(axis=0) if array.ndim == 2 else array
+    heard = mono[: int(max_seconds * sample_rate)].astype(np.float64)
+    rms = float(np.sqrt(np.mean(heard**2))) if heard.size else 0.0
+    if rms < MIN_MELODY_RMS:
+        raise MelodyError(
+            f"the melody is silent (RMS {rms:.1e} in its first {max_seconds:g} s, below {MIN_MELODY_RMS:g}); "
+            "give audio with a tune in it"
+        )
 
 
 def null_chroma(num_chroma: int, frames: int = 1) -> np.ndarray:
@@ -123,7 +157,8 @@ def chroma_from_audio(
 ) -> np.ndarray:
     """``[frames, num_chroma]`` float32 chroma of a melody (``[samples]`` or ``[channels,
     samples]``), as transformers' feature extractor computes it (see the module docstring);
-    ``one_hot=False`` gives the normalised chroma before the one-hot step. 30 s give 235 frames."""
+    ``one_hot=False`` gives the normalised chroma before the one-hot step. 30 s give 235 frames.
+    Silent audio (:func:`require_audible`) is refused: its chroma would be no melody."""
     array = np.asarray(audio, np.float32)
     if array.ndim not in (1, 2) or array.shape[-1] == 0:
         raise MelodyError(f"a melody must be [samples] or [channels, samples] audio, got shape {array.shape}")
@@ -131,6 +166,7 @@ def chroma_from_audio(
         require_finite(array, "the melody")
     except ValueError as error:
         raise MelodyError(str(error)) from None
+    require_audible(array, int(sample_rate), max_seconds)
     mono = array.mean(axis=0) if array.ndim == 2 else array
     mono = resample(mono, int(sample_rate), model_sample_rate)[: int(max_seconds * model_sample_rate)]
     if mono.shape[0] < n_fft:

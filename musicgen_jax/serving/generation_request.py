@@ -1,4 +1,4 @@
-"""A request body (and an uploaded audio prompt) into the library's validated ``GenerationRequest``.
+"""A request body (and an uploaded audio prompt or melody) into the library's validated ``GenerationRequest``.
 
 The server's own limits are checked first (prompt characters, duration, upload length), then the
 model's (attributes, generation settings, prompt tokens) through the model's own code paths. Every
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from musicgen_jax.conditioning import Attributes, InvalidAttributeError, PromptError
+from musicgen_jax.conditioning.melody import MelodyError, melody_excerpt, require_audible
 from musicgen_jax.generation.params import GenerationParams, GenerationParamsError, GenerationRequest
 from musicgen_jax.serving.errors import FieldError
 from musicgen_jax.serving.schemas import GenerateRequest
@@ -43,8 +44,22 @@ def build_request(
             "duration",
             f"duration must be at most {settings.max_duration:g} seconds on this server, got {duration:g}",
         )
-    audio_prompt = None  # (audio [channels, samples], rate)
-    if input_audio is not None:
+    audio_prompt = melody = None  # (audio [channels, samples], rate)
+    continuation_sliced = body.continuation_start > 0 or body.continuation_end not in (None, -1)
+    melody_sliced = body.melody_start > 0 or body.melody_end not in (None, -1)
+    if input_audio is not None and not body.continuation:
+        if continuation_sliced:
+            raise FieldError(
+                "continuation_start",
+                "continuation_start and continuation_end slice an audio prompt (continuation: true); "
+                "slice a melody with melody_start and melody_end",
+            )
+        melody = read_melody(model, settings, body, input_audio)
+    elif input_audio is not None:
+        if melody_sliced:
+            raise FieldError(
+                "melody_start", "melody_start and melody_end slice a melody: they need continuation: false"
+            )
         audio, rate = read_audio(input_audio, settings.max_input_audio_seconds, "input_audio")
         audio_prompt = (continuation_slice(audio, rate, body.continuation_start, body.continuation_end), rate)
         prompt_seconds = audio_prompt[0].shape[-1] / rate
@@ -54,10 +69,12 @@ def build_request(
                 f"the audio prompt ({prompt_seconds:.2f} s) must be shorter than duration ({duration:g} s), "
                 "which includes it; raise duration or shorten continuation_end",
             )
-    elif body.continuation_start > 0 or body.continuation_end not in (None, -1):
+    elif continuation_sliced:
         raise FieldError(
             "continuation_start", "continuation_start and continuation_end need an input_audio upload"
         )
+    elif melody_sliced:
+        raise FieldError("melody_start", "melody_start and melody_end need an input_audio upload")
     try:
         requests = model.make_requests(
             body.prompt,
@@ -75,12 +92,44 @@ def build_request(
             key=body.key,
             audio_prompt=None if audio_prompt is None else audio_prompt[0],
             audio_prompt_sample_rate=None if audio_prompt is None else audio_prompt[1],
+            melody=None if melody is None else melody[0],
+            melody_sample_rate=None if melody is None else melody[1],
         )
+    except MelodyError as error:
+        raise FieldError(_melody_field(error), str(error)) from None
     except (InvalidAttributeError, GenerationParamsError, PromptError) as error:
         raise FieldError(error.field, str(error)) from None
     request = dataclasses.replace(requests[0], params=requests[0].params.with_seed())
     _check_prompt_tokens(model, request)
     return request
+
+
+def read_melody(
+    model, settings: ServerSettings, body: GenerateRequest, data: bytes
+) -> tuple[np.ndarray, int]:
+    """An ``input_audio`` upload sent with ``continuation: false``: the melody's ``[melody_start,
+    melody_end)`` as (audio ``[channels, samples]``, rate), refused for a model that takes no
+    melody (before the upload is read) and for silent audio."""
+    try:
+        model.require_melody_model()
+    except MelodyError as error:
+        raise FieldError(
+            "continuation",
+            f"{error}; continuation: false asks for a melody "
+            "(send continuation: true to continue input_audio)",
+        ) from None
+    audio, rate = read_audio(data, settings.max_input_audio_seconds, "input_audio")
+    try:
+        piece = melody_excerpt(audio, rate, body.melody_start, body.melody_end)
+        require_audible(piece, rate)
+    except MelodyError as error:
+        raise FieldError(_melody_field(error), f"input_audio: {error}") from None
+    return piece, rate
+
+
+def _melody_field(error: MelodyError) -> str:
+    """The request field a ``MelodyError`` is about (the library says "melody": the upload)."""
+    return error.field if error.field in ("melody_start", "melody_end") else "input_audio"
 
 
 def _check_prompt_tokens(model, request: GenerationRequest) -> None:
@@ -113,17 +162,19 @@ def applied_settings(body: GenerateRequest, request: GenerationRequest, frame_ra
         "format": body.format,
         "normalization_strategy": body.normalization_strategy,
         "audio_prompt_seconds": prompt_frames / frame_rate if prompt_frames else None,
+        "melody": request.melody_chroma is not None,
     }
 
 
 def encode_request(request: GenerationRequest) -> dict[str, Any]:
     """A request as JSON-ready data, for whichever replica claims its task (:func:`decode_request`)."""
-    codes = request.prompt_codes
+    codes, chroma = request.prompt_codes, request.melody_chroma
     return {
         "prompt": request.prompt,
         "params": dataclasses.asdict(request.params),
         "attributes": None if request.attributes is None else dataclasses.asdict(request.attributes),
         "prompt_codes": None if codes is None else np.asarray(codes, np.int64).tolist(),  # [K, frames]
+        "melody_chroma": None if chroma is None else np.asarray(chroma, np.float64).tolist(),  # [frames, 12]
     }
 
 
@@ -134,12 +185,13 @@ def decode_request(data: dict[str, Any]) -> GenerationRequest:
         attributes = Attributes(
             **{name: tuple(value) if isinstance(value, list) else value for name, value in attributes.items()}
         )
-    codes = data.get("prompt_codes")
+    codes, chroma = data.get("prompt_codes"), data.get("melody_chroma")
     return GenerationRequest(
         prompt=data.get("prompt"),
         params=GenerationParams(**data["params"]),
         attributes=attributes,
         prompt_codes=None if codes is None else np.asarray(codes, np.int32),
+        melody_chroma=None if chroma is None else np.asarray(chroma, np.float32),
     )
 
 

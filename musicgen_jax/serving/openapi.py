@@ -20,7 +20,8 @@ Queue a generation with `POST /generate` (202 with a `task_id`), poll `GET /gene
 fetch the file from `GET /download/{task_id}`. `POST /generate?wait=true` answers with the finished
 task for short clips. Continue an existing piece by sending multipart/form-data with an `input_audio`
 file (and `continuation_start` / `continuation_end` in seconds); `duration` includes the prompt and
-the file starts with it.
+the file starts with it. A melody model (`takes_melody` in `GET /info`) follows the melody of an
+`input_audio` sent with `continuation=false` (and `melody_start` / `melody_end` in seconds).
 
 Live audio: `WS /ws/stream/{session_id}` (protocol in `musicgen_jax/serving/streaming.py` and the
 README). When the server has API keys, send `Authorization: Bearer <key>` or `X-API-Key: <key>`.
@@ -53,11 +54,15 @@ def build_schema(app: FastAPI) -> dict[str, Any]:
     components["GenerateRequest"] = body
     form = copy.deepcopy(body)
     form["title"] = "GenerateForm"
-    form["description"] = "The fields of GenerateRequest as form fields, plus the audio prompt to continue."
+    form["description"] = (
+        "The fields of GenerateRequest as form fields, plus input_audio: an audio prompt to continue "
+        "or (continuation false) a melody"
+    )
     form["properties"]["input_audio"] = {
         "type": "string",
         "format": "binary",
-        "description": "audio to continue (WAV, FLAC, MP3, OGG); the output starts with it",
+        "description": "audio (WAV, FLAC, MP3, OGG) to continue (continuation true, the default: the "
+        "output starts with it) or whose melody to follow (continuation false; melody models)",
     }
     components["GenerateForm"] = form
     return schema

@@ -2,10 +2,12 @@
 
 Field names follow the popular hosted MusicGen APIs (Replicate's ``meta/musicgen``: ``prompt``,
 ``duration``, ``top_k``, ``top_p``, ``temperature``, ``seed``, ``normalization_strategy``,
-``input_audio``, ``continuation_start``/``continuation_end``) plus this project's conditioning
-attributes (``genre``, ``mood``, ``tempo``, ``instruments``, ``key``). Ranges are checked here with
-pydantic; the library checks them again (:class:`~musicgen_jax.generation.params.GenerationParams`)
-and its messages are passed through unchanged.
+``input_audio``, ``continuation`` (true: continue the upload; false: follow its melody),
+``continuation_start``/``continuation_end``) plus ``melody_start``/``melody_end`` and this
+project's conditioning attributes (``genre``, ``mood``, ``tempo``, ``instruments``, ``key``).
+Ranges are checked here with pydantic; the library checks them again
+(:class:`~musicgen_jax.generation.params.GenerationParams`) and its messages are passed through
+unchanged.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ Format = Literal[FORMATS]  # Literal of a tuple is the Literal of its items
 Normalization = Literal[NORMALIZATIONS]
 TaskState = Literal["queued", "running", "completed", "failed"]
 MAX_LIST_ITEMS = 16
+MAX_STREAM_AUDIO_BASE64 = 16_000_000  # characters; the server's max_request_bytes is checked once decoded
 VOCABULARY_SIZE = 2048  # codebook size of every MusicGen checkpoint: top_k above it means "all tokens"
 # Validation context key: the multipart body carries an ``input_audio`` upload (an audio prompt).
 HAS_INPUT_AUDIO = "has_input_audio"
@@ -133,11 +136,29 @@ class GenerateRequest(BaseModel):
     continuation_start: float = Field(
         0.0, ge=0, le=3600, description="with input_audio: where the prompt starts in it, seconds"
     )
+    continuation: bool = Field(
+        True,
+        description="with input_audio: true (the default): continue it, the output starts with it; "
+        "false: a melody to follow (melody models only: see takes_melody in /info)",
+    )
     continuation_end: float | None = Field(
         None,
         ge=-1,
         le=3600,
         description="with input_audio: where the prompt ends, seconds; null or -1: its end",
+    )
+    melody_start: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="with input_audio and continuation false: where the melody starts, seconds",
+    )
+    melody_end: float | None = Field(
+        None,
+        ge=-1,
+        le=3600,
+        description="with input_audio and continuation false: where the melody ends, seconds; "
+        "null or -1: its end",
     )
 
     @model_validator(mode="after")
@@ -145,7 +166,9 @@ class GenerateRequest(BaseModel):
         has_prompt = bool(self.prompt and self.prompt.strip())
         if self.unconditional and has_prompt:
             raise PydanticCustomError("prompt_and_unconditional", PROMPT_AND_UNCONDITIONAL)
-        has_audio = bool(info.context and info.context.get(HAS_INPUT_AUDIO))
+        has_audio = bool(info.context and info.context.get(HAS_INPUT_AUDIO)) or bool(
+            getattr(self, "input_audio", None)  # a stream's melody, inline
+        )
         if not (has_prompt or has_audio or self.unconditional):
             raise PydanticCustomError("missing_prompt", NO_PROMPT)
         return self
@@ -183,7 +206,14 @@ class StreamRequest(GenerateRequest):
         extra="forbid",
         allow_inf_nan=False,
         title="StreamRequest",
-        json_schema_extra={"anyOf": [_PROMPT_GIVEN, _UNCONDITIONAL_GIVEN]},  # no upload on a stream
+        json_schema_extra={"anyOf": [_PROMPT_GIVEN, _AUDIO_GIVEN, _UNCONDITIONAL_GIVEN]},
+    )
+
+    input_audio: str | None = Field(
+        None,
+        max_length=MAX_STREAM_AUDIO_BASE64,
+        description="base64 of an audio file (WAV, FLAC, MP3, OGG): a melody to follow, with continuation "
+        "false (melody models only); a stream does not continue audio",
     )
 
     chunk_duration: float = Field(1.0, ge=0.2, le=10.0, description="seconds of audio per chunk (at least)")
@@ -269,6 +299,9 @@ class ServerInfo(BaseModel):
     formats: list[str]
     normalizations: list[str]
     auth_required: bool
+    takes_melody: bool = Field(
+        description="the model follows a melody: input_audio with continuation false (MusicGen-melody)"
+    )
     vocabulary: Vocabulary
     defaults: dict[str, Any]
 

@@ -10,6 +10,8 @@ cancels the job, which frees the device when no other request shares its batch.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import dataclasses
 import enum
@@ -189,8 +191,10 @@ async def _run(connection: _Connection, service: MusicService, session: StreamSe
         service.metrics.rate_limited.inc()
         raise StreamError(CloseCode.RATE_LIMITED, f"rate limit exceeded; retry in {wait:.1f} s")
     loop = asyncio.get_running_loop()
+    melody = _inline_melody(body, service.settings.max_request_bytes)
+    executor = service.audio_pool if melody is not None else None  # reading a melody is audio work
     try:
-        request = await loop.run_in_executor(None, service.build_request, body, None)
+        request = await loop.run_in_executor(executor, service.build_request, body, melody)
     except ValueError as error:
         raise StreamError(CloseCode.BAD_REQUEST, str(error)) from None
 
@@ -229,6 +233,27 @@ async def _run(connection: _Connection, service: MusicService, session: StreamSe
     finally:
         job.cancelled.set()  # no-op once finished; frees the device if the client left early
         receiver.cancel()
+
+
+def _inline_melody(body: StreamRequest, max_bytes: int) -> bytes | None:
+    """The audio file a stream request carries in ``input_audio`` (base64), which must be a melody."""
+    if body.input_audio is None:
+        return None
+    if body.continuation:
+        raise StreamError(
+            CloseCode.BAD_REQUEST,
+            "a stream takes input_audio only as a melody: send continuation: false (streams do not "
+            "continue audio; POST /generate does)",
+        )
+    try:
+        data = base64.b64decode(body.input_audio, validate=True)
+    except (binascii.Error, ValueError):
+        raise StreamError(CloseCode.BAD_REQUEST, "input_audio must be a base64-encoded audio file") from None
+    if len(data) > max_bytes:
+        raise StreamError(
+            CloseCode.BAD_REQUEST, f"input_audio is {len(data)} bytes; this server takes at most {max_bytes}"
+        )
+    return data
 
 
 async def _receive_until_stop(connection: _Connection, stop: asyncio.Event) -> None:

@@ -5,8 +5,9 @@ The sessions that speak it are in :mod:`.stream_sessions`; this module is what a
 Protocol (``WS /ws/stream/{session_id}``; ``session_id``: 1-64 of ``A-Za-z0-9_-``, chosen by the client):
 
 1. Client: ``{"type": "start_streaming", "request": {"prompt": ..., "chunk_duration": 1.0, ...}}``; the
-   request takes the fields of ``POST /generate`` (no ``input_audio``) plus ``chunk_duration``
-   (seconds per chunk, at least) and ``encoding`` (``"binary"``, default, or ``"base64"``). With API
+   request takes the fields of ``POST /generate`` plus ``chunk_duration`` (seconds per chunk, at
+   least) and ``encoding`` (``"binary"``, default, or ``"base64"``); ``input_audio`` is the base64
+   of an audio file, taken only as a melody (``"continuation": false``, melody models). With API
    keys on, pass the key as ``?api_key=...`` (browsers cannot set WebSocket headers) or a header.
 2. Server: ``{"type": "started", "session_id", "seed", "sample_rate", "channels", "dtype": "float32",
    "byte_order": "little", "layout": "interleaved", "encoding", "header_bytes": 24, "duration",

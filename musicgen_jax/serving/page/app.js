@@ -158,6 +158,34 @@ function collectRequest() {
   return request;
 }
 
+// The chosen upload: { file, continuation } (continuation false: a melody), or null.
+function chosenAudio() {
+  const continuation = $("continuation-file").files[0];
+  const melody = $("melody-file").disabled ? undefined : $("melody-file").files[0];
+  if (continuation && melody) throw new Error("choose audio to continue or a melody, not both");
+  if (melody) return { file: melody, continuation: false };
+  return continuation ? { file: continuation, continuation: true } : null;
+}
+
+// The request as fetch options: JSON, or multipart/form-data with the upload as input_audio.
+function requestBody(request, audio) {
+  if (!audio) return { headers: { "Content-Type": "application/json" }, body: JSON.stringify(request) };
+  const form = new FormData();
+  for (const [name, value] of Object.entries(request)) {
+    for (const item of Array.isArray(value) ? value : [value]) form.append(name, String(item));
+  }
+  form.append("continuation", String(audio.continuation));
+  form.append("input_audio", audio.file, audio.file.name);
+  return { body: form }; // the browser sets the multipart boundary
+}
+
+async function base64Of(file) {
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}
+
 // ------------------------------------------------------------------------------ generate (REST)
 
 async function generate() {
@@ -165,11 +193,7 @@ async function generate() {
   setProgress(0);
   say("queued…");
   try {
-    const accepted = await api("/generate", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(collectRequest()),
-    });
+    const accepted = await api("/generate", Object.assign({ method: "POST" }, requestBody(collectRequest(), chosenAudio())));
     let task = null;
     for (;;) {
       task = await api(`/generate/${accepted.task_id}`);
@@ -222,7 +246,16 @@ function wavBlob(chunks, sampleRate, channels) {
   return new Blob([buffer], { type: "audio/wav" });
 }
 
-function startStream() {
+async function startStream() {
+  let upload = null;
+  try {
+    upload = chosenAudio();
+    if (upload && upload.continuation) throw new Error("a stream cannot continue audio; choose a melody, or Generate");
+  } catch (error) {
+    say(error.message, true);
+    return;
+  }
+  const melody = upload ? await base64Of(upload.file) : null;
   const sessionId = "page-" + Math.random().toString(36).slice(2, 12);
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const query = state.apiKey ? `?api_key=${encodeURIComponent(state.apiKey)}` : "";
@@ -233,6 +266,7 @@ function startStream() {
   const request = Object.assign(collectRequest(), { chunk_duration: numberOf("chunk") || 1 });
   delete request.format;
   delete request.normalization_strategy;
+  if (melody) Object.assign(request, { input_audio: melody, continuation: false });
   const received = [];
   let meta = null;
   let audio = null;
@@ -403,6 +437,9 @@ async function init() {
     $("duration").value = Math.min(info.default_duration, info.max_duration);
     $("duration-out").textContent = `${$("duration").value} s`;
     $("prompt").maxLength = info.max_prompt_chars;
+    // The melody upload only where the model follows one (MusicGen-melody).
+    $("melody-field").hidden = !info.takes_melody;
+    $("melody-file").disabled = !info.takes_melody;
   } catch (error) {
     say(error.message, true);
   }

@@ -84,6 +84,7 @@ def info(
         formats=list(FORMATS),
         normalizations=list(NORMALIZATIONS),
         auth_required=service.keys.enabled,
+        takes_melody=bool(model is not None and model.takes_melody),
         vocabulary=schemas.Vocabulary(
             genres=list(vocabulary.GENRES),
             moods=list(vocabulary.MOODS),
@@ -91,7 +92,7 @@ def info(
             keys=list(vocabulary.KEYS),
             tempo_range=vocabulary.TEMPO_RANGE,
         ),
-        defaults={k: v for k, v in defaults.items() if not k.startswith("continuation")},
+        defaults={k: v for k, v in defaults.items() if not k.startswith(("continuation", "melody_"))},
     )
 
 
