@@ -27,7 +27,7 @@ from musicgen_jax.training.logging import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "train.py"
-STEPS = 16
+STEPS = 24
 MESHES = {
     "data": ("mesh.data=4", "mesh.fsdp=1", "mesh.tensor=1"),
     "fsdp_tensor": ("mesh.data=1", "mesh.fsdp=2", "mesh.tensor=2"),
@@ -198,3 +198,45 @@ def test_two_processes_save_and_stop_on_a_preemption_notice(tmp_path, tiny_token
 @pytest.mark.slow
 def test_two_processes_tensor_parallel_match_one(tmp_path, tiny_tokenizer_dir):
     _check(tmp_path, tiny_tokenizer_dir, "tensor", interrupt=None)
+
+
+@pytest.mark.slow
+def test_two_processes_on_the_pipeline_with_a_segment_schedule_resume_exactly(tmp_path, tiny_tokenizer_dir):
+    """The grain pipeline split over two processes (each its own records and iterator state) with a
+    growing segment: killed after a checkpoint and resumed, the curve and the lengths per step are
+    the uninterrupted run's."""
+    from test_training_pipeline import _write_shard
+
+    shards = tmp_path / "shards"
+    _write_shard(shards, count=24)
+    pipeline = (
+        "data.source=pipeline",
+        (
+            f"data.pipeline={{paths: ['{shards}'], max_text_len: 8, read_threads: 1, "
+            "segment_schedule: [[0, 8], [6, 12], [12, 16]]}"
+        ),
+    )
+    cache, logs = tmp_path / "cache", tmp_path / "logs"
+    whole = [*_overrides(tmp_path / "whole", tiny_tokenizer_dir, cache, MESHES["data"]), *pipeline]
+    _run(whole, processes=2, devices=2, log_dir=logs / "whole")
+    records = read_metrics(tmp_path / "whole")
+    expected = [8] * 6 + [12] * 6 + [16] * 12
+    assert [(r["step"], r["segment_frames"]) for r in records] == list(zip(range(1, STEPS + 1), expected))
+    data_state = json.loads(
+        (tmp_path / "whole" / "checkpoints" / str(STEPS) / "data" / "metadata").read_text()
+    )
+    assert data_state["kind"] == "per_process" and len(data_state["value"]) == 2
+
+    stopped = [*_overrides(tmp_path / "resumed", tiny_tokenizer_dir, cache, MESHES["data"]), *pipeline]
+    children = _start(stopped, processes=2, devices=2, log_dir=logs / "resumed")
+    _stop_after_first_checkpoint(children, tmp_path / "resumed", signal.SIGKILL)
+    for child, log in children:
+        child.wait()
+        log.close()
+    saved = _saved_steps(tmp_path / "resumed")
+    assert saved and saved[-1] < STEPS, f"the run finished before it was stopped: {saved}"
+    _run(stopped, processes=2, devices=2, log_dir=logs / "resumed", resume=True)
+    resumed = read_metrics(tmp_path / "resumed")
+    assert [(r["step"], r["segment_frames"], r["loss"]) for r in resumed] == [
+        (r["step"], r["segment_frames"], r["loss"]) for r in records
+    ]

@@ -147,7 +147,10 @@ class DistributedSection:
     def __post_init__(self) -> None:
         if self.num_processes is not None and self.num_processes < 1:
             raise ValueError(f"distributed.num_processes must be positive, got {self.num_processes}")
-        if self.process_id is not None and not 0 <= self.process_id < (self.num_processes or 1 << 30):
+        limit = self.num_processes
+        if self.process_id is not None and not (
+            self.process_id >= 0 and (limit is None or self.process_id < limit)
+        ):
             raise ValueError(f"distributed.process_id {self.process_id} is not in [0, {self.num_processes})")
 
 
