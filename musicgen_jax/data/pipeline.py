@@ -10,7 +10,9 @@
   from the metadata with audiocraft's augmentation and word dropout (:mod:`musicgen_jax.data.text`),
   tokenised to ``max_text_len``, and the validated attributes encoded;
 * batches of ``batch_size / process_count`` rows, prefetched by threads (and worker processes
-  with ``num_workers``).
+  with ``num_workers``);
+* progressive training (``segment_schedule``): the segment length grows with the batch index
+  (:class:`SegmentScheduleIterator`).
 
 The iterator is grain's ``DatasetIterator``: ``get_state()`` is a small JSON-able dict and
 ``set_state()`` continues the exact data order, which the trainer checkpoints with the model.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +52,7 @@ __all__ = [
     "BATCH_KEYS",
     "DataConfig",
     "ExampleTransform",
+    "SegmentScheduleIterator",
     "build_dataset",
     "dropped_attributes",
     "iterator_from_records",
@@ -71,6 +75,10 @@ class DataConfig:
     # Shards of this split in the same directories feed make_eval_iterator (None: no eval data).
     eval_split: str | None = None
     segment_frames: int = 1500  # 30 s at 50 frames/s, audiocraft's training segment
+    # Progressive training: ``[[first_batch, frames], ...]``, e.g. ``[[0, 250], [1000, 750]]``: 250
+    # frames from batch (step) 0, 750 from batch 1000. The first entry starts at 0; it replaces
+    # segment_frames for training batches (and evaluation at that step). Empty: segment_frames.
+    segment_schedule: tuple[tuple[int, int], ...] = ()
     batch_size: int = 32  # global: every host reads batch_size / process_count rows
     max_text_len: int = 128
     seed: int = 0
@@ -104,6 +112,25 @@ class DataConfig:
             raise ValueError("read_threads and num_workers cannot be negative")
         if self.num_epochs is not None and self.num_epochs < 1:
             raise ValueError(f"num_epochs must be positive or null, got {self.num_epochs}")
+        schedule = self.segment_schedule
+        if schedule:
+            if any(len(entry) != 2 for entry in schedule):
+                raise ValueError(f"segment_schedule entries are [first_batch, frames], got {schedule}")
+            starts = [int(start) for start, _ in schedule]
+            if starts[0] != 0 or any(b <= a for a, b in itertools.pairwise(starts)):
+                raise ValueError(
+                    f"segment_schedule must start at batch 0 and increase strictly, got {starts}"
+                )
+            if any(int(frames) < 1 for _, frames in schedule):
+                raise ValueError(f"segment_schedule frames must be positive, got {schedule}")
+
+    def segment_frames_at(self, batch_index: int) -> int:
+        """The segment length of training batch ``batch_index`` (the optimizer step)."""
+        frames = self.segment_frames
+        for start, length in self.segment_schedule:
+            if batch_index >= start:
+                frames = int(length)
+        return frames
 
 
 # ----------------------------------------------------------------------------- shards
@@ -268,6 +295,53 @@ def _iterator(dataset: grain.MapDataset, config: DataConfig) -> grain.DatasetIte
     return iter(iter_dataset)
 
 
+class SegmentScheduleIterator:
+    """Training batches whose segment length follows ``config.segment_schedule`` by batch index.
+
+    Each length is its own grain iterator over the same dataset (only the crop differs), started
+    from the previous one's state where the length changes, so the data order runs on unbroken;
+    read-ahead batches of the old length are dropped. The state is the batch index and the inner
+    iterator's state: a resumed run picks the length of its step and continues the order.
+    """
+
+    def __init__(self, make: Any, config: DataConfig):
+        self._make, self.config = make, config  # make: DataConfig -> grain.DatasetIterator
+        self.batches = 0
+        self._iterator: Any = None
+        self._frames: int | None = None
+        self._pending: Any = None  # a restored inner state, applied when the iterator is made
+
+    def __iter__(self) -> SegmentScheduleIterator:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        frames = self.config.segment_frames_at(self.batches)
+        if frames != self._frames:
+            state = self._iterator.get_state() if self._iterator is not None else self._pending
+            self._iterator = self._make(dataclasses.replace(self.config, segment_frames=frames))
+            if state is not None:
+                self._iterator.set_state(state)
+            self._frames, self._pending = frames, None
+        batch = next(self._iterator)
+        self.batches += 1
+        return batch
+
+    def get_state(self) -> dict[str, Any]:
+        inner = self._iterator.get_state() if self._iterator is not None else self._pending
+        return {"batches": self.batches, "iterator": inner}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.batches = int(state["batches"])
+        self._iterator, self._frames, self._pending = None, None, state["iterator"]
+
+
+def _scheduled(make: Any, config: DataConfig) -> grain.DatasetIterator | SegmentScheduleIterator:
+    """``make(config)``, or with a segment schedule the iterator that follows it."""
+    if config.segment_schedule:
+        return SegmentScheduleIterator(make, config)
+    return make(config)
+
+
 def make_train_iterator(
     config: DataConfig,
     tokenizer: Any,
@@ -281,16 +355,20 @@ def make_train_iterator(
     if not config.paths:
         raise ValueError("DataConfig.paths is empty: name the tokenised directories or shard files")
     source = grain.sources.ArrayRecordDataSource(resolve_shards(config.paths, config.split))
-    dataset = build_dataset(
-        source,
-        config,
-        tokenizer,
-        train=True,
-        process_index=process_index,
-        process_count=process_count,
-        seed=seed,
-    )
-    return _iterator(dataset, config)
+
+    def make(config: DataConfig) -> grain.DatasetIterator:
+        dataset = build_dataset(
+            source,
+            config,
+            tokenizer,
+            train=True,
+            process_index=process_index,
+            process_count=process_count,
+            seed=seed,
+        )
+        return _iterator(dataset, config)
+
+    return _scheduled(make, config)
 
 
 def make_eval_iterator(
@@ -322,13 +400,18 @@ def iterator_from_records(
     seed: int | None = None,
 ) -> grain.DatasetIterator:
     """The same pipeline over in-memory records (tests, notebooks)."""
-    dataset = build_dataset(
-        list(examples),
-        config,
-        tokenizer,
-        train=train,
-        process_index=process_index,
-        process_count=process_count,
-        seed=seed,
-    )
-    return _iterator(dataset, config)
+    examples = list(examples)
+
+    def make(config: DataConfig) -> grain.DatasetIterator:
+        dataset = build_dataset(
+            examples,
+            config,
+            tokenizer,
+            train=train,
+            process_index=process_index,
+            process_count=process_count,
+            seed=seed,
+        )
+        return _iterator(dataset, config)
+
+    return _scheduled(make, config) if train else make(config)

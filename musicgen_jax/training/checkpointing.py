@@ -2,7 +2,9 @@
 
 Layout under ``<output_dir>/checkpoints/<step>/``: ``params`` (trainable, frozen and EMA trees;
 with LoRA the adapters and their EMA only, the frozen base is not saved),
-``optimizer`` (optimizer state and step counter) and ``data`` (the iterator's state as JSON). Export
+``optimizer`` (optimizer state and step counter) and ``data`` (the iterator's state as JSON; with
+several processes, one per process, each restoring its own). Every process saves and restores (orbax
+coordinates them; the directory must be shared). Export
 to the inference format reads ``params`` alone. Saves are asynchronous; the newest ``keep`` are kept,
 plus the best by the ``loss`` metric saved with each (eval loss when evaluating, else train loss).
 Restores target the abstract sharded state, so every shard is read where it lives.
@@ -11,10 +13,12 @@ Restores target the abstract sharded state, so every shard is read where it live
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from musicgen_jax.training.config import CheckpointSection
@@ -32,9 +36,35 @@ def encode_data_state(state: Any) -> dict:
 
 
 def decode_data_state(stored: dict) -> Any:
+    if stored["kind"] == "per_process":
+        states = stored["value"]
+        if len(states) != jax.process_count():
+            raise ValueError(
+                f"the checkpoint holds the data state of {len(states)} processes; "
+                f"this run has {jax.process_count()}"
+            )
+        return decode_data_state(states[jax.process_index()])
     if stored["kind"] == "bytes":
         return base64.b64decode(stored["value"])
     return stored["value"]
+
+
+def _all_processes(encoded: dict) -> dict:
+    """Every process's encoded iterator state, in process order: each host reads its own slice of
+    the data, and orbax writes JSON items from process 0 alone."""
+    if jax.process_count() == 1:
+        return encoded
+    from jax.experimental import multihost_utils
+
+    payload = np.frombuffer(json.dumps(encoded).encode(), np.uint8)
+    lengths = multihost_utils.process_allgather(np.asarray([payload.size], np.int64))
+    padded = np.zeros(int(lengths.max()), np.uint8)
+    padded[: payload.size] = payload
+    gathered = multihost_utils.process_allgather(padded)  # [processes, longest]
+    states = [
+        json.loads(bytes(row[: int(length)]).decode()) for row, length in zip(gathered, lengths.reshape(-1))
+    ]
+    return {"kind": "per_process", "value": states}
 
 
 def _params_item(state: TrainState) -> dict:
@@ -106,7 +136,9 @@ class Checkpointer:
         args = {name: ocp.args.StandardSave(tree) for name, tree in items.items()}
         self.manager.save(
             step,
-            args=ocp.args.Composite(**args, data=ocp.args.JsonSave(encode_data_state(data_state))),
+            args=ocp.args.Composite(
+                **args, data=ocp.args.JsonSave(_all_processes(encode_data_state(data_state)))
+            ),
             metrics=metrics,
             force=True,
         )
@@ -148,6 +180,15 @@ class Checkpointer:
             step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract_params)})
         )
         return restored[item]
+
+    def reached_preemption(self, step: int) -> bool:
+        """Whether a preemption notice reached every process of a ``jax.distributed`` run by
+        ``step`` (the same answer everywhere, so all save that step and stop); False alone."""
+        if not jax.distributed.is_initialized():
+            return False
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.reached_preemption_sync_point(step)
 
     def close(self) -> None:
         self.manager.wait_until_finished()

@@ -131,13 +131,27 @@ class MeshSection:
 
 @dataclasses.dataclass(frozen=True)
 class DistributedSection:
-    """Multi-host start. ``auto`` calls ``jax.distributed.initialize`` under a recognised cluster
-    environment (SLURM / Open MPI with several tasks, Cloud TPU pods, JAX_COORDINATOR_ADDRESS)."""
+    """Multi-process start (:func:`musicgen_jax.training.mesh.initialize_distributed`), off for a
+    single process. ``auto`` calls ``jax.distributed.initialize`` when a coordinator address is
+    given here or a cluster launcher started this process (SLURM / Open MPI with several tasks,
+    Cloud TPU pods, ``JAX_COORDINATOR_ADDRESS``); unset fields are left to jax's cluster detection.
+    ``cpu_collectives`` picks the cross-process collectives of the CPU backend (``gloo``: CPU-only
+    runs of several processes, e.g. the tests)."""
 
     initialize: Literal["auto", "always", "never"] = "auto"
-    coordinator_address: str | None = None
+    coordinator_address: str | None = None  # host:port of process 0
     num_processes: int | None = None
     process_id: int | None = None
+    cpu_collectives: Literal["gloo", "mpi"] | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_processes is not None and self.num_processes < 1:
+            raise ValueError(f"distributed.num_processes must be positive, got {self.num_processes}")
+        limit = self.num_processes
+        if self.process_id is not None and not (
+            self.process_id >= 0 and (limit is None or self.process_id < limit)
+        ):
+            raise ValueError(f"distributed.process_id {self.process_id} is not in [0, {self.num_processes})")
 
 
 @dataclasses.dataclass(frozen=True)

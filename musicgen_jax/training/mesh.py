@@ -7,6 +7,7 @@ under ``tensor=2``) is left replicated rather than failing, and reported once.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -41,10 +42,19 @@ def _cluster_environment() -> bool:
 
 
 def initialize_distributed(config: DistributedSection) -> bool:
-    """Call ``jax.distributed.initialize`` when configured or under a cluster; before any device use."""
-    wanted = config.initialize == "always" or (config.initialize == "auto" and _cluster_environment())
+    """Call ``jax.distributed.initialize`` when configured or under a cluster; before any device use.
+
+    Fields left unset are found by jax's cluster detection (SLURM_* variables, Cloud TPU metadata,
+    Open MPI); a second call in one process (a test calling :func:`train` twice) is a no-op."""
+    wanted = config.initialize == "always" or (
+        config.initialize == "auto" and (config.coordinator_address is not None or _cluster_environment())
+    )
     if not wanted:
         return False
+    if jax.distributed.is_initialized():
+        return True
+    if config.cpu_collectives is not None:
+        jax.config.update("jax_cpu_collectives_implementation", config.cpu_collectives)
     jax.distributed.initialize(
         coordinator_address=config.coordinator_address,
         num_processes=config.num_processes,
@@ -168,9 +178,39 @@ def batch_shardings(
     }
 
 
-def global_batch(local: dict[str, np.ndarray], shardings: dict[str, NamedSharding]) -> dict[str, jax.Array]:
-    """This host's slice of the batch to global arrays (each host passes its own rows)."""
-    return {
-        name: jax.make_array_from_process_local_data(shardings[name], np.asarray(value))
-        for name, value in local.items()
-    }
+def process_batch_block(mesh: Mesh, rules: Rules, batch_size: int) -> tuple[int, int]:
+    """``(index, count)``: this process's devices hold rows block ``index`` of ``count`` equal,
+    contiguous blocks of the global batch, so its data source reads that block (host ``index`` of
+    ``count``). ``count`` is the process count where the batch axes split the batch across
+    processes; processes that share rows (a batch replicated over a ``tensor`` axis spanning hosts)
+    get the same block and read the same data."""
+    sharding = logical_sharding((axes.BATCH,), mesh, rules)
+    rows = sorted(
+        {
+            (index[0].start or 0, batch_size if index[0].stop is None else index[0].stop)
+            for index in sharding.addressable_devices_indices_map((batch_size,)).values()
+        }
+    )
+    start, stop = rows[0][0], rows[-1][1]
+    if any(b[0] != a[1] for a, b in itertools.pairwise(rows)) or batch_size % (stop - start):
+        raise ValueError(
+            f"process {jax.process_index()}'s devices hold rows {rows} of the batch of {batch_size}, "
+            "not one contiguous block: order the mesh so that each host's devices are adjacent "
+            "along the batch axes"
+        )
+    return start // (stop - start), batch_size // (stop - start)
+
+
+def global_batch(
+    local: dict[str, np.ndarray], shardings: dict[str, NamedSharding], batch_size: int | None = None
+) -> dict[str, jax.Array]:
+    """This host's block of the batch (:func:`process_batch_block`) to global arrays of
+    ``batch_size`` rows (default: the local rows times the process count)."""
+    arrays = {}
+    for name, value in local.items():
+        value = np.asarray(value)
+        rows = value.shape[0] * jax.process_count() if batch_size is None else batch_size
+        arrays[name] = jax.make_array_from_process_local_data(
+            shardings[name], value, (rows, *value.shape[1:])
+        )
+    return arrays

@@ -56,13 +56,15 @@ class DataSource:
             process_count=self.process_count,
         )
 
-    def eval(self) -> Iterator[dict[str, np.ndarray]] | None:
-        """A fresh iterator over held-out batches, or None where the source has none."""
+    def eval(self, step: int = 0) -> Iterator[dict[str, np.ndarray]] | None:
+        """A fresh iterator over held-out batches, or None where the source has none; with a
+        segment schedule, at the length training uses at ``step``."""
         data = self.config.data
         if data.source == "memory":
             return self._memory(dataclasses.replace(data.memory, seed=data.memory.seed + 1))
+        pipeline = dataclasses.replace(data.pipeline, segment_frames=data.pipeline.segment_frames_at(step))
         return data_pipeline.make_eval_iterator(
-            data.pipeline,
+            pipeline,
             self.source.tokenizer,
             process_index=self.process_index,
             process_count=self.process_count,
@@ -79,11 +81,11 @@ class DataSource:
         )
 
 
-def _check_batch(batch: dict[str, np.ndarray], config: TrainConfig, process_count: int) -> None:
+def _check_batch(batch: dict[str, np.ndarray], config: TrainConfig, blocks: int) -> None:
     rows = batch["codes"].shape[0]
-    if rows * process_count != config.training.batch_size:
+    if rows * blocks != config.training.batch_size:
         raise ValueError(
-            f"the data source gives {rows} rows per host x {process_count} hosts, "
+            f"the data source gives {rows} rows per host x {blocks} blocks of the batch, "
             f"but training.batch_size is {config.training.batch_size}"
         )
 
@@ -107,7 +109,12 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     # What can still fail on the config (the model source, the data paths) comes before the run
     # directory is written, so that a run that cannot start leaves nothing behind.
     source = load_model_source(config.model)
-    data = DataSource(config, source, jax.process_index(), jax.process_count())
+    mesh = mesh_lib.create_mesh(config.mesh)
+    rules = mesh_lib.rules_from_config(config.mesh)
+    # Each process reads the rows its devices hold: its own share where the batch is split across
+    # processes, the same rows as its peers where they share them.
+    block, blocks = mesh_lib.process_batch_block(mesh, rules, config.training.batch_size)
+    data = DataSource(config, source, block, blocks)
     iterator = data.train()
     if primary:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -115,8 +122,6 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         write_run_files(source, output_dir)
     checkpointer = Checkpointer(output_dir, config.checkpoint)
 
-    mesh = mesh_lib.create_mesh(config.mesh)
-    rules = mesh_lib.rules_from_config(config.mesh)
     model = build_model(source.config, config.model)
     tx = make_optimizer(config.optimizer, config.training.steps)
     layout = StateLayout.create(
@@ -150,7 +155,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     )
 
     batch = next(iterator)
-    _check_batch(batch, config, jax.process_count())
+    _check_batch(batch, config, blocks)
     shardings = mesh_lib.batch_shardings({k: v.shape for k, v in batch.items()}, mesh, rules)
     train_step = step_lib.make_train_step(layout, config, rules, shardings)
     eval_step = None
@@ -160,14 +165,19 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         eval_step = step_lib.make_eval_step(layout, config, rules, shardings, use_ema=layout.use_ema)
         logger.info("evaluating the %s weights", "EMA of the" if layout.use_ema else "raw")
 
-    positions = batch["codes"].shape[-1] + source.config.decoder.codebooks_per_channel - 1
-    flops_per_step = throughput.train_step_flops(
-        source.config,
-        config.training.batch_size,
-        positions,
-        batch["text_ids"].shape[-1],
-        config.model.train_text_encoder,
-    )
+    def step_cost(batch: dict[str, np.ndarray]) -> tuple[int, float]:
+        """Decoder positions and FLOPs of one step on batches shaped like ``batch``."""
+        positions = batch["codes"].shape[-1] + source.config.decoder.codebooks_per_channel - 1
+        flops = throughput.train_step_flops(
+            source.config,
+            config.training.batch_size,
+            positions,
+            batch["text_ids"].shape[-1],
+            config.model.train_text_encoder,
+        )
+        return positions, flops
+
+    positions, flops_per_step = step_cost(batch)
     peak = throughput.peak_flops_per_device()
     metrics_logger = MetricsLogger(
         output_dir,
@@ -187,7 +197,15 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         while step < last:
             if step > start:
                 batch = next(iterator)
-            state, metrics = train_step(state, mesh_lib.global_batch(batch, shardings), rng)
+                if batch["codes"].shape[-1] + source.config.decoder.codebooks_per_channel - 1 != positions:
+                    # Progressive training: a new segment length compiles its step once, and the
+                    # throughput window restarts after that compile.
+                    positions, flops_per_step = step_cost(batch)
+                    timer_start = None
+            frames = batch["codes"].shape[-1]
+            state, metrics = train_step(
+                state, mesh_lib.global_batch(batch, shardings, config.training.batch_size), rng
+            )
             step += 1
             window_losses.append(metrics["loss"])
             if timer_start is None:
@@ -199,6 +217,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             metrics_logger.advance()
             if step % config.logging.every_steps == 0 or step == last:
                 last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                last_metrics["segment_frames"] = frames
                 elapsed = time.perf_counter() - timer_start
                 if timer_steps and elapsed > 0:
                     steps_per_sec = timer_steps / elapsed
@@ -213,12 +232,18 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
                 eval_loss = _evaluate(
                     eval_step, state, data, config, shardings, metrics_logger, step, layout.use_ema
                 )
-            if step % config.checkpoint.every_steps == 0 or step == last:
+            # A preemption notice (SIGTERM to any process of a jax.distributed run: Slurm's scancel,
+            # a TPU maintenance event) is agreed on at one step by all processes: save it and stop.
+            preempted = checkpointer.reached_preemption(step)
+            if step % config.checkpoint.every_steps == 0 or step == last or preempted:
                 train_loss = float(np.mean(jax.device_get(window_losses)))
                 window_losses = []
                 checkpointer.save(
                     state, iterator.get_state(), {"loss": eval_loss if eval_loss is not None else train_loss}
                 )
+            if preempted:
+                logger.warning("preempted: saved step %d; continue with --resume", step)
+                break
     finally:
         checkpointer.close()
         metrics_logger.close()
@@ -236,12 +261,14 @@ def _evaluate(
     use_ema: bool,
 ) -> float | None:
     """The eval metrics averaged over ``eval.batches`` batches, logged as ``eval/*``; the loss."""
-    iterator = data.eval()
+    iterator = data.eval(step)
     if iterator is None:
         return None
     sums: dict[str, float] = {}
     for _ in range(config.eval.batches):
-        metrics = jax.device_get(eval_step(state, mesh_lib.global_batch(next(iterator), shardings)))
+        metrics = jax.device_get(
+            eval_step(state, mesh_lib.global_batch(next(iterator), shardings, config.training.batch_size))
+        )
         for name, value in metrics.items():
             sums[name] = sums.get(name, 0.0) + float(value)
     # Batches are equal-sized: averaging per-batch metrics is close to (not exactly) pooling them.
