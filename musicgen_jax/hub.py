@@ -26,8 +26,8 @@ FALLBACK_WEIGHTS = ["pytorch_model*.bin", "state_dict.bin", "flax_model.msgpack"
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 # Reserved model names and their directories inside the package.
 BUILTIN_MODELS: dict[str, Path] = {"demo": ASSETS_DIR / "demo"}
-# The demo model's codec on its own (a transformers EncodecModel directory, docs/codec-demo.md).
-DEMO_CODEC = ASSETS_DIR / "codec-demo"
+# The demo model's codec (a transformers EncodecModel directory inside it, docs/codec-demo.md).
+DEMO_CODEC = BUILTIN_MODELS["demo"] / "codec"
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
