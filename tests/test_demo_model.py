@@ -19,6 +19,7 @@ import pytest
 
 from musicgen_jax import Attributes, MusicGen, hub, load_audio
 from musicgen_jax.cli.main import main as cli_main
+from musicgen_jax.codec import load_codec
 from musicgen_jax.data.synthetic.holdout import is_held_out_tempo
 from musicgen_jax.eval.metrics.rhythm import measured_bpm, tempo_verdict
 
@@ -48,6 +49,14 @@ def test_demo_is_shipped_and_loads_by_its_name(demo):
     assert size < 60 * 2**20, f"the demo model is {size / 2**20:.0f} MiB"
     assert (demo.sample_rate, demo.frame_rate, demo.num_codebooks) == (16000, 25, 4)
     assert demo.codec.num_codebooks == 4
+
+
+def test_a_codec_loaded_from_the_model_has_its_token_layout():
+    """The demo codec alone defaults to its smallest bandwidth (2 codebooks, transformers' rule); read
+    through the model (as tokenising for fine-tuning does) it gives the model's 4."""
+    assert load_codec(hub.DEMO_CODEC, backend="jax").num_codebooks == 2
+    assert load_codec("demo", backend="jax").num_codebooks == 4
+    assert load_codec("demo", backend="jax", bandwidth=0.45).num_codebooks == 2  # asked for
 
 
 def test_the_fixed_prompts_are_held_out_tempi():

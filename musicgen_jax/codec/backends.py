@@ -20,6 +20,7 @@ channels-first checked, stereo as the mono codec per channel), ``decode(codes)``
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from musicgen_jax.codec.config import CodecConfig
@@ -70,12 +71,17 @@ def load_codec(
     takes) on ``backend``. ``audio_channels``: MusicGen's channel count (default: the source's model,
     else 1). ``device``: the torch device of the torch backend (``auto``: the GPU where PyTorch sees
     one); the JAX backend runs on JAX's default device. ``bandwidth`` (kbps) or ``codebooks`` (per
-    channel, see :func:`bandwidth_for_codebooks`) chooses how many codebooks it uses; neither: the
-    codec's default bandwidth."""
+    channel, see :func:`bandwidth_for_codebooks`) chooses how many codebooks it uses; neither: a
+    MusicGen model's own codebook count where the source is one and its codec offers it (tokens for
+    fine-tuning it must have its layout), else the codec's default bandwidth."""
     if codebooks is not None:
         if bandwidth is not None:
             raise ValueError("give bandwidth or codebooks, not both")
         bandwidth = bandwidth_for_codebooks(source, codebooks)
+    elif bandwidth is None and (model_codebooks := open_codec(source).codebooks) is not None:
+        # A codec with no bandwidth of that many codebooks keeps its default, as before.
+        with contextlib.suppress(CheckpointError):
+            bandwidth = bandwidth_for_codebooks(source, model_codebooks)
     if resolve_backend(backend) == "jax":
         return JaxCodec.from_pretrained(source, audio_channels=audio_channels, bandwidth=bandwidth)
     return EncodecBridge.from_pretrained(

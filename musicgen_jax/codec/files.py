@@ -36,6 +36,7 @@ class CodecFiles:
     config: dict  # the EncodecConfig dict (a MusicGen config's ``audio_encoder`` section)
     prefix: str  # tensor-name prefix of the codec inside the weight files ("audio_encoder." or "")
     audio_channels: int | None  # MusicGen's channel count where the source records it
+    codebooks: int | None = None  # MusicGen's codebooks per channel (its token layout), likewise
 
     @property
     def where(self) -> str:
@@ -68,8 +69,12 @@ def locate_codec(directory: Path) -> CodecFiles:
                 f"{directory} is a musicgen-jax checkpoint without a codec/ directory; load the codec from "
                 "its own source instead (e.g. facebook/encodec_32khz)"
             )
-        channels = ckpt.load_config(directory).decoder.audio_channels
-        return dataclasses.replace(locate_codec(codec_dir), audio_channels=channels)
+        decoder = ckpt.load_config(directory).decoder
+        return dataclasses.replace(
+            locate_codec(codec_dir),
+            audio_channels=decoder.audio_channels,
+            codebooks=decoder.num_codebooks // decoder.audio_channels,
+        )
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise CheckpointError(
@@ -83,8 +88,10 @@ def locate_codec(directory: Path) -> CodecFiles:
     if model_type in ("musicgen", "musicgen_melody"):
         if "audio_encoder" not in config:
             raise CheckpointError(f"{config_path}: a MusicGen config without an audio_encoder section")
-        channels = config.get("decoder", {}).get("audio_channels")
-        return CodecFiles(directory, dict(config["audio_encoder"]), "audio_encoder.", channels)
+        decoder = config.get("decoder", {})
+        channels, codebooks = decoder.get("audio_channels"), decoder.get("num_codebooks")
+        per_channel = codebooks // (channels or 1) if isinstance(codebooks, int) else None
+        return CodecFiles(directory, dict(config["audio_encoder"]), "audio_encoder.", channels, per_channel)
     raise CheckpointError(
         f"{config_path}: model_type is {model_type!r}; expected 'encodec' (an EncodecModel), 'musicgen' or "
         "'musicgen_melody' (a MusicgenForConditionalGeneration or its melody form: its audio_encoder)"

@@ -4,7 +4,8 @@ On the held-out prompts (:func:`~musicgen_jax.data.synthetic.holdout.held_out_pr
 combinations and tempi the training set left out), the model generates each prompt (caption and
 attributes) under four conditions: guidance 3 (the default), guidance 1, unconditional (no text,
 no attributes) and the guidance-3 clips scored against shuffled prompts; a fifth, real renders of
-the same prompts (another seed), shows what the judges give the real thing. The attribute probes
+the same prompts (another seed), shows what the judges give the real thing, and a sixth, those
+renders through the model's codec, what they give the best the language model could make. The attribute probes
 stored with the model (trained on real renders, ``probes/``; trained here when absent) and the beat
 tracker judge them against real renders of the same prompts (:func:`~musicgen_jax.eval.adherence.
 adherence_report`); the report is written as JSON and as an HTML page with spectrograms.
@@ -57,6 +58,12 @@ def real_render(prompt: HeldOutPrompt, duration: float, sample_rate: int, seed: 
     spec = prompt.spec
     notes = compose(spec, duration, rng)
     return render(notes, duration, sample_rate, rng, loudness=spec.loudness, rising=spec.rising)
+
+
+def _round_trip(codec, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``audio`` ``[channels, samples]`` encoded and decoded by ``codec`` (at its rate, trimmed)."""
+    decoded = np.asarray(codec.decode(codec.encode(audio[None], sample_rate)))[0]
+    return decoded[..., : audio.shape[-1]]
 
 
 def probes_for(model_dir: Path, sample_rate: int) -> AttributeProbes:
@@ -126,6 +133,11 @@ def evaluate(
         GeneratedClip(f"real_{i:02d}", audio, rate, p.attributes, p.caption, reference=i)
         for i, ((audio, _), p) in enumerate(zip(third, prompts, strict=True))
     ]
+    codec = model.codec
+    conditions["real renders through the codec"] = [
+        dataclasses.replace(clip, name=f"codec_{i:02d}", audio=_round_trip(codec, clip.audio, rate))
+        for i, clip in enumerate(conditions["real renders (another seed)"])
+    ]
     report = adherence_report(conditions, probes_for(Path(model_dir), rate), real, second_renders=second)
     report["model"] = {"name": model_name, "sample_rate": rate, "prompts": num_prompts, "duration": duration}
     report["generation_seconds"] = generation_seconds
@@ -133,7 +145,7 @@ def evaluate(
         Clip(f"prompt_{i:02d}", audio, rate, stated_bpm=float(p.spec.tempo))
         for i, ((audio, _), p) in enumerate(zip(real, prompts, strict=True))
     ]
-    report["codec_reconstruction"] = evaluate_reconstruction(model.codec, clips)
+    report["codec_reconstruction"] = evaluate_reconstruction(codec, clips)
     summary = Path(model_dir) / SUMMARY
     report["training"] = json.loads(summary.read_text()) if summary.is_file() else None
     report["prompts"] = [
