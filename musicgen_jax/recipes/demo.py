@@ -193,6 +193,11 @@ def install(model: Path) -> Path:
     staging = target.with_name(target.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(model, staging)
+    # The attribute probes judge audio, not the model (trained on synthetic renders alone, by
+    # recipes.demo_eval when absent): an installed model's are kept.
+    probes = target / "probes"
+    if probes.is_dir() and not (staging / "probes").exists():
+        shutil.copytree(probes, staging / "probes")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target
