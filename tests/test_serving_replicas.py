@@ -11,21 +11,10 @@ import json
 import time
 
 import pytest
-from test_serving_live import AUTH, LiveServer, request
+from test_serving_live import AUTH, LiveServer, finished, request
 
 LEASE_SECONDS = 3
-
-
-def _finished(server: LiveServer, task_id: str, timeout: float = 180.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        status, _, body = request(f"{server.url}/generate/{task_id}", headers=AUTH)
-        assert status == 200, body
-        task = json.loads(body)
-        if task["status"] in ("completed", "failed"):
-            return task
-        assert time.monotonic() < deadline, task
-        time.sleep(0.1)
+TASK_TIMEOUT = 180.0  # seconds: a reclaimed task waits out a lease and a fresh compile
 
 
 def _post(server: LiveServer, body: dict, headers: dict | None = None) -> tuple[str, dict]:
@@ -100,7 +89,7 @@ def cluster(tiny_jax_dir, postgres_server, tmp_path_factory):
 def test_a_task_posted_to_one_replica_is_polled_and_downloaded_from_the_other(cluster):
     a, b = cluster.replicas
     task_id, _ = _post(a, {"prompt": "shared jazz", "duration": 1.5, "seed": 4})
-    task = _finished(b, task_id)
+    task = finished(b, task_id, TASK_TIMEOUT)
     assert task["status"] == "completed", task["error"]
     status, headers, from_b = request(f"{b.url}/download/{task_id}", headers=AUTH)
     assert status == 200 and headers["content-type"] == "audio/wav" and len(from_b) > 1000
@@ -115,7 +104,7 @@ def test_a_task_posted_to_one_replica_is_polled_and_downloaded_from_the_other(cl
 def test_downloads_carry_an_etag_and_answer_304_on_every_replica(cluster):
     a, b = cluster.replicas
     task_id, _ = _post(a, {"prompt": "etag", "duration": 1.0, "seed": 8})
-    assert _finished(a, task_id)["status"] == "completed"
+    assert finished(a, task_id, TASK_TIMEOUT)["status"] == "completed"
     status, headers, content = request(f"{a.url}/download/{task_id}", headers=AUTH)
     etag = headers["etag"]
     assert status == 200 and etag.startswith('"') and len(etag) == 66  # a quoted SHA-256
@@ -134,7 +123,7 @@ def test_an_identical_seeded_request_is_answered_from_the_stored_audio(cluster):
     body = {"prompt": "cached piano", "duration": 1.0, "seed": 11, "format": "flac"}
     first, headers = _post(a, body)
     assert "x-musicgen-cache" not in {k.lower() for k in headers}
-    assert _finished(a, first)["status"] == "completed"
+    assert finished(a, first, TASK_TIMEOUT)["status"] == "completed"
     again, headers = _post(b, body)  # the other replica finds it in the shared store
     assert again == first and headers.get("x-musicgen-cache") == "hit"
     status, _, content = request(f"{b.url}/generate?wait=true", "POST", body, AUTH)
@@ -153,7 +142,7 @@ def test_a_replica_killed_mid_task_loses_nothing_and_the_task_completes_once(clu
     survivor = next(replica for replica in cluster.replicas if replica is not victim)
     victim.kill()
     killed_at = time.monotonic()
-    task = _finished(survivor, task_id)
+    task = finished(survivor, task_id, TASK_TIMEOUT)
     assert task["status"] == "completed", task["error"]
     assert time.monotonic() - killed_at >= LEASE_SECONDS - 1  # it waited for the lease to lapse
     row = cluster.row(task_id)
@@ -172,7 +161,7 @@ def test_sigterm_hands_claimed_work_back_at_once(cluster):
     holder.stop()  # SIGTERM
     row = cluster.row(task_id)
     assert row["claimed_by"] is None or cluster.holder(task_id) is other, row  # never the leaver's
-    assert _finished(other, task_id)["status"] == "completed"
+    assert finished(other, task_id, TASK_TIMEOUT)["status"] == "completed"
     # Handed back, the claim did not count: one attempt (a lapsed lease would make it two).
     assert cluster.row(task_id)["attempts"] == 1
     holder.start()
@@ -181,7 +170,7 @@ def test_sigterm_hands_claimed_work_back_at_once(cluster):
 def test_restarting_every_replica_loses_no_task(cluster):
     a, b = cluster.replicas
     finished_id, _ = _post(a, {"prompt": "kept", "duration": 1.0, "seed": 21})
-    assert _finished(a, finished_id)["status"] == "completed"
+    assert finished(a, finished_id, TASK_TIMEOUT)["status"] == "completed"
     before = request(f"{a.url}/download/{finished_id}", headers=AUTH)[2]
     pending = [_post(b, {"prompt": f"pending {i}", "duration": 1.0, "seed": 30 + i})[0] for i in range(3)]
     for replica in (a, b):
@@ -190,5 +179,5 @@ def test_restarting_every_replica_loses_no_task(cluster):
         replica.start()
     assert request(f"{b.url}/download/{finished_id}", headers=AUTH)[2] == before
     for task_id in pending:
-        task = _finished(a, task_id)
+        task = finished(a, task_id, TASK_TIMEOUT)
         assert task["status"] == "completed", task["error"]

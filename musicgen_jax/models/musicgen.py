@@ -28,26 +28,23 @@ class MusicGenModel(nn.Module):
     def setup(self) -> None:
         cfg = self.config
         self.text_encoder = T5Encoder(cfg.text_encoder, self.dtype, self.param_dtype)
+
+        def to_decoder_width(input_axis: str) -> nn.Dense:
+            """A biased projection of conditioning features to the decoder's width."""
+            return nn.Dense(
+                cfg.decoder.hidden_size,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernel_init=nn.with_logical_partitioning(
+                    nn.initializers.normal(0.02), (input_axis, axes.EMBED)
+                ),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes.EMBED,)),
+            )
+
         if cfg.has_text_projection:
-            self.text_projection = nn.Dense(
-                cfg.decoder.hidden_size,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                kernel_init=nn.with_logical_partitioning(
-                    nn.initializers.normal(0.02), (axes.TEXT_EMBED, axes.EMBED)
-                ),
-                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes.EMBED,)),
-            )
+            self.text_projection = to_decoder_width(axes.TEXT_EMBED)
         if cfg.has_chroma_projection:
-            self.chroma_projection = nn.Dense(
-                cfg.decoder.hidden_size,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                kernel_init=nn.with_logical_partitioning(
-                    nn.initializers.normal(0.02), (axes.CHROMA, axes.EMBED)
-                ),
-                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes.EMBED,)),
-            )
+            self.chroma_projection = to_decoder_width(axes.CHROMA)
         if cfg.uses_learned_attributes:
             self.attribute_embedder = AttributeEmbedder(
                 cfg.decoder.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype
