@@ -1,11 +1,13 @@
-"""How far bfloat16 inference strays from float32: greedy-token agreement on the same weights.
+"""How far bfloat16 and int8 inference stray from float32: greedy-token agreement on the same
+weights, and what each variant's decoder weights take in memory.
 
     python benchmarks/bf16_agreement.py --model DIR [--frames 250] [--prompts 4]
     python benchmarks/bf16_agreement.py --shape small   # random weights with musicgen-small's shape
 
-Two numbers per codebook:
+Variants: bfloat16; int8 (weight-only int8 projections and heads, float32 compute); int8 with
+bfloat16 compute. Two numbers per codebook and variant:
 * teacher-forced agreement: the float32 greedy sequence is fed to both; at each position, do the
-  guided logits of both dtypes pick the same token? (bf16 rounding alone, no compounding);
+  guided logits of both pick the same token? (the variant's rounding alone, no compounding);
 * free-running agreement: each dtype generates greedily on its own; the fraction of equal tokens
   and the first frame where they part (after that, sequences legitimately differ).
 
@@ -60,6 +62,7 @@ def main() -> None:
 
     from musicgen_jax import MusicGen
     from musicgen_jax.models.delay_pattern import apply_delay
+    from musicgen_jax.models.layer_layout import weight_bytes
 
     temporary = None
     source = args.model
@@ -72,7 +75,11 @@ def main() -> None:
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.prompts)]
     seconds = args.frames / 50
     full = MusicGen.from_pretrained(source, dtype="float32")
-    half = MusicGen.from_pretrained(source, dtype="bfloat16")
+    variants = {
+        "bfloat16": dict(dtype="bfloat16"),
+        "int8": dict(dtype="float32", quantize="int8"),
+        "int8 + bfloat16": dict(dtype="bfloat16", quantize="int8"),
+    }
     kwargs = dict(duration=seconds, greedy=True, guidance_scale=args.guidance_scale)
     reference = full.generate_tokens(prompts, **kwargs)  # [batch, K, frames]
     delayed = np.asarray(
@@ -80,29 +87,39 @@ def main() -> None:
     )
     inputs, targets = delayed[:, :, :-1], delayed[:, :, 1:]
     valid = targets < full.config.decoder.vocab_size
-    picks = {
-        name: guided_argmax(model, prompts, inputs, args.guidance_scale)
-        for name, model in (("float32", full), ("bfloat16", half))
-    }
-    assert (picks["float32"][valid] == targets[valid]).all(), (
+    want = guided_argmax(full, prompts, inputs, args.guidance_scale)
+    assert (want[valid] == targets[valid]).all(), (
         "float32 teacher forcing must reproduce its own greedy tokens"
     )
-    forced = (picks["bfloat16"] == targets) | ~valid
-    free = half.generate_tokens(prompts, **kwargs)
     print(
         f"{full.config.name}: {len(prompts)} prompts x {args.frames} frames, guidance {args.guidance_scale}"
     )
-    print("| codebook | teacher-forced agreement | free-running agreement | first differing frame (median) |")
-    print("|---|---|---|---|")
-    for k in range(reference.shape[1]):
-        teacher = forced[:, k][valid[:, k]].mean()
-        same = (free[:, k] == reference[:, k]).mean()
-        first = [
-            np.argmax(row != ref) if (row != ref).any() else args.frames
-            for row, ref in zip(free[:, k], reference[:, k])
-        ]
-        print(f"| {k} | {teacher:.4f} | {same:.4f} | {int(np.median(first))} |")
-    print(f"| all | {forced[valid].mean():.4f} | {(free == reference).mean():.4f} | |")
+    print(f"decoder weights: float32 {weight_bytes(full.engine.params['decoder']) / 2**20:.1f} MiB")
+    print(
+        "| variant | codebook | teacher-forced agreement | free-running agreement "
+        "| first differing frame (median) |"
+    )
+    print("|---|---|---|---|---|")
+    memory = {}
+    for name, options in variants.items():
+        model = MusicGen.from_pretrained(source, **options)
+        memory[name] = weight_bytes(model.engine.params["decoder"])
+        forced = (guided_argmax(model, prompts, inputs, args.guidance_scale) == targets) | ~valid
+        free = model.generate_tokens(prompts, **kwargs)
+        for k in range(reference.shape[1]):
+            teacher = forced[:, k][valid[:, k]].mean()
+            same = (free[:, k] == reference[:, k]).mean()
+            first = [
+                np.argmax(row != ref) if (row != ref).any() else args.frames
+                for row, ref in zip(free[:, k], reference[:, k])
+            ]
+            print(f"| {name} | {k} | {teacher:.4f} | {same:.4f} | {int(np.median(first))} |")
+        print(f"| {name} | all | {forced[valid].mean():.4f} | {(free == reference).mean():.4f} | |")
+        del model
+    print("\n| variant | decoder weights MiB | of bfloat16's |")
+    print("|---|---|---|")
+    for name, size in memory.items():
+        print(f"| {name} | {size / 2**20:.1f} | {size / memory['bfloat16']:.0%} |")
     if temporary is not None:
         temporary.cleanup()
 

@@ -131,7 +131,12 @@ def run_jax(args) -> dict:
     if os.environ.get(CACHE_DIR_VARIABLE):  # a persistent cache only when asked for (the GPU suite)
         enable_compilation_cache()
     model = MusicGen.from_pretrained(
-        args.checkpoint, dtype=args.dtype, layer_unroll=args.layer_unroll, kv_splits=args.kv_splits
+        args.checkpoint,
+        dtype=args.dtype,
+        layer_unroll=args.layer_unroll,
+        kv_splits=args.kv_splits,
+        layer_layout=args.layer_layout,
+        quantize=args.quantize,
     )
     prompts = prompts_for(args.batch)
     frames = int(args.seconds * 50)
@@ -221,6 +226,13 @@ def main() -> None:
         "--kv-splits", type=int, default=4, help="musicgen-jax: attention spans per length bucket"
     )
     parser.add_argument(
+        "--layer-layout",
+        default="auto",
+        choices=("auto", "scanned", "unrolled"),
+        help="musicgen-jax: the decoder's parameter layout (auto: unrolled for large models on CPUs)",
+    )
+    parser.add_argument("--quantize", choices=("int8",), help="musicgen-jax: weight-only int8")
+    parser.add_argument(
         "--profile", help="musicgen-jax: trace one more run into this folder and print its top kernels"
     )
     parser.add_argument("--checkpoint", help="reuse a saved transformers checkpoint")
@@ -274,7 +286,11 @@ def main() -> None:
                     str(args.layer_unroll),
                     "--kv-splits",
                     str(args.kv_splits),
+                    "--layer-layout",
+                    args.layer_layout,
                 ]
+                if args.quantize:
+                    command += ["--quantize", args.quantize]
                 if args.reference_dtype:
                     command += ["--reference-dtype", args.reference_dtype]
                 if args.profile and impl == "jax" and repetition == 0:
@@ -296,7 +312,8 @@ def main() -> None:
     reference = args.reference_dtype or args.dtype
     print(
         f"\nmusicgen-{args.shape}, musicgen-jax {args.dtype} "
-        f"(layer unroll {args.layer_unroll}, {args.kv_splits} kv splits), "
+        f"(layer layout {args.layer_layout}, unroll {args.layer_unroll}, {args.kv_splits} kv splits"
+        f"{', int8 weights' if args.quantize else ''}), "
         f"transformers {reference}, {args.seconds:g} s per row, sampling top-k 250, "
         f"guidance 3.0 on {machine()}"
         + (f"; median of {args.repeat} alternating runs" if args.repeat > 1 else "")

@@ -15,8 +15,9 @@ and the summary says so:
   bfloat16 beside transformers in float16 (the issue's reference table);
 * ``stream``: ``streaming_latency.py``, musicgen-small: time to first audio;
 * ``large``: ``generate_speed.py``, musicgen-large, batch 1, 10 s a row;
-* ``knobs``: musicgen-jax alone, musicgen-small, batch 1 and 32, 10 s: layer unroll and
-  attention-span counts (``layer_unroll``, ``kv_splits``), to pick the defaults;
+* ``knobs``: musicgen-jax alone, musicgen-small, batch 1 and 32, 10 s: layer unroll, the
+  unrolled layer layout (one array a layer, as on CPUs), int8 weights and attention-span counts
+  (``layer_unroll``, ``layer_layout``, ``quantize``, ``kv_splits``), to pick the defaults;
 * ``profile``: one traced musicgen-small batch-1 run: device time a step by kernel;
 * ``parity``: the float32 parity tests with JAX on this device (greedy tokens, logits);
 * ``bf16``: ``bf16_agreement.py``: bfloat16 against float32 greedy agreement, musicgen-small.
@@ -220,9 +221,12 @@ class Suite:
 
     def stage_knobs(self) -> None:
         self.summary.append("## Knobs (musicgen-jax alone, musicgen-small, 10 s)")
-        for unroll, splits in ((1, 4), (4, 4), (24, 4), (1, 8)):
+        knobs = [(1, 4, "scanned", None), (1, 4, "unrolled", None), (1, 4, "unrolled", "int8")]
+        knobs += [(4, 4, "scanned", None), (24, 4, "scanned", None), (1, 8, "scanned", None)]
+        for unroll, splits, layout, quantize in knobs:
+            label = f"layer unroll {unroll}, kv splits {splits}, {layout}{', int8' if quantize else ''}"
             if self.left() < 40:
-                self.summary.append(f"(layer unroll {unroll}, kv splits {splits}: skipped, out of time)")
+                self.summary.append(f"({label}: skipped, out of time)")
                 continue
             extra = [
                 "--skip-transformers",
@@ -230,7 +234,11 @@ class Suite:
                 str(2 if self.quick and unroll > 2 else unroll),
                 "--kv-splits",
                 str(splits),
+                "--layer-layout",
+                layout,
             ]
+            if quantize:
+                extra += ["--quantize", quantize]
             self.speed("knobs", "small", [1, 32], 10.0, *extra)
 
     def stage_profile(self) -> None:

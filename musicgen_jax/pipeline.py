@@ -30,6 +30,8 @@ from musicgen_jax.dtypes import resolve_dtype
 from musicgen_jax.generation.engine import GenerationEngine
 from musicgen_jax.generation.params import GenerationParams, GenerationRequest
 from musicgen_jax.models.config import MusicGenConfig
+from musicgen_jax.models.int8 import check_quantize
+from musicgen_jax.models.layer_layout import AUTO, to_scanned
 
 __all__ = ["GeneratedAudio", "MusicGen", "PromptError"]
 
@@ -45,6 +47,8 @@ class MusicGen:
         layer_unroll: int = 1,
         kv_splits: int = 4,
         codec_backend: str = "auto",
+        layer_layout: str = AUTO,
+        quantize: str | None = None,
     ):
         self.codec_backend = check_backend(codec_backend)
         self.codec_source = loaded.codec_source
@@ -57,6 +61,8 @@ class MusicGen:
             dtype=dtype,
             layer_unroll=layer_unroll,
             kv_splits=kv_splits,
+            layer_layout=layer_layout,
+            quantize=quantize,
         )
         self._codec = None
 
@@ -74,6 +80,8 @@ class MusicGen:
         codec_backend: str = "auto",
         text_padding: str | None = None,
         adapter: str | Path | None = None,
+        layer_layout: str = AUTO,
+        quantize: str | None = None,
     ) -> MusicGen:
         """Load a model.
 
@@ -86,6 +94,13 @@ class MusicGen:
         ``layer_unroll``: decoder layers per iteration of the compiled layer loop (1 to the number
         of layers; results are the same, only compile time and step time change; 1 is fastest on
         CPUs). ``kv_splits``: attention spans compiled per length bucket (same results).
+        ``layer_layout``: the decoder's parameter layout while it runs: ``scanned`` (stacked
+        layers, one layer's program), ``unrolled`` (one array a layer: faster steps, longer compile)
+        or ``auto``, the default: unrolled on CPUs for decoders of 256 MiB of weights or more
+        (musicgen-small and up), scanned otherwise (same results; see
+        :mod:`musicgen_jax.models.layer_layout`). ``quantize="int8"``: weight-only int8 decoder
+        projections and LM heads, a per-output-feature scale each (a quarter of float32's weight
+        bytes; agreement with float32 in docs/performance.md), None (the default) for none.
         ``text_encoder`` (a T5 directory or hub id; default: the one the checkpoint names),
         ``preset`` (optional, checked against the checkpoint's own shape) and ``codec`` (an EnCodec
         directory or hub id) are read only for audiocraft's own checkpoints (a directory with
@@ -98,6 +113,7 @@ class MusicGen:
         rounding.
         """
         check_backend(codec_backend)  # before the seconds a model takes to load
+        check_quantize(quantize)
         dtype = resolve_dtype(dtype)  # parameters are read straight into the dtype they will run in
         loaded = load_model(
             name_or_path,
@@ -109,13 +125,25 @@ class MusicGen:
             adapter=adapter,
         )
         return cls(
-            loaded, dtype=dtype, layer_unroll=layer_unroll, kv_splits=kv_splits, codec_backend=codec_backend
+            loaded,
+            dtype=dtype,
+            layer_unroll=layer_unroll,
+            kv_splits=kv_splits,
+            codec_backend=codec_backend,
+            layer_layout=layer_layout,
+            quantize=quantize,
         )
 
     def save_pretrained(self, directory: str | Path, dtype: str | None = None) -> Path:
         """Write a musicgen-jax checkpoint (parameters in ``dtype``, default as loaded)."""
+        if self.engine.quantize:
+            raise ValueError(
+                f"an {self.engine.quantize} model is not saved (its weights are rounded); "
+                "save the float model it was loaded from"
+            )
         directory = Path(directory)
-        params = jax.tree.map(np.asarray, self.engine.params)
+        # In the checkpoints' (scanned) layout, whichever the model runs in.
+        params = jax.tree.map(np.asarray, to_scanned(self.engine.params, self.config.decoder))
         ckpt.save_checkpoint(
             directory,
             self.config,

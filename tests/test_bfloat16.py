@@ -93,14 +93,14 @@ def test_bfloat16_model_keeps_bfloat16_params_cache_and_dots(bfloat16, float32):
     assert memory.dtype == jnp.bfloat16
     cache = state.cache
     for name in ("self_key", "self_value", "cross_key", "cross_value"):
-        assert getattr(cache, name).dtype == jnp.bfloat16, name
+        assert {x.dtype for x in jax.tree.leaves(getattr(cache, name))} == {jnp.dtype(jnp.bfloat16)}, name
     assert state.logits.dtype == jnp.float32  # sampling reads float32 logits
     dots = dot_operand_types(text)
     assert len(dots) >= 10  # q, k, v, out per attention, both attentions, the MLP, the heads
     assert set(dots) == {("bf16", "bf16")}
     # The same check tells a float32 model apart.
     _, state32, text32 = decode_loop_shapes(float32)
-    assert state32.cache.self_key.dtype == jnp.float32
+    assert {x.dtype for x in jax.tree.leaves(state32.cache.self_key)} == {jnp.dtype(jnp.float32)}
     assert set(dot_operand_types(text32)) == {("f32", "f32")}
 
 

@@ -14,6 +14,7 @@ from musicgen_jax.conditioning import Attributes
 from musicgen_jax.conditioning.melody import melody_excerpt, require_audible
 from musicgen_jax.dtypes import RUN_DTYPE_NAMES
 from musicgen_jax.generation.params import GenerationParams
+from musicgen_jax.models.int8 import QUANTIZE_CHOICES
 
 DEFAULT_MODEL = "facebook/musicgen-small"
 
@@ -41,6 +42,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         choices=RUN_DTYPE_NAMES,
         help="auto: bfloat16 on GPU/TPU, float32 on CPU",
+    )
+    parser.add_argument(
+        "--quantize",
+        default=None,
+        choices=QUANTIZE_CHOICES,
+        help="int8: weight-only int8 decoder projections and heads (a quarter of float32's weight bytes)",
     )
     parser.add_argument("--cache-dir", default=None, help="persistent compilation cache ('' to disable)")
     # Checked by load_model (check_backend), not by choices=: a bad value is one "error:" line, exit 1.

@@ -17,7 +17,11 @@ def load_model(args: argparse.Namespace) -> MusicGen:
     began = time.perf_counter()
     adapter = getattr(args, "adapter", None)
     model = MusicGen.from_pretrained(
-        args.model, dtype=args.dtype, codec_backend=args.codec_backend, adapter=adapter
+        args.model,
+        dtype=args.dtype,
+        codec_backend=args.codec_backend,
+        adapter=adapter,
+        quantize=getattr(args, "quantize", None),
     )
     print(
         f"loaded {args.model}{f' with {adapter}' if adapter else ''} in {time.perf_counter() - began:.1f} s",

@@ -27,10 +27,7 @@ from musicgen_jax.models.musicgen import MusicGenModel
 def _reorder(state: loop.GenerationState, origin: jax.Array, guided: bool) -> loop.GenerationState:
     """Make beam ``i`` a copy of beam ``origin[i]`` (cache rows of the null condition too)."""
     cache_rows = jnp.concatenate([origin, origin + origin.shape[0]]) if guided else origin  # batch is axis 1
-    cache = state.cache.replace(
-        self_key=state.cache.self_key[:, cache_rows], self_value=state.cache.self_value[:, cache_rows]
-    )
-    return state.replace(tokens=state.tokens[origin], cache=cache)
+    return state.replace(tokens=state.tokens[origin], cache=state.cache.select_rows(cache_rows))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_beams", "guided"))

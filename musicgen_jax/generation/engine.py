@@ -26,7 +26,9 @@ from musicgen_jax.generation.params import GenerationRequest
 from musicgen_jax.generation.programs import ProgramCache
 from musicgen_jax.generation.sampling import SamplingControls
 from musicgen_jax.generation.shapes import ShapePlan, candidate_count
+from musicgen_jax.models import layer_layout as layouts
 from musicgen_jax.models.config import MusicGenConfig
+from musicgen_jax.models.int8 import INT8, check_quantize, quantize_int8
 from musicgen_jax.models.musicgen import MusicGenModel
 
 
@@ -55,7 +57,12 @@ class GenerationEngine:
 
     ``params`` are host or device arrays; they move to the device in ``dtype`` (``auto``: bfloat16
     on GPUs and TPUs, float32 on CPUs). ``layer_unroll``: decoder layers per iteration of the
-    compiled layer loop (same results; 1 is fastest on CPUs). ``kv_splits``: the most attention
+    compiled layer loop (same results; 1 is fastest on CPUs). ``layer_layout``: the decoder's
+    parameter layout on the device (``auto``: unrolled on CPUs for large decoders, scanned
+    otherwise; same results,
+    see :mod:`musicgen_jax.models.layer_layout`); ``params`` come in either. ``quantize``:
+    ``"int8"`` for weight-only int8 decoder projections and heads (:mod:`musicgen_jax.models.int8`;
+    unrolled layout), None for the dtype's own weights. ``kv_splits``: the most attention
     spans compiled per length bucket (``loop.kv_buckets``); 1 compiles the fewest programs.
     ``chunk_seconds``: audio per host round trip of the loop (progress and streaming granularity).
     """
@@ -70,14 +77,39 @@ class GenerationEngine:
         layer_unroll: int = 1,
         kv_splits: int = 4,
         chunk_seconds: float = 1.0,
+        layer_layout: str = layouts.AUTO,
+        quantize: str | None = None,
     ):
         if kv_splits < 1:
             raise ValueError(f"kv_splits must be at least 1, got {kv_splits}")
         self.config = config
         self.dtype = dtypes.resolve_dtype(dtype)
+        self.quantize = check_quantize(quantize)
+        if self.quantize and layer_layout == layouts.AUTO:
+            layer_layout = layouts.UNROLLED  # int8 weights are laid out unrolled
+        self.layer_layout = layouts.resolve_layout(
+            layer_layout, decoder_bytes=layouts.weight_bytes(params["decoder"])
+        )
+        if self.quantize and self.layer_layout != layouts.UNROLLED:
+            raise ValueError(
+                f"quantize={self.quantize!r} runs in the unrolled layer layout, not {layer_layout!r}"
+            )
         compute = dtypes.jax_dtype(self.dtype)
-        self.model = MusicGenModel(config, dtype=compute, param_dtype=compute, scan_unroll=layer_unroll)
+        self.model = MusicGenModel(
+            config,
+            dtype=compute,
+            param_dtype=compute,
+            scan_unroll=layer_unroll,
+            layer_layout=self.layer_layout,
+            int8=self.quantize == INT8,
+        )
+        if self.layer_layout == layouts.UNROLLED:  # each stacked host array released once laid out
+            params = layouts.to_unrolled(params, convert=lambda leaf: jnp.asarray(leaf, compute))
+        else:
+            params = layouts.to_scanned(params, config.decoder)
         self.params = _to_device(params, compute)
+        if self.quantize == INT8:
+            self.params = quantize_int8(self.params)
         self.text = TextTokenizer.for_model(tokenizer, config)
         self.shapes = ShapePlan(config)
         self.programs = ProgramCache(self.numerics)

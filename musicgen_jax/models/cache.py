@@ -2,8 +2,11 @@
 
 Self-attention keys and values are written one position (or one prompt chunk) at a time at
 ``index``; cross-attention keys and values are computed once from the conditioning memory (a
-melody model has none: its conditioning prefix fills the first self-attention positions). All
-arrays carry the stacked layer axis first so the scanned decoder layers slice them.
+melody model has none: its conditioning prefix fills the first self-attention positions). For the
+scanned layer layout every array carries the stacked layer axis first, for the scanned layers to
+slice; for the unrolled layout (:mod:`musicgen_jax.models.layer_layout`) each is a tuple of the
+layers' own arrays (self-attention ones keep a leading axis of 1), so a layer reads and updates its
+cache in place without slicing a stacked one.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import jax.numpy as jnp
 @flax.struct.dataclass
 class DecoderCache:
     # Heads-major, so attention reads each head's positions contiguously without transposing.
-    self_key: jax.Array  # [layers, batch, heads, max_length, head_dim]
-    self_value: jax.Array  # [layers, batch, heads, max_length, head_dim]
-    cross_key: jax.Array  # [layers, batch, heads, cond_len, head_dim]
-    cross_value: jax.Array  # [layers, batch, heads, cond_len, head_dim]
+    # Unrolled: tuples of [1, batch, heads, max_length, head_dim] and [batch, heads, cond_len, head_dim].
+    self_key: jax.Array | tuple  # [layers, batch, heads, max_length, head_dim]
+    self_value: jax.Array | tuple  # [layers, batch, heads, max_length, head_dim]
+    cross_key: jax.Array | tuple  # [layers, batch, heads, cond_len, head_dim]
+    cross_value: jax.Array | tuple  # [layers, batch, heads, cond_len, head_dim]
     memory_mask: jax.Array  # [batch, cond_len] bool
     index: jax.Array  # [] int32: positions written so far (the next position to write)
     # Positions of a melody model's conditioning prefix, written first (static; 0 with
@@ -29,11 +33,27 @@ class DecoderCache:
     @property
     def max_length(self) -> int:
         """Positions the cache holds, the prefix's included."""
-        return self.self_key.shape[3]
+        return jax.tree.leaves(self.self_key)[0].shape[3]
+
+    def select_rows(self, rows: jax.Array) -> DecoderCache:
+        """The self-attention cache of batch rows ``rows`` (in that order; a beam's reordering)."""
+        take = lambda tree: jax.tree.map(lambda x: x[:, rows], tree)  # batch is axis 1
+        return self.replace(self_key=take(self.self_key), self_value=take(self.self_value))
 
 
 def empty_self_attention(
-    num_layers: int, batch: int, max_length: int, num_heads: int, head_dim: int, dtype: jnp.dtype
-) -> tuple[jax.Array, jax.Array]:
+    num_layers: int,
+    batch: int,
+    max_length: int,
+    num_heads: int,
+    head_dim: int,
+    dtype: jnp.dtype,
+    per_layer: bool = False,
+) -> tuple:
+    """Zero keys and values: stacked ``[layers, ...]``, or with ``per_layer`` tuples of ``[1, ...]``."""
+    if per_layer:
+        shape = (1, batch, num_heads, max_length, head_dim)
+        zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(num_layers))
+        return zeros(), zeros()
     shape = (num_layers, batch, num_heads, max_length, head_dim)
     return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)

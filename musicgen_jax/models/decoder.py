@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from musicgen_jax.models.cache import DecoderCache, empty_self_attention
 from musicgen_jax.models.config import DecoderConfig
 from musicgen_jax.models.decoder_layer import DecoderLayer, layer_norm
+from musicgen_jax.models.layer_layout import LAYOUTS, SCANNED, UNROLLED
 from musicgen_jax.sharding import axes
 
 REMAT_POLICIES = {
@@ -51,6 +52,11 @@ class MusicGenDecoder(nn.Module):
     # launches (GPUs). XLA:CPU copies unrolled layers' weight slices, so there it is slower
     # (docs/performance.md).
     scan_unroll: int = 1
+    # "scanned" (stacked layers, one nn.scan) or "unrolled" (one parameter array a layer, kernels
+    # [out, in], a Python loop; inference only): see musicgen_jax.models.layer_layout.
+    layer_layout: str = SCANNED
+    # Weight-only int8 projections and LM heads (inference; musicgen_jax.models.int8).
+    int8: bool = False
 
     def setup(self) -> None:
         cfg = self.config
@@ -58,6 +64,10 @@ class MusicGenDecoder(nn.Module):
             raise ValueError(
                 f"scan_unroll must be between 1 and the {cfg.num_layers} layers, got {self.scan_unroll}"
             )
+        if self.layer_layout not in LAYOUTS:
+            raise ValueError(f"layer_layout must be one of {', '.join(LAYOUTS)}, got {self.layer_layout!r}")
+        if self.layer_layout == UNROLLED and self.remat_policy != "none":
+            raise ValueError("the unrolled layer layout is for inference: it takes no remat policy")
         self.embed_tokens = self.param(
             "embed_tokens",
             nn.with_logical_partitioning(
@@ -66,13 +76,45 @@ class MusicGenDecoder(nn.Module):
             (cfg.num_codebooks, cfg.vocab_size + 1, cfg.hidden_size),
             self.param_dtype,
         )
+        if self.layer_layout == UNROLLED:  # Flax names them layers_0, layers_1, ...
+            self.layers = [
+                DecoderLayer(cfg, self.dtype, self.param_dtype, out_in=True, int8=self.int8)
+                for _ in range(cfg.num_layers)
+            ]
+        else:
+            self.layers = self._scanned_layers()
+        if self.int8 and self.layer_layout != UNROLLED:
+            raise ValueError("int8 weights run in the unrolled layer layout (layer_layout='unrolled')")
+        self.final_norm = layer_norm(cfg, self.dtype, self.param_dtype, "final_norm")
+        self.embed_dropout = nn.Dropout(cfg.dropout)
+        # [codebooks, vocab, hidden], PyTorch's Linear layout: the logits matmul contracts the
+        # minor dimension of both operands, which needs no transposed copy of the heads per step.
+        self.lm_heads = self.param(
+            "lm_heads",
+            nn.with_logical_partitioning(
+                nn.initializers.zeros if self.int8 else nn.initializers.normal(0.02),
+                (axes.CODEBOOKS, axes.VOCAB, axes.EMBED),
+            ),
+            (cfg.num_codebooks, cfg.vocab_size, cfg.hidden_size),
+            jnp.int8 if self.int8 else self.param_dtype,
+        )
+        if self.int8:  # one scale per vocabulary row of each head
+            self.lm_heads_scale = self.param(
+                "lm_heads_scale",
+                nn.with_logical_partitioning(nn.initializers.ones, (axes.CODEBOOKS, axes.VOCAB)),
+                (cfg.num_codebooks, cfg.vocab_size),
+                jnp.float32,
+            )
+
+    def _scanned_layers(self):
+        cfg = self.config
         layer = DecoderLayer
         if self.remat_policy != "none":
             # kv_length, mode and deterministic are Python values; the count includes self.
             layer = nn.remat(
                 layer, policy=REMAT_POLICIES[self.remat_policy], prevent_cse=False, static_argnums=(7, 8, 9)
             )
-        self.layers = nn.scan(
+        return nn.scan(
             layer,
             variable_axes={"params": 0},
             split_rngs={"params": True, "dropout": True},
@@ -81,18 +123,31 @@ class MusicGenDecoder(nn.Module):
             unroll=self.scan_unroll,
             metadata_params={nn.PARTITION_NAME: axes.LAYERS},
         )(cfg, self.dtype, self.param_dtype, name="layers")
-        self.final_norm = layer_norm(cfg, self.dtype, self.param_dtype, "final_norm")
-        self.embed_dropout = nn.Dropout(cfg.dropout)
-        # [codebooks, vocab, hidden], PyTorch's Linear layout: the logits matmul contracts the
-        # minor dimension of both operands, which needs no transposed copy of the heads per step.
-        self.lm_heads = self.param(
-            "lm_heads",
-            nn.with_logical_partitioning(
-                nn.initializers.normal(0.02), (axes.CODEBOOKS, axes.VOCAB, axes.EMBED)
-            ),
-            (cfg.num_codebooks, cfg.vocab_size, cfg.hidden_size),
-            self.param_dtype,
-        )
+
+    def _run_layers(self, carry: tuple, layer_inputs: dict | None, *args) -> tuple[tuple, dict | None]:
+        """The layer loop, ``(hidden, keys, values), layer_inputs -> (...), outputs``, with the caches,
+        ``layer_inputs`` and outputs stacked (scanned) or per-layer tuples (unrolled); ``args`` are
+        :class:`DecoderLayer`'s broadcast arguments."""
+        if self.layer_layout == SCANNED:
+            return self.layers(carry, layer_inputs, *args)
+        hidden, keys, values = carry
+        new_keys, new_values, outputs = [], [], []
+        for index, layer in enumerate(self.layers):
+            inputs = None if layer_inputs is None else {k: v[index] for k, v in layer_inputs.items()}
+            key = None if keys is None else keys[index]
+            value = None if values is None else values[index]
+            (hidden, key, value), output = layer((hidden, key, value), inputs, *args)
+            new_keys.append(key)
+            new_values.append(value)
+            outputs.append(output)
+        keys = None if keys is None else tuple(new_keys)
+        values = None if values is None else tuple(new_values)
+        stacked = None if outputs[0] is None else {k: tuple(o[k] for o in outputs) for k in outputs[0]}
+        return (hidden, keys, values), stacked
+
+    @property
+    def _per_layer(self) -> bool:
+        return self.layer_layout == UNROLLED
 
     def embed(
         self,
@@ -123,6 +178,8 @@ class MusicGenDecoder(nn.Module):
         logits = jnp.einsum(
             "btd,kvd->bktv", hidden, self.lm_heads.astype(self.dtype), preferred_element_type=jnp.float32
         )
+        if self.int8:
+            logits = logits * self.lm_heads_scale[None, :, None, :]
         return nn.with_logical_constraint(
             logits, (axes.BATCH, axes.ACT_CODEBOOKS, axes.LENGTH, axes.ACT_VOCAB)
         )
@@ -148,7 +205,7 @@ class MusicGenDecoder(nn.Module):
             positions = jnp.arange(memory.shape[1] + length, dtype=jnp.int32)
             hidden = self.embed(tokens, positions, deterministic, prefix=memory)
             memory = memory_mask = None
-        (hidden, _, _), _ = self.layers(
+        (hidden, _, _), _ = self._run_layers(
             (hidden, None, None), None, memory, memory_mask, positions, None, None, "full", deterministic
         )
         return self.logits(hidden[:, -length:])
@@ -166,17 +223,18 @@ class MusicGenDecoder(nn.Module):
         if not cfg.cross_attention:
             return self._prefilled_cache(memory, max_length, dtype)
         dummy = jnp.zeros((batch, 1, cfg.hidden_size), self.dtype)
-        _, cross = self.layers(
+        _, cross = self._run_layers(
             (dummy, None, None), None, memory, memory_mask, None, None, None, "project_memory", True
         )
         self_key, self_value = empty_self_attention(
-            cfg.num_layers, batch, max_length, cfg.num_heads, cfg.head_dim, dtype
+            cfg.num_layers, batch, max_length, cfg.num_heads, cfg.head_dim, dtype, self._per_layer
         )
+        cast = lambda tree: jax.tree.map(lambda x: x.astype(dtype), tree)
         return DecoderCache(
             self_key=self_key,
             self_value=self_value,
-            cross_key=cross["cross_key"].astype(dtype),
-            cross_value=cross["cross_value"].astype(dtype),
+            cross_key=cast(cross["cross_key"]),
+            cross_value=cast(cross["cross_value"]),
             memory_mask=memory_mask.astype(bool),
             index=jnp.zeros((), jnp.int32),
         )
@@ -185,9 +243,17 @@ class MusicGenDecoder(nn.Module):
         cfg = self.config
         batch, prefix_length = prefix.shape[:2]
         self_key, self_value = empty_self_attention(
-            cfg.num_layers, batch, prefix_length + max_length, cfg.num_heads, cfg.head_dim, dtype
+            cfg.num_layers,
+            batch,
+            prefix_length + max_length,
+            cfg.num_heads,
+            cfg.head_dim,
+            dtype,
+            self._per_layer,
         )
         empty_cross = jnp.zeros((cfg.num_layers, batch, cfg.num_heads, 0, cfg.head_dim), dtype)
+        if self._per_layer:
+            empty_cross = tuple(empty_cross)
         cache = DecoderCache(
             self_key=self_key,
             self_value=self_value,
@@ -225,11 +291,13 @@ class MusicGenDecoder(nn.Module):
         last layer's output and the cache with these positions written."""
         cfg = self.config
         length = hidden.shape[1]
-        layer_inputs = {"layer": jnp.arange(cfg.num_layers, dtype=jnp.int32)}
+        # The layer's index into its cache: stacked, its place; a layer's own cache has one entry.
+        layer = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+        layer_inputs = {"layer": tuple(jnp.zeros_like(layer)) if self._per_layer else layer}
         if cfg.cross_attention:
             layer_inputs.update(cross_key=cache.cross_key, cross_value=cache.cross_value)
         carry = (hidden, cache.self_key, cache.self_value)
-        (hidden, self_key, self_value), _ = self.layers(
+        (hidden, self_key, self_value), _ = self._run_layers(
             carry,
             layer_inputs,
             None,

@@ -12,6 +12,7 @@ its stacked layers. One layer function serves three modes:
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import flax.linen as nn
@@ -39,30 +40,101 @@ def layer_norm(config: DecoderConfig, dtype, param_dtype, name: str) -> nn.Layer
     )
 
 
-class _HeadsDense(nn.Module):
-    """A bias-free projection to or from attention heads: ``einsum(equation, x, kernel)``.
+# Each projection's input and output dims, by letter: ``d`` hidden, ``h`` heads, ``k`` head dim,
+# ``f`` feed-forward. Its kernel is ``[*in, *out]`` in the scanned (training) layout and
+# ``[prod(out), prod(in)]`` in the unrolled one (see musicgen_jax.models.layer_layout).
+PROJECTION_DIMS: dict[str, tuple[str, str]] = {
+    "self_attention.query": ("d", "hk"),
+    "self_attention.key": ("d", "hk"),
+    "self_attention.value": ("d", "hk"),
+    "self_attention.out": ("hk", "d"),
+    "cross_attention.query": ("d", "hk"),
+    "cross_attention.key": ("d", "hk"),
+    "cross_attention.value": ("d", "hk"),
+    "cross_attention.out": ("hk", "d"),
+    "fc1": ("d", "f"),
+    "fc2": ("f", "d"),
+}
 
-    ``nn.DenseGeneral`` initialises a multi-axis kernel at a flat 2-D shape and reshapes it. Under
-    an active mesh and logical rules Flax re-runs that initializer inside ``apply`` (its shape
-    check) and constrains the flat value with the 3-D logical spec, which fails. A kernel declared
-    at its real shape avoids that; the parameter path and layout are DenseGeneral's.
+
+# name -> (path of its kernel in a layer's parameters, how many of the scanned kernel's leading axes
+# are inputs).
+PROJECTION_KERNELS: dict[str, tuple[tuple[str, ...], int]] = {
+    name: ((*name.split("."), "kernel"), len(inputs)) for name, (inputs, _) in PROJECTION_DIMS.items()
+}
+
+
+def dim_sizes(config: DecoderConfig, letters: str) -> tuple[int, ...]:
+    size = {"d": config.hidden_size, "h": config.num_heads, "k": config.head_dim, "f": config.ffn_dim}
+    return tuple(size[c] for c in letters)
+
+
+_LOGICAL = {"d": axes.EMBED, "h": axes.HEADS, "k": axes.KV, "f": axes.MLP}
+
+
+class _Projection(nn.Module):
+    """A bias-free projection from the last ``len(in_letters)`` dims of ``x`` to the output dims.
+
+    Scanned layout: the kernel at its real shape ``[*in, *out]`` (``nn.DenseGeneral`` initialises
+    a multi-axis kernel at a flat 2-D shape and reshapes it; under an active mesh and logical rules
+    Flax re-runs that initializer inside ``apply`` and constrains the flat value with the 3-D
+    logical spec, which fails). Unrolled (``out_in``): one 2-D ``[out, in]`` matrix, PyTorch's
+    ``Linear`` weight, which XLA:CPU's dots read where it lies (a 3-D ``[h, k, d]`` kernel is
+    transposed by a copy at every step). The parameter path (``<name>/kernel``) is Dense's.
     """
 
-    kernel_shape: tuple[int, ...]
-    kernel_axes: tuple[str, ...]
-    equation: str
+    config: DecoderConfig
+    in_letters: str
+    out_letters: str
+    out_in: bool
     dtype: jnp.dtype
     param_dtype: jnp.dtype
+    # Weight-only int8: an int8 kernel and a float32 ``scale`` per output feature (models/int8.py).
+    int8: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        inputs = dim_sizes(self.config, self.in_letters)
+        outputs = dim_sizes(self.config, self.out_letters)
+        if self.out_in:
+            shape = (math.prod(outputs), math.prod(inputs))
+            logical = (_LOGICAL[self.out_letters[0]], _LOGICAL[self.in_letters[0]])
+            scale_shape, scale_logical = shape[:1], logical[:1]
+        else:
+            shape = inputs + outputs
+            logical = tuple(_LOGICAL[c] for c in self.in_letters + self.out_letters)
+            scale_shape, scale_logical = outputs, logical[len(inputs) :]
+        init = nn.initializers.zeros if self.int8 else nn.initializers.normal(0.02)
         kernel = self.param(
             "kernel",
-            nn.with_logical_partitioning(nn.initializers.normal(0.02), self.kernel_axes),
-            self.kernel_shape,
-            self.param_dtype,
-        )
-        return jnp.einsum(self.equation, x.astype(self.dtype), kernel.astype(self.dtype))
+            nn.with_logical_partitioning(init, logical),
+            shape,
+            jnp.int8 if self.int8 else self.param_dtype,
+        ).astype(self.dtype)
+        x = x.astype(self.dtype)
+        lead = x.shape[: x.ndim - len(inputs)]
+        if self.out_in:
+            y = jnp.einsum("...i,oi->...o", x.reshape(lead + shape[1:]), kernel)
+        else:
+            letters = self.in_letters + self.out_letters
+            y = jnp.einsum(f"...{self.in_letters},{letters}->...{self.out_letters}", x, kernel)
+        if self.int8:
+            scale = self.param(
+                "scale",
+                nn.with_logical_partitioning(nn.initializers.ones, scale_logical),
+                scale_shape,
+                jnp.float32,
+            )
+            y = y * scale.astype(self.dtype)
+        return y.reshape(lead + outputs)
+
+
+def projection(
+    config: DecoderConfig, name: str, out_in: bool, dtype, param_dtype, int8: bool = False
+) -> _Projection:
+    """The projection ``name`` of :data:`PROJECTION_DIMS` (its module named by the last part)."""
+    inputs, outputs = PROJECTION_DIMS[name]
+    return _Projection(config, inputs, outputs, out_in, dtype, param_dtype, int8, name=name.split(".")[-1])
 
 
 class Projections(nn.Module):
@@ -71,39 +143,34 @@ class Projections(nn.Module):
     config: DecoderConfig
     dtype: jnp.dtype
     param_dtype: jnp.dtype
+    out_in: bool = False
+    int8: bool = False
 
     def setup(self) -> None:
-        cfg = self.config
-
-        def heads(name: str) -> _HeadsDense:
-            return _HeadsDense(
-                (cfg.hidden_size, cfg.num_heads, cfg.head_dim),
-                (axes.EMBED, axes.HEADS, axes.KV),
-                "...d,dhk->...hk",
-                self.dtype,
-                self.param_dtype,
-                name=name,
+        def make(name: str) -> _Projection:  # q/k/v/out share their dims in both blocks
+            return projection(
+                self.config, f"self_attention.{name}", self.out_in, self.dtype, self.param_dtype, self.int8
             )
 
-        self.query = heads("query")
-        self.key = heads("key")
-        self.value = heads("value")
-        self.out = _HeadsDense(
-            (cfg.num_heads, cfg.head_dim, cfg.hidden_size),
-            (axes.HEADS, axes.KV, axes.EMBED),
-            "...hk,hkd->...d",
-            self.dtype,
-            self.param_dtype,
-            name="out",
-        )
+        self.query = make("query")
+        self.key = make("key")
+        self.value = make("value")
+        self.out = make("out")
 
 
 class DecoderLayer(nn.Module):
-    """One layer, called as the body of ``nn.scan``: ``(carry, layer_inputs) -> (carry, outputs)``."""
+    """One layer, called as the body of ``nn.scan``: ``(carry, layer_inputs) -> (carry, outputs)``.
+
+    ``out_in``: kernels stored ``[out, in]`` (the unrolled inference layout of
+    :mod:`musicgen_jax.models.layer_layout`); the same products either way. ``int8``: weight-only
+    int8 projections (:mod:`musicgen_jax.models.int8`).
+    """
 
     config: DecoderConfig
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    out_in: bool = False
+    int8: bool = False
 
     @nn.compact
     def __call__(
@@ -121,9 +188,11 @@ class DecoderLayer(nn.Module):
         cfg = self.config
         scale = cfg.head_dim**-0.5
         hidden, cache_key, cache_value = carry
-        self_attention = Projections(cfg, self.dtype, self.param_dtype, name="self_attention")
+        self_attention = Projections(
+            cfg, self.dtype, self.param_dtype, self.out_in, self.int8, name="self_attention"
+        )
         cross_attention = (
-            Projections(cfg, self.dtype, self.param_dtype, name="cross_attention")
+            Projections(cfg, self.dtype, self.param_dtype, self.out_in, self.int8, name="cross_attention")
             if cfg.cross_attention
             else None
         )
@@ -195,24 +264,9 @@ class DecoderLayer(nn.Module):
         # Feed-forward.
         residual = hidden
         normed = layer_norm(cfg, self.dtype, self.param_dtype, "mlp_norm")(hidden)
-        init = nn.initializers.normal(0.02)
-        up = nn.Dense(
-            cfg.ffn_dim,
-            use_bias=False,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=nn.with_logical_partitioning(init, (axes.EMBED, axes.MLP)),
-            name="fc1",
-        )(normed)
+        up = projection(cfg, "fc1", self.out_in, self.dtype, self.param_dtype, self.int8)(normed)
         up = nn.with_logical_constraint(up, (axes.BATCH, axes.LENGTH, axes.ACT_MLP))
         up = dropout(ACTIVATIONS[cfg.activation](up), cfg.activation_dropout)
-        down = nn.Dense(
-            cfg.hidden_size,
-            use_bias=False,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=nn.with_logical_partitioning(init, (axes.MLP, axes.EMBED)),
-            name="fc2",
-        )(up)
+        down = projection(cfg, "fc2", self.out_in, self.dtype, self.param_dtype, self.int8)(up)
         hidden = residual + dropout(down, cfg.dropout)
         return (hidden, cache_key, cache_value), None

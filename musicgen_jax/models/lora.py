@@ -26,20 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from musicgen_jax.models.decoder_layer import PROJECTION_KERNELS
+from musicgen_jax.models.tree_paths import get_path, set_path
+
 LAYERS = ("decoder", "layers")
-# target name -> (path of its kernel under decoder/layers, how many input axes follow the layer axis).
-TARGETS: dict[str, tuple[tuple[str, ...], int]] = {
-    "self_attention.query": (("self_attention", "query", "kernel"), 1),
-    "self_attention.key": (("self_attention", "key", "kernel"), 1),
-    "self_attention.value": (("self_attention", "value", "kernel"), 1),
-    "self_attention.out": (("self_attention", "out", "kernel"), 2),
-    "cross_attention.query": (("cross_attention", "query", "kernel"), 1),
-    "cross_attention.key": (("cross_attention", "key", "kernel"), 1),
-    "cross_attention.value": (("cross_attention", "value", "kernel"), 1),
-    "cross_attention.out": (("cross_attention", "out", "kernel"), 2),
-    "fc1": (("fc1", "kernel"), 1),
-    "fc2": (("fc2", "kernel"), 1),
-}
+TARGETS = PROJECTION_KERNELS  # an adapter's target is a projection's name
 ALL_TARGETS = tuple(TARGETS)
 A, B = "lora_a", "lora_b"
 
@@ -72,13 +63,6 @@ class LoraSpec:
         return self.alpha / self.rank
 
 
-def get_path(tree: dict, path: tuple[str, ...]):
-    """The subtree of ``tree`` at ``path``."""
-    for part in path:
-        tree = tree[part]
-    return tree
-
-
 def kernel_path(target: str) -> tuple[str, ...]:
     return LAYERS + TARGETS[target][0]
 
@@ -101,13 +85,6 @@ def adapter_shapes(param_shapes: dict, spec: LoraSpec, dtype=jnp.float32) -> dic
         }
         adapters = set_path(adapters, LAYERS + TARGETS[target][0][:-1], leaf)
     return adapters
-
-
-def set_path(tree: dict, path: tuple[str, ...], value) -> dict:
-    """A copy of ``tree`` with ``value`` at ``path``, creating the dicts along it."""
-    head, *rest = path
-    child = tree.get(head, {})
-    return {**tree, head: set_path(child, tuple(rest), value) if rest else value}
 
 
 def init_adapters(rng: jax.Array, param_shapes: dict, spec: LoraSpec, dtype=jnp.float32) -> dict:

@@ -14,6 +14,7 @@ from musicgen_jax.models.attribute_embedder import AttributeEmbedder
 from musicgen_jax.models.cache import DecoderCache
 from musicgen_jax.models.config import MusicGenConfig
 from musicgen_jax.models.decoder import MusicGenDecoder
+from musicgen_jax.models.layer_layout import SCANNED
 from musicgen_jax.models.t5 import T5Encoder
 from musicgen_jax.sharding import axes
 
@@ -24,6 +25,8 @@ class MusicGenModel(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
     remat_policy: str = "none"
     scan_unroll: int = 1  # decoder layers per layer-scan iteration (see MusicGenDecoder)
+    layer_layout: str = SCANNED  # the decoder's parameter layout (models/layer_layout.py)
+    int8: bool = False  # weight-only int8 decoder projections and heads (models/int8.py)
 
     def setup(self) -> None:
         cfg = self.config
@@ -50,7 +53,13 @@ class MusicGenModel(nn.Module):
                 cfg.decoder.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype
             )
         self.decoder = MusicGenDecoder(
-            cfg.decoder, self.dtype, self.param_dtype, self.remat_policy, self.scan_unroll
+            cfg.decoder,
+            self.dtype,
+            self.param_dtype,
+            self.remat_policy,
+            self.scan_unroll,
+            self.layer_layout,
+            self.int8,
         )
 
     # ----------------------------------------------------------------------------- conditioning

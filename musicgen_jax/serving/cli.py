@@ -39,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     log.info("compilation cache: %s", cache or "off")
     try:
         model = MusicGen.from_pretrained(
-            settings.model, dtype=settings.dtype, codec_backend=settings.codec_backend
+            settings.model,
+            dtype=settings.dtype,
+            codec_backend=settings.codec_backend,
+            quantize=settings.quantize,
         )
     except (OSError, ValueError) as error:  # missing directory, unreachable hub, bad checkpoint
         print(f"musicgen-jax-api: cannot load model {settings.model!r}: {error}", file=sys.stderr)

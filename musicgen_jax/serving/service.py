@@ -177,7 +177,10 @@ class MusicService:
 
                 logger.info("loading %s (%s)", self.settings.model, self.settings.dtype)
                 self.model = MusicGen.from_pretrained(
-                    self.settings.model, dtype=self.settings.dtype, codec_backend=self.settings.codec_backend
+                    self.settings.model,
+                    dtype=self.settings.dtype,
+                    codec_backend=self.settings.codec_backend,
+                    quantize=self.settings.quantize,
                 )
             self.queue.engine = self.model.engine
             self.state = "warming"

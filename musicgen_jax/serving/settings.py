@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from musicgen_jax.codec import CODEC_BACKENDS
 from musicgen_jax.dtypes import RUN_DTYPE_NAMES
+from musicgen_jax.models.int8 import QUANTIZE_CHOICES
 
 # Settings a flag may not set (secrets); they come from the environment or a file.
 _NOT_FLAGS = {"api_keys"}
@@ -51,6 +52,9 @@ class ServerSettings(BaseSettings):
     )
     codec_backend: Literal[CODEC_BACKENDS] = Field(
         "auto", description="EnCodec backend: jax, torch or auto (jax)"
+    )
+    quantize: Literal[QUANTIZE_CHOICES] | None = Field(
+        None, description="int8: weight-only int8 decoder projections and heads; unset: none"
     )
     compilation_cache_dir: str | None = Field(
         None,
