@@ -29,16 +29,24 @@ class DecoderCache:
     # Positions of a melody model's conditioning prefix, written first (static; 0 with
     # cross-attention, whose cross keys/values are then empty: cond_len 0).
     prefix_length: int = flax.struct.field(pytree_node=False, default=0)
+    # Positions allocated past max_length and never attended (static). The unrolled layout keeps one:
+    # then every attention window is a proper slice of a layer's buffer; a window that is the whole
+    # buffer, read in the same loop iteration that updates it in place, makes XLA:CPU copy the
+    # buffer four times a step (docs/performance.md, version 7).
+    spare_positions: int = flax.struct.field(pytree_node=False, default=0)
 
     @property
     def max_length(self) -> int:
         """Positions the cache holds, the prefix's included."""
-        return jax.tree.leaves(self.self_key)[0].shape[3]
+        return jax.tree.leaves(self.self_key)[0].shape[3] - self.spare_positions
 
     def select_rows(self, rows: jax.Array) -> DecoderCache:
         """The self-attention cache of batch rows ``rows`` (in that order; a beam's reordering)."""
         take = lambda tree: jax.tree.map(lambda x: x[:, rows], tree)  # batch is axis 1
         return self.replace(self_key=take(self.self_key), self_value=take(self.self_value))
+
+
+PER_LAYER_SPARE = 1  # DecoderCache.spare_positions of the unrolled layout
 
 
 def empty_self_attention(
@@ -50,9 +58,10 @@ def empty_self_attention(
     dtype: jnp.dtype,
     per_layer: bool = False,
 ) -> tuple:
-    """Zero keys and values: stacked ``[layers, ...]``, or with ``per_layer`` tuples of ``[1, ...]``."""
+    """Zero keys and values: stacked ``[layers, ...]``, or with ``per_layer`` tuples of ``[1, ...]``
+    with :data:`PER_LAYER_SPARE` positions past ``max_length``."""
     if per_layer:
-        shape = (1, batch, num_heads, max_length, head_dim)
+        shape = (1, batch, num_heads, max_length + PER_LAYER_SPARE, head_dim)
         zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(num_layers))
         return zeros(), zeros()
     shape = (num_layers, batch, num_heads, max_length, head_dim)

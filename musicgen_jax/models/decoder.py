@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from musicgen_jax.models.cache import DecoderCache, empty_self_attention
+from musicgen_jax.models.cache import PER_LAYER_SPARE, DecoderCache, empty_self_attention
 from musicgen_jax.models.config import DecoderConfig
 from musicgen_jax.models.decoder_layer import DecoderLayer, layer_norm
 from musicgen_jax.models.layer_layout import LAYOUTS, SCANNED, UNROLLED
@@ -237,6 +237,7 @@ class MusicGenDecoder(nn.Module):
             cross_value=cast(cross["cross_value"]),
             memory_mask=memory_mask.astype(bool),
             index=jnp.zeros((), jnp.int32),
+            spare_positions=PER_LAYER_SPARE if self._per_layer else 0,
         )
 
     def _prefilled_cache(self, prefix: jax.Array, max_length: int, dtype) -> DecoderCache:
@@ -262,6 +263,7 @@ class MusicGenDecoder(nn.Module):
             memory_mask=jnp.zeros((batch, 0), bool),
             index=jnp.zeros((), jnp.int32),
             prefix_length=prefix_length,
+            spare_positions=PER_LAYER_SPARE if self._per_layer else 0,
         )
         positions = jnp.arange(prefix_length, dtype=jnp.int32)
         hidden = self.with_positions(prefix.astype(self.dtype), positions, True)
