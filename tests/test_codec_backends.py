@@ -231,7 +231,7 @@ def test_server_loads_the_model_with_its_backend(tiny_jax_dir, tmp_path, monkeyp
     finally:
         service.audio_pool.shutdown()
         service.store.close()
-    assert seen == [((str(tiny_jax_dir),), {"dtype": "auto", "codec_backend": "torch"})]
+    assert seen == [((str(tiny_jax_dir),), {"dtype": "auto", "codec_backend": "torch", "quantize": None})]
 
 
 class _Stopped(Exception):

@@ -1,7 +1,8 @@
-"""The MusicGen decoder: codebook embeddings summed, sinusoidal positions, a scan over the stacked
-layers (:class:`~musicgen_jax.models.decoder_layer.DecoderLayer`: pre-norm causal self-attention and
-cross-attention to the conditioning memory), one LM head per codebook, and the KV-cache entry points
-(:meth:`MusicGenDecoder.init_cache`, :meth:`MusicGenDecoder.decode_step`).
+"""The MusicGen decoder: codebook embeddings summed, sinusoidal positions, the layers
+(:class:`~musicgen_jax.models.decoder_layer.DecoderLayer`: pre-norm causal self-attention and
+cross-attention to the conditioning memory; a scan over stacked layers, or a loop over one array a
+layer in the unrolled layout of :mod:`musicgen_jax.models.layer_layout`), one LM head per codebook,
+and the KV-cache entry points (:meth:`MusicGenDecoder.init_cache`, :meth:`MusicGenDecoder.decode_step`).
 
 A melody decoder (``cross_attention: false``) reads its conditioning as a prefix of the sequence
 instead: ``[prefix; tokens]`` through causal self-attention only; its cache holds the prefix.
