@@ -1,15 +1,24 @@
 """Load test of the server: a fixed number of clients for a fixed time, on the loopback interface only.
 
     python benchmarks/load_test.py --clients 8 --seconds 30 --durations 1,2,3
+    python benchmarks/load_test.py --replicas 1 2 --clients 8 --seconds 30   # one replica beside two
     python benchmarks/load_test.py --url http://127.0.0.1:8000 --api-key KEY   # a server already running
 
-Without ``--url`` it starts ``serve.py`` itself on 127.0.0.1 (a free port) with ``--model`` (default:
-a tiny random checkpoint built in a temporary directory) and stops it at the end. Each client
-loops: ``POST /generate`` (a random duration from ``--durations``, its own seeds), polls
-``GET /generate/{id}`` until the task finishes, downloads the file. After ``--seconds`` no new task
+Without ``--url`` it starts ``serve.py`` itself on 127.0.0.1 (free ports) with ``--model`` (default:
+a tiny random checkpoint built in a temporary directory) and stops it at the end. ``--replicas``
+runs the test once per count: that many servers sharing one PostgreSQL database (a throwaway
+server of its own, or ``--database-url``; a fresh database per run, so every count starts from an
+empty queue) and one audio directory, as a deployment behind a load balancer. With a single count
+of 1 and no ``--database-url`` the server keeps its default SQLite store.
+
+Each client loops: ``POST /generate`` (a random duration from ``--durations``, its own seeds) to
+one replica, polls ``GET /generate/{id}`` and downloads the file from the next one (round robin,
+as a load balancer without sticky sessions would send them). After ``--seconds`` no new task
 starts; tasks in flight are waited for (at most ``--drain-seconds``), then it prints throughput
 (tasks/s, seconds of audio per second), latency percentiles (submit to file downloaded), queue
-wait, batch sizes, and whether every task completed. Exit status 0 only if they all did.
+wait, batch sizes, and whether every task completed; with a shared database also how many tasks
+ran more than once. Several counts end with one table and each count's throughput against the
+first's. Exit status 0 only if every task of every run completed.
 """
 
 from __future__ import annotations
@@ -55,10 +64,10 @@ class Client(threading.Thread):
     """One user: submit, poll, download, repeat until the deadline."""
 
     def __init__(
-        self, index: int, url: str, headers: dict, deadline: float, durations: list[float], poll: float
+        self, index: int, urls: list[str], headers: dict, deadline: float, durations: list[float], poll: float
     ):
         super().__init__(name=f"client-{index}", daemon=True)
-        self.index, self.url, self.headers = index, url, headers
+        self.index, self.urls, self.headers = index, urls, headers
         self.deadline, self.durations, self.poll = deadline, durations, poll
         self.random = random.Random(index)
         self.records: list[dict] = []
@@ -68,9 +77,12 @@ class Client(threading.Thread):
         while time.monotonic() < self.deadline:
             number += 1
             duration = self.random.choice(self.durations)
+            turn = self.index + number
+            submit_url = self.urls[turn % len(self.urls)]
+            poll_url = self.urls[(turn + 1) % len(self.urls)]  # another replica, when there are several
             began = time.monotonic()
             status, body = call(
-                f"{self.url}/generate",
+                f"{submit_url}/generate",
                 "POST",
                 {
                     "prompt": f"load test {self.index} {number}",
@@ -79,15 +91,15 @@ class Client(threading.Thread):
                 },
                 self.headers,
             )
-            record = {"duration": duration, "submit_status": status, "status": "rejected"}
+            record = {"duration": duration, "submit_status": status, "status": "rejected", "task_id": None}
             self.records.append(record)
             if status != 202:
                 record["error"] = body.decode(errors="replace")[:200]
                 time.sleep(0.5)  # rate limited or full: back off a little
                 continue
-            task_id = json.loads(body)["task_id"]
+            task_id = record["task_id"] = json.loads(body)["task_id"]
             while True:
-                status, body = call(f"{self.url}/generate/{task_id}", headers=self.headers)
+                status, body = call(f"{poll_url}/generate/{task_id}", headers=self.headers)
                 task = json.loads(body)
                 if task["status"] in ("completed", "failed"):
                     break
@@ -100,7 +112,7 @@ class Client(threading.Thread):
                 rtf=task["real_time_factor"],
             )
             if task["status"] == "completed":
-                status, audio = call(f"{self.url}/download/{task_id}", headers=self.headers)
+                status, audio = call(f"{poll_url}/download/{task_id}", headers=self.headers)
                 record["downloaded"] = status == 200 and len(audio) > 44
             record["latency"] = time.monotonic() - began
 
@@ -111,7 +123,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(model: str, port: int, data_dir: Path, max_batch: int, log_path: Path) -> subprocess.Popen:
+def start_server(
+    model: str, port: int, data_dir: Path, max_batch: int, log_path: Path, extra: tuple[str, ...] = ()
+) -> subprocess.Popen:
     command = [
         sys.executable,
         str(ROOT / "serve.py"),
@@ -133,6 +147,7 @@ def start_server(model: str, port: int, data_dir: Path, max_batch: int, log_path
         "16",
         "--log-level",
         "warning",
+        *extra,
     ]
     with open(log_path, "wb") as log:  # the child keeps its own descriptor
         return subprocess.Popen(
@@ -183,18 +198,142 @@ def summarize(records: list[dict], wall: float) -> dict:
     }
 
 
+def reran_tasks(database_url: str, task_ids: list[str]) -> int:
+    """Tasks of this run that a replica started more than once (a lease lapsed under load)."""
+    import psycopg
+
+    with psycopg.connect(database_url) as connection:
+        rows = connection.execute(
+            "SELECT count(*) FROM tasks WHERE task_id = ANY(%s) AND attempts > 1", (task_ids,)
+        ).fetchone()
+    return int(rows[0])
+
+
+def run_clients(urls: list[str], headers: dict, args, durations: list[float]) -> dict:
+    start = time.monotonic()
+    clients = [
+        Client(i, urls, headers, start + args.seconds, durations, args.poll) for i in range(args.clients)
+    ]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join(max(0.0, start + args.seconds + args.drain_seconds - time.monotonic()))
+    wall = time.monotonic() - start
+    stuck = [c.name for c in clients if c.is_alive()]
+    records = [record for client in clients for record in client.records]
+    summary = summarize(records, wall)
+    summary.update(
+        replicas=len(urls),
+        clients=args.clients,
+        seconds=args.seconds,
+        durations=durations,
+        unfinished_clients=stuck,
+    )
+    summary["task_ids"] = [r["task_id"] for r in records if r["task_id"]]
+    if stuck:
+        summary["all_completed"] = False
+    return summary
+
+
+def report(summary: dict, durations_text: str) -> None:
+    print(
+        f"\n{summary['tasks_completed']}/{summary['tasks_submitted']} tasks completed in "
+        f"{summary['wall_seconds']:.1f} s ({summary['replicas']} replica(s), {summary['clients']} clients, "
+        f"durations {durations_text} s)\n"
+        f"throughput: {summary['throughput_tasks_per_s']:.2f} tasks/s, "
+        f"{summary['throughput_audio_s_per_s']:.2f} s of audio per s\n"
+        f"latency (submit to file): p50 {summary['latency_p50_s'] or 0:.2f} s, "
+        f"p90 {summary['latency_p90_s'] or 0:.2f} s, "
+        f"p99 {summary['latency_p99_s'] or 0:.2f} s, max {summary['latency_max_s'] or 0:.2f} s\n"
+        f"queue wait p50 {summary['queue_wait_p50_s'] or 0:.2f} s; "
+        f"batch size mean {summary['mean_batch_size'] or 0:.2f}, "
+        f"max {summary['max_batch_size']}\n"
+        f"every task finished: {'yes' if summary['all_completed'] else 'NO'}"
+        + (f"; tasks run more than once: {summary['reran']}" if "reran" in summary else ""),
+        flush=True,
+    )
+    print(json.dumps({k: v for k, v in summary.items() if k != "task_ids"}), flush=True)
+
+
+def comparison(summaries: list[dict]) -> str:
+    """One row per replica count, throughput against the first count's."""
+    first = summaries[0]["throughput_audio_s_per_s"] or float("nan")
+    lines = [
+        "| replicas | tasks | tasks/s | audio s/s | vs first | p50 s | p90 s | all done | run twice |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in summaries:
+        lines.append(
+            f"| {s['replicas']} | {s['tasks_completed']}/{s['tasks_submitted']} | "
+            f"{s['throughput_tasks_per_s']:.2f} | {s['throughput_audio_s_per_s']:.2f} | "
+            f"{s['throughput_audio_s_per_s'] / first:.2f}x | {s['latency_p50_s'] or 0:.2f} | "
+            f"{s['latency_p90_s'] or 0:.2f} | {'yes' if s['all_completed'] else 'NO'} | "
+            f"{s.get('reran', '-')} |"
+        )
+    return "\n".join(lines)
+
+
+class Replicas:
+    """``count`` servers started by this script; ``database_url`` shared when given."""
+
+    def __init__(self, count: int, model: str, root: Path, args, database_url: str | None):
+        self.processes: list[subprocess.Popen] = []
+        self.urls: list[str] = []
+        root.mkdir(parents=True, exist_ok=True)
+        extra: tuple[str, ...] = ()
+        if database_url is not None:
+            extra = ("--database-url", database_url, "--storage-url", str(root / "shared-audio"))
+        for index in range(count):
+            port = free_port()
+            self.urls.append(f"http://{LOOPBACK}:{port}")
+            self.processes.append(
+                start_server(
+                    model,
+                    port,
+                    root / f"data-{index}",
+                    args.max_batch_size,
+                    root / f"server-{index}.log",
+                    extra,
+                )
+            )
+        print(f"started serve.py on {', '.join(self.urls)} ...", flush=True)
+
+    def wait_ready(self, timeout: float) -> None:
+        for url, process in zip(self.urls, self.processes):
+            wait_ready(url, process, timeout)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--url", help=f"a running server (http://{LOOPBACK}:PORT); default: start one")
     parser.add_argument(
-        "--model", help="model for the server this script starts (default: a tiny random checkpoint)"
+        "--url", action="append", help=f"a running server (http://{LOOPBACK}:PORT; repeat for replicas)"
+    )
+    parser.add_argument(
+        "--model", help="model for the servers this script starts (default: a tiny random checkpoint)"
+    )
+    parser.add_argument(
+        "--replicas", type=int, nargs="+", default=[1], help="replica counts to run, one run each (e.g. 1 2)"
+    )
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL for the replicas (default: a throwaway server when replicas share one)",
     )
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30.0, help="how long clients keep submitting")
     parser.add_argument("--durations", default="1,2,3", help="seconds of audio per request, chosen at random")
-    parser.add_argument("--max-batch-size", type=int, default=8, help="for the server this script starts")
+    parser.add_argument("--max-batch-size", type=int, default=8, help="for the servers this script starts")
     parser.add_argument("--api-key", default=os.environ.get("MUSICGEN_LOAD_TEST_KEY"))
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between status polls")
     parser.add_argument("--drain-seconds", type=float, default=120.0, help="longest wait for tasks in flight")
@@ -202,75 +341,75 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.clients <= 256 or not 0 < args.seconds <= 3600:
         parser.error("--clients must be 1-256 and --seconds in (0, 3600]")
+    if not all(1 <= count <= 16 for count in args.replicas):
+        parser.error("--replicas takes counts from 1 to 16")
+    if args.url and (args.replicas != [1] or args.model or args.database_url):
+        parser.error(
+            "--url tests servers already running: --replicas, --model and --database-url are for ours"
+        )
+    for url in args.url or []:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or parts.hostname != LOOPBACK:
+            parser.error(f"--url must be http://{LOOPBACK}:PORT: this load test never leaves the machine")
     durations = [float(d) for d in args.durations.split(",") if d.strip()]
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
 
-    process = None
-    temporary = tempfile.TemporaryDirectory(prefix="musicgen-load-")
-    try:
-        if args.url:
-            parts = urllib.parse.urlsplit(args.url)
-            if parts.scheme != "http" or parts.hostname != LOOPBACK:
-                parser.error(f"--url must be http://{LOOPBACK}:PORT: this load test never leaves the machine")
-            url = args.url.rstrip("/")
-        else:
-            model = args.model
-            if model is None:
-                from musicgen_jax.testing import save_tiny_checkpoint
-
-                print("building a tiny random checkpoint ...", flush=True)
-                model = str(save_tiny_checkpoint(Path(temporary.name) / "tiny"))
-            port = free_port()
-            url = f"http://{LOOPBACK}:{port}"
-            log_path = Path(temporary.name) / "server.log"
-            print(f"starting serve.py on {url} ...", flush=True)
-            process = start_server(model, port, Path(temporary.name) / "data", args.max_batch_size, log_path)
+    if args.url:
+        urls = [url.rstrip("/") for url in args.url]
         began = time.monotonic()
-        wait_ready(url, process, args.ready_timeout)
-        print(
-            f"ready after {time.monotonic() - began:.1f} s; {args.clients} clients for {args.seconds:g} s",
-            flush=True,
-        )
-
-        headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-        start = time.monotonic()
-        clients = [
-            Client(i, url, headers, start + args.seconds, durations, args.poll) for i in range(args.clients)
-        ]
-        for client in clients:
-            client.start()
-        for client in clients:
-            client.join(max(0.0, start + args.seconds + args.drain_seconds - time.monotonic()))
-        wall = time.monotonic() - start
-        stuck = [c.name for c in clients if c.is_alive()]
-        records = [record for client in clients for record in client.records]
-        summary = summarize(records, wall)
-        summary.update(
-            clients=args.clients, seconds=args.seconds, durations=durations, unfinished_clients=stuck
-        )
-        if stuck:
-            summary["all_completed"] = False
-        print(
-            f"\n{summary['tasks_completed']}/{summary['tasks_submitted']} tasks completed in {wall:.1f} s "
-            f"({args.clients} clients, durations {args.durations} s)\n"
-            f"throughput: {summary['throughput_tasks_per_s']:.2f} tasks/s, "
-            f"{summary['throughput_audio_s_per_s']:.2f} s of audio per s\n"
-            f"latency (submit to file): p50 {summary['latency_p50_s'] or 0:.2f} s, "
-            f"p90 {summary['latency_p90_s'] or 0:.2f} s, "
-            f"p99 {summary['latency_p99_s'] or 0:.2f} s, max {summary['latency_max_s'] or 0:.2f} s\n"
-            f"queue wait p50 {summary['queue_wait_p50_s'] or 0:.2f} s; "
-            f"batch size mean {summary['mean_batch_size'] or 0:.2f}, "
-            f"max {summary['max_batch_size']}\n"
-            f"every task finished: {'yes' if summary['all_completed'] else 'NO'}"
-        )
-        print(json.dumps(summary))
+        for url in urls:
+            wait_ready(url, None, args.ready_timeout)
+        print(f"ready after {time.monotonic() - began:.1f} s; {args.clients} clients for {args.seconds:g} s")
+        summary = run_clients(urls, headers, args, durations)
+        report(summary, args.durations)
         return 0 if summary["all_completed"] else 1
-    finally:
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+
+    shared = args.database_url is not None or args.replicas != [1]
+    temporary = tempfile.TemporaryDirectory(prefix="musicgen-load-")
+    postgres = None
+    summaries = []
+    try:
+        model = args.model
+        if model is None:
+            from musicgen_jax.testing import save_tiny_checkpoint
+
+            print("building a tiny random checkpoint ...", flush=True)
+            model = str(save_tiny_checkpoint(Path(temporary.name) / "tiny"))
+        if shared and args.database_url is None:
+            from musicgen_jax.testing.postgres import PostgresServer, unavailable
+
+            reason = unavailable()
+            if reason:
+                raise SystemExit(f"replicas need a PostgreSQL server: {reason}; or pass --database-url")
+            postgres = PostgresServer()
+            postgres.start()
+        for run, count in enumerate(args.replicas):
+            database_url = None
+            if shared:
+                database_url = postgres.new_database() if postgres else args.database_url
+            root = Path(temporary.name) / f"run-{run}"
+            replicas = Replicas(count, model, root, args, database_url)
             try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+                began = time.monotonic()
+                replicas.wait_ready(args.ready_timeout)
+                print(
+                    f"{count} replica(s) ready after {time.monotonic() - began:.1f} s; "
+                    f"{args.clients} clients for {args.seconds:g} s",
+                    flush=True,
+                )
+                summary = run_clients(replicas.urls, headers, args, durations)
+            finally:
+                replicas.stop()
+            if database_url is not None:
+                summary["reran"] = reran_tasks(database_url, summary["task_ids"])
+            report(summary, args.durations)
+            summaries.append(summary)
+        if len(summaries) > 1:
+            print("\n" + comparison(summaries))
+        return 0 if all(s["all_completed"] for s in summaries) else 1
+    finally:
+        if postgres is not None:
+            postgres.stop()
         temporary.cleanup()
 
 

@@ -73,8 +73,9 @@ def tiny_tokenizer_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    """A PostgreSQL server of the test session's own (tests/postgres.py); skips when there is none."""
-    from postgres import PostgresServer, unavailable
+    """A PostgreSQL server of the test session's own (``musicgen_jax.testing.postgres``); skips when
+    there is none."""
+    from musicgen_jax.testing.postgres import PostgresServer, unavailable
 
     reason = unavailable()
     if reason:

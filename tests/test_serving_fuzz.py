@@ -4,7 +4,8 @@ match the published OpenAPI schema.
 Two sources: schemathesis (~800 positive and negative cases over every operation of the app's own
 OpenAPI schema, checked for server errors, documented status codes, content types and response
 schemas) and hypothesis (~1200 raw bodies: bytes, near-valid JSON, odd multipart forms; and 40
-WebSocket openings). The app runs under uvicorn in a thread with its device worker off
+WebSocket openings). Everything runs twice: on the SQLite task store and on the PostgreSQL one that
+replicas share. The app runs under uvicorn in a thread with its device worker off
 (``start_worker=False``): accepted tasks stay queued, so the HTTP layer is exercised at full speed;
 generation itself is covered by test_serving.py.
 """
@@ -38,11 +39,19 @@ FUZZ = settings(
 )
 
 
-@pytest.fixture(scope="module")
-def app(tiny_jax_dir, tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def app(request, tiny_jax_dir, tmp_path_factory):
+    """The server on each task store: SQLite (one process) and PostgreSQL (replicas' shared store,
+    a real server from the postgres_server fixture), with its audio in a shared-storage directory."""
+    data_dir = tmp_path_factory.mktemp(f"fuzz-data-{request.param}")
+    store = {}
+    if request.param == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        store = {"database_url": server.new_database(), "storage_url": str(data_dir / "shared-audio")}
     settings_ = make_settings(
         model=str(tiny_jax_dir),
-        data_dir=tmp_path_factory.mktemp("fuzz-data"),
+        data_dir=data_dir,
+        **store,
         warmup_batch_sizes="",
         max_duration=10,
         default_duration=2,
@@ -51,7 +60,9 @@ def app(tiny_jax_dir, tmp_path_factory):
         max_request_bytes=300_000,
         max_input_audio_seconds=5,
     )
-    return create_app(settings_, MusicGen.from_pretrained(tiny_jax_dir), start_worker=False)
+    app = create_app(settings_, MusicGen.from_pretrained(tiny_jax_dir), start_worker=False)
+    assert app.state.service.store.shared is (request.param == "postgres")  # the store asked for
+    return app
 
 
 @pytest.fixture(scope="module")

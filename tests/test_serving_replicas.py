@@ -1,9 +1,9 @@
 """Replicas as replicas: two ``serve.py`` processes (uvicorn on 127.0.0.1) sharing one PostgreSQL
-database (a real server, tests/postgres.py) and one audio directory. Any replica answers for any
-task; a replica killed with SIGKILL mid-task loses nothing (the other reclaims the task when its
-lease lapses and finishes it, once); SIGTERM hands back claimed work at once; restarting every
-replica loses no task; identical seeded requests are answered from the stored audio; downloads
-carry an ETag and answer 304."""
+database (a real server, ``musicgen_jax.testing.postgres``) and one audio directory. Any replica
+answers for any task; a replica killed with SIGKILL mid-task loses nothing (the other reclaims
+the task when its lease lapses and finishes it, once); SIGTERM hands back claimed work at once;
+restarting every replica loses no task; identical seeded requests are answered from the stored
+audio; downloads carry an ETag and answer 304."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ from test_serving_live import AUTH, LiveServer, finished, request
 
 LEASE_SECONDS = 3
 TASK_TIMEOUT = 180.0  # seconds: a reclaimed task waits out a lease and a fresh compile
+# Tasks that must still be running when a replica is stopped use a length bucket that no replica
+# of this module has compiled (the replicas share a compile cache of the module's own, so the
+# suite's other servers cannot have compiled it either): the holder is busy compiling for seconds.
+KILL_SECONDS = 10  # the 10 s bucket
+SIGTERM_SECONDS = 15  # the 15 s bucket
 
 
 def _post(server: LiveServer, body: dict, headers: dict | None = None) -> tuple[str, dict]:
@@ -62,6 +67,12 @@ class Cluster:
     def files_of(self, task_id: str) -> list[str]:
         return sorted(path.name for path in self.storage.iterdir() if path.name.startswith(task_id))
 
+    def ensure_running(self) -> None:
+        """Start any replica a failed test left stopped, so one failure does not cascade."""
+        for replica in self.replicas:
+            if replica.process is None or replica.process.poll() is not None:
+                replica.start()
+
 
 @pytest.fixture(scope="module")
 def cluster(tiny_jax_dir, postgres_server, tmp_path_factory):
@@ -73,6 +84,8 @@ def cluster(tiny_jax_dir, postgres_server, tmp_path_factory):
         "--storage-url", str(storage),
         "--lease-seconds", str(LEASE_SECONDS),
         "--queue-poll-ms", "100",
+        "--max-duration", str(SIGTERM_SECONDS),
+        "--compilation-cache-dir", str(root / "xla-cache"),
     )  # fmt: skip
     replicas = [
         LiveServer(tiny_jax_dir, root / f"data-{name}", root / f"{name}.log", flags) for name in ("a", "b")
@@ -136,8 +149,8 @@ def test_an_identical_seeded_request_is_answered_from_the_stored_audio(cluster):
 
 
 def test_a_replica_killed_mid_task_loses_nothing_and_the_task_completes_once(cluster):
-    # 10 s of audio: a length bucket the warm-up did not compile, so the holder is busy a while.
-    task_id, _ = _post(cluster.replicas[0], {"prompt": "survive", "duration": 10, "seed": 5})
+    cluster.ensure_running()
+    task_id, _ = _post(cluster.replicas[0], {"prompt": "survive", "duration": KILL_SECONDS, "seed": 5})
     victim = cluster.wait_running(task_id)
     survivor = next(replica for replica in cluster.replicas if replica is not victim)
     victim.kill()
@@ -150,31 +163,31 @@ def test_a_replica_killed_mid_task_loses_nothing_and_the_task_completes_once(clu
     # Exactly one finished file for the task, the one its row names.
     assert [name for name in cluster.files_of(task_id) if not name.endswith(".tmp")] == [row["file_name"]]
     status, _, content = request(f"{survivor.url}/download/{task_id}", headers=AUTH)
-    assert status == 200 and len(content) > 10 * 32000  # 10 s of 16-bit mono
+    assert status == 200 and len(content) > KILL_SECONDS * 32000  # 16-bit mono
     victim.start()  # back for the next tests, on the same data
 
 
-# Racy on a fresh machine (CI of 2026-12-03): the task can finish on the leaving replica before
-# SIGTERM lands, and the restart test then finds a replica down. Kept running, not yet trusted.
-RACY = pytest.mark.xfail(strict=False, reason="timing race with SIGTERM; see the comment above RACY")
-
-
-@RACY
 def test_sigterm_hands_claimed_work_back_at_once(cluster):
-    task_id, _ = _post(cluster.replicas[0], {"prompt": "hand back", "duration": 10, "seed": 6})
+    cluster.ensure_running()
+    body = {"prompt": "hand back", "duration": SIGTERM_SECONDS, "seed": 6}
+    task_id, _ = _post(cluster.replicas[0], body)
     holder = cluster.wait_running(task_id)
     other = next(replica for replica in cluster.replicas if replica is not holder)
-    holder.stop()  # SIGTERM
-    row = cluster.row(task_id)
-    assert row["claimed_by"] is None or cluster.holder(task_id) is other, row  # never the leaver's
-    assert finished(other, task_id, TASK_TIMEOUT)["status"] == "completed"
-    # Handed back, the claim did not count: one attempt (a lapsed lease would make it two).
-    assert cluster.row(task_id)["attempts"] == 1
-    holder.start()
+    leaver = str(holder.process.pid)
+    try:
+        holder.stop()  # SIGTERM while it compiles the new bucket
+        row = cluster.row(task_id)
+        # Not the leaver's any more: neither still held by it nor finished by it before SIGTERM.
+        assert not row["claimed_by"] or row["claimed_by"].split(":")[-2] != leaver, row
+        assert finished(other, task_id, TASK_TIMEOUT)["status"] == "completed"
+        # Handed back, the claim did not count: one attempt (a lapsed lease would make it two).
+        assert cluster.row(task_id)["attempts"] == 1
+    finally:
+        holder.start()
 
 
-@RACY
 def test_restarting_every_replica_loses_no_task(cluster):
+    cluster.ensure_running()
     a, b = cluster.replicas
     finished_id, _ = _post(a, {"prompt": "kept", "duration": 1.0, "seed": 21})
     assert finished(a, finished_id, TASK_TIMEOUT)["status"] == "completed"
