@@ -20,7 +20,7 @@ import numpy as np
 
 from musicgen_jax.codec import EncodecBridge, JaxCodec, check_backend, load_codec
 from musicgen_jax.conditioning import Attributes
-from musicgen_jax.conditioning.melody import MelodyError, chroma_from_audio
+from musicgen_jax.conditioning.melody import MelodyError, chroma_from_audio, window_chromas
 from musicgen_jax.conditioning.text import PromptError
 from musicgen_jax.conversion import checkpoint as ckpt
 from musicgen_jax.conversion.loader import LoadedModel, load_model
@@ -204,12 +204,26 @@ class MusicGen:
                 "facebook/musicgen-melody, -melody-large, -stereo-melody, -stereo-melody-large)"
             )
 
-    def melody_chroma(self, audio, sample_rate: int) -> np.ndarray:
+    def melody_chroma(
+        self, audio, sample_rate: int, duration: float | None = None, extend_stride: float | None = None
+    ) -> np.ndarray | tuple[np.ndarray, ...]:
         """``[frames, num_chroma]`` chroma of a melody (``[samples]`` or ``[channels, samples]`` at
         ``sample_rate``) as this model reads it (:func:`~musicgen_jax.conditioning.melody.chroma_from_audio`);
-        a ``MelodyError`` for a model without melody support or silent audio."""
+        a ``MelodyError`` for a model without melody support or silent audio.
+
+        For a ``duration`` past the model's window (long form, each window ``extend_stride`` seconds
+        after the last), a tuple with one chroma per window: the melody moves along with the
+        windows as audiocraft moves it, each window reading the model's window length of it from
+        the window's start, the melody repeated periodically where it runs out
+        (:func:`~musicgen_jax.conditioning.melody.window_chromas`)."""
         self.require_melody_model()
-        return chroma_from_audio(audio, sample_rate, num_chroma=self.config.melody.num_chroma)
+        num_chroma = self.config.melody.num_chroma
+        shapes = self.engine.shapes
+        if duration is None or shapes.window_count(duration, extend_stride) == 1:
+            return chroma_from_audio(audio, sample_rate, num_chroma=num_chroma)
+        stride_seconds = shapes.frames(extend_stride) / shapes.frame_rate  # the windows' own offsets
+        starts = [w * stride_seconds for w in range(shapes.window_count(duration, extend_stride))]
+        return window_chromas(audio, sample_rate, starts, self.config.max_duration, num_chroma)
 
     # ------------------------------------------------------------------------------ scoring
 
@@ -287,7 +301,14 @@ class MusicGen:
                 raise PromptError("melody needs melody_sample_rate", "melody")
             shared = isinstance(melody, np.ndarray) and melody.ndim <= 2
             rows = [melody] if shared else list(melody)
-            melody_chroma = [None if m is None else self.melody_chroma(m, melody_sample_rate) for m in rows]
+            # Long-form windows follow the melody: the chroma depends on the duration and stride.
+            span = GenerationParams(**{k: v for k, v in params.items() if k != "seed"})
+            melody_chroma = [
+                None
+                if m is None
+                else self.melody_chroma(m, melody_sample_rate, span.duration, span.extend_stride)
+                for m in rows
+            ]
             if shared:
                 melody_chroma = melody_chroma * len(texts)
         chromas = _per_row(melody_chroma, len(texts), "melody_chroma")

@@ -112,12 +112,16 @@ def run_generate_batch(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     check_writable(out_dir / "probe.wav")
     model = load_model(args)
-    chromas = {}  # id of a melody -> its chroma: one computation for a melody many lines share
+    # (melody, duration, stride) -> its chroma: one computation for a melody many lines share
+    # (long-form windows follow the melody, so the duration and stride are part of the key).
+    chromas = {}
     for _prompt, kwargs, _path, _fmt, _entry in jobs:
         melody = kwargs.pop("melody")
-        if melody is not None and id(melody) not in chromas:
-            chromas[id(melody)] = model.melody_chroma(*melody)  # refused here by a text-only model
-        kwargs["melody_chroma"] = None if melody is None else chromas[id(melody)]
+        span = GenerationParams(**{k: v for k, v in kwargs.items() if k not in ("attributes", "seed")})
+        key = None if melody is None else (id(melody), span.duration, span.extend_stride)
+        if key is not None and key not in chromas:  # refused here by a text-only model
+            chromas[key] = model.melody_chroma(*melody, span.duration, span.extend_stride)
+        kwargs["melody_chroma"] = None if key is None else chromas[key]
     seconds = sum(k["duration"] for _, k, _, _, _ in jobs)
     progress = Progress(model.frame_rate)
     began = time.perf_counter()

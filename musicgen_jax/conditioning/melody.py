@@ -73,6 +73,35 @@ def require_audible(audio, sample_rate: int, max_seconds: float = CHROMA_MAX_SEC
         )
 
 
+def melody_window(audio, sample_rate: int, start: float, seconds: float) -> np.ndarray:
+    """``seconds`` of ``audio`` from ``start`` (seconds), the audio repeated periodically where it
+    runs out: the melody a long-form window starting at ``start`` follows, as audiocraft's
+    long-form generation cuts it (``ref_wav[..., positions % wav_length]``)."""
+    array = np.asarray(audio, np.float32)
+    first = int(round(start * sample_rate))
+    positions = (first + np.arange(int(round(seconds * sample_rate)))) % array.shape[-1]
+    return array[..., positions]
+
+
+def window_chromas(
+    audio, sample_rate: int, starts: Sequence[float], seconds: float, num_chroma: int = 12
+) -> tuple[np.ndarray, ...]:
+    """One chroma per long-form window (:func:`melody_window` from each start, ``seconds`` long).
+
+    The melody as a whole must be audible (:func:`require_audible`); a window whose own excerpt
+    is silent gets the null chroma, which is what the chroma of digital silence is (every bin 0,
+    so the one-hot step picks bin 0)."""
+    require_audible(audio, sample_rate)
+    chromas = []
+    for start in starts:
+        excerpt = melody_window(audio, sample_rate, start, seconds)
+        try:
+            chromas.append(chroma_from_audio(excerpt, sample_rate, num_chroma=num_chroma))
+        except MelodyError:  # this window's stretch is silent
+            chromas.append(null_chroma(num_chroma))
+    return tuple(chromas)
+
+
 def null_chroma(num_chroma: int, frames: int = 1) -> np.ndarray:
     """``[frames, num_chroma]`` float32: bin 0 one-hot in every frame (no melody)."""
     chroma = np.zeros((frames, num_chroma), np.float32)

@@ -89,6 +89,7 @@ class GenerationCall:
         self.chunk_frames = chunk_frames
         self.first_chunk_frames = first_chunk_frames
         self.compile_seconds = 0.0
+        self._text = None  # the call's prompts, prepared once (long-form melody windows encode again)
         self._done = 0
         self._total = 0
 
@@ -135,8 +136,10 @@ class GenerationCall:
         self._validate(requests, totals)
         self._total = sum(totals)
         encode_seconds: list[float] = []
-        batch = engine.prepare_text([r.prompt for r in requests], [r.attributes for r in requests])
-        memory, memory_mask = engine.encode(batch, encode_seconds, [r.melody_chroma for r in requests])
+        self._text = engine.prepare_text([r.prompt for r in requests], [r.attributes for r in requests])
+        memory, memory_mask = engine.encode(
+            self._text, encode_seconds, [r.window_chroma(0) for r in requests]
+        )
         self.compile_seconds += sum(encode_seconds)
         output = GenerationOutput(
             host_frames=[np.zeros((engine.config.decoder.num_codebooks, 0), np.int32) for _ in requests],
@@ -180,7 +183,10 @@ class GenerationCall:
                 output.frames[row] = prompt[row]
                 self._report(row, prompt[row])
         active = list(rows)
+        window_of = dict.fromkeys(rows, 0)
         while active:
+            if any(window_of[row] and requests[row].melody_moves for row in active):
+                memory, memory_mask = self._window_memory(requests, window_of)
             wanted = {row: min(totals[row] - offset[row], shapes.window_frames) for row in active}
             if beams:
                 results = self._beam_window(
@@ -205,8 +211,18 @@ class GenerationCall:
                     stride = shapes.frames(requests[row].params.extend_stride)
                     prompt[row] = frames[:, stride:]
                     offset[row] += stride
+                    window_of[row] += 1
                     next_active.append(row)
             active = next_active
+
+    def _window_memory(self, requests, window_of: dict[int, int]) -> tuple[jax.Array, jax.Array]:
+        """The conditioning of every row again, each active row's melody that of its current window
+        (rows of this group not in ``window_of`` keep their first). Same shapes: no new program."""
+        chromas = [r.window_chroma(window_of.get(i, 0)) for i, r in enumerate(requests)]
+        seconds: list[float] = []
+        memory = self.engine.encode(self._text, seconds, chromas)
+        self.compile_seconds += sum(seconds)
+        return memory
 
     def _plan(self, rows, batch_rows: int, wanted, prompts, frames_bucket: int) -> loop.SequencePlan:
         codebooks = self.engine.config.decoder.num_codebooks

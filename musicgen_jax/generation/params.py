@@ -117,8 +117,10 @@ class GenerationRequest:
     params: GenerationParams = GenerationParams()
     attributes: Attributes | None = None
     prompt_codes: np.ndarray | None = None  # [K, frames] codec frames to continue from
-    # [frames, num_chroma] chroma of a reference melody (melody models only; None: no melody)
-    melody_chroma: np.ndarray | None = None
+    # [frames, num_chroma] chroma of a reference melody (melody models only; None: no melody), or
+    # a tuple of them, one per long-form window (the melody moving along with the windows, as
+    # audiocraft does); windows past the tuple's end take its last chroma.
+    melody_chroma: np.ndarray | tuple[np.ndarray, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.prompt is not None and not isinstance(self.prompt, str):
@@ -127,5 +129,20 @@ class GenerationRequest:
             )
         if self.prompt_codes is not None and np.asarray(self.prompt_codes).ndim != 2:
             raise GenerationParamsError("prompt_codes must be [codebooks, frames]", "prompt_codes")
-        if self.melody_chroma is not None and np.asarray(self.melody_chroma).ndim != 2:
-            raise GenerationParamsError("melody_chroma must be [frames, num_chroma]", "melody_chroma")
+        chromas = self.melody_chroma if isinstance(self.melody_chroma, tuple) else (self.melody_chroma,)
+        if self.melody_chroma is not None and (not chromas or any(np.asarray(c).ndim != 2 for c in chromas)):
+            raise GenerationParamsError(
+                "melody_chroma must be [frames, num_chroma], or a tuple of them (one per window)",
+                "melody_chroma",
+            )
+
+    def window_chroma(self, window: int) -> np.ndarray | None:
+        """The melody chroma of long-form window ``window`` (0 first), or None (no melody)."""
+        if not isinstance(self.melody_chroma, tuple):
+            return self.melody_chroma
+        return self.melody_chroma[min(window, len(self.melody_chroma) - 1)]
+
+    @property
+    def melody_moves(self) -> bool:
+        """Whether later windows have a melody chroma of their own."""
+        return isinstance(self.melody_chroma, tuple) and len(self.melody_chroma) > 1

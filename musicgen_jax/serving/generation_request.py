@@ -174,8 +174,25 @@ def encode_request(request: GenerationRequest) -> dict[str, Any]:
         "params": dataclasses.asdict(request.params),
         "attributes": None if request.attributes is None else dataclasses.asdict(request.attributes),
         "prompt_codes": None if codes is None else np.asarray(codes, np.int64).tolist(),  # [K, frames]
-        "melody_chroma": None if chroma is None else np.asarray(chroma, np.float64).tolist(),  # [frames, 12]
+        "melody_chroma": _chroma_data(chroma),
     }
+
+
+def _chroma_data(chroma) -> list | dict | None:
+    """``[frames, 12]`` as nested lists, or (long form, one a window) ``{"windows": [...]}``."""
+    if chroma is None:
+        return None
+    if isinstance(chroma, tuple):
+        return {"windows": [np.asarray(c, np.float64).tolist() for c in chroma]}
+    return np.asarray(chroma, np.float64).tolist()
+
+
+def _chroma_of(data) -> np.ndarray | tuple[np.ndarray, ...] | None:
+    if data is None:
+        return None
+    if isinstance(data, dict):
+        return tuple(np.asarray(c, np.float32) for c in data["windows"])
+    return np.asarray(data, np.float32)
 
 
 def decode_request(data: dict[str, Any]) -> GenerationRequest:
@@ -191,7 +208,7 @@ def decode_request(data: dict[str, Any]) -> GenerationRequest:
         params=GenerationParams(**data["params"]),
         attributes=attributes,
         prompt_codes=None if codes is None else np.asarray(codes, np.int32),
-        melody_chroma=None if chroma is None else np.asarray(chroma, np.float32),
+        melody_chroma=_chroma_of(chroma),
     )
 
 

@@ -1,5 +1,6 @@
-"""A throwaway PostgreSQL server for tests: ``initdb`` in a temporary directory, ``postgres`` on a free
-port of 127.0.0.1, trust authentication, no fsync; stopped and deleted afterwards.
+"""A throwaway PostgreSQL server for tests and benchmarks (``benchmarks/load_test.py --replicas``):
+``initdb`` in a temporary directory, ``postgres`` on a free port of 127.0.0.1, trust
+authentication, no fsync; stopped and deleted afterwards.
 
 PostgreSQL refuses to run as root; as root the server runs as the ``postgres`` system user (its
 directory is made theirs). Tests skip when the binaries, or psycopg, are missing.
