@@ -216,13 +216,13 @@ class GenerationCall:
             active = next_active
 
     def _window_memory(self, requests, window_of: dict[int, int]) -> tuple[jax.Array, jax.Array]:
-        """The conditioning of every row again, each active row's melody that of its current window
-        (rows of this group not in ``window_of`` keep their first). Same shapes: no new program."""
+        """The conditioning of every row again, each row of this group with the melody of its
+        current window (rows of other groups keep their first). Same shapes: no new program."""
         chromas = [r.window_chroma(window_of.get(i, 0)) for i, r in enumerate(requests)]
         seconds: list[float] = []
-        memory = self.engine.encode(self._text, seconds, chromas)
+        memory, memory_mask = self.engine.encode(self._text, seconds, chromas)
         self.compile_seconds += sum(seconds)
-        return memory
+        return memory, memory_mask
 
     def _plan(self, rows, batch_rows: int, wanted, prompts, frames_bucket: int) -> loop.SequencePlan:
         codebooks = self.engine.config.decoder.num_codebooks
